@@ -1,0 +1,72 @@
+"""Choosing between the Triton kernels and the reference PyTorch path.
+
+CUDA tensors run the Triton kernels; everything else runs the reference path. The environment
+variable ``ZOO_KERNELS`` overrides that choice: ``reference`` forces the PyTorch path everywhere,
+``triton`` forces the Triton kernels (on CPU tensors this needs ``TRITON_INTERPRET=1`` set before
+triton is imported, which is how the kernels are tested without a GPU).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import torch
+
+_CHOICES = ("auto", "reference", "triton")
+
+
+@lru_cache(maxsize=1)
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _interpreter_on() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def use_triton(*tensors: torch.Tensor) -> bool:
+    """Whether an op called on ``tensors`` should run its Triton kernel."""
+    choice = os.environ.get("ZOO_KERNELS", "auto").strip().lower() or "auto"
+    if choice not in _CHOICES:
+        raise ValueError(f"ZOO_KERNELS must be one of {_CHOICES}, got {choice!r}")
+    if choice == "reference":
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    on_cuda = all(t.is_cuda for t in tensors if t is not None)
+    if choice == "auto":
+        return on_cuda and triton_available()
+    if not triton_available():
+        raise RuntimeError("ZOO_KERNELS=triton but triton is not installed (pip install triton)")
+    if not on_cuda and not _interpreter_on():
+        raise RuntimeError(
+            "ZOO_KERNELS=triton on CPU tensors needs TRITON_INTERPRET=1 set before triton is imported"
+        )
+    return True
+
+
+def pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
+    """An int or an (h, w) pair as a tuple of two positive ints, or a ValueError naming ``name``."""
+    if isinstance(value, int):
+        value = (value, value)
+    value = tuple(value)
+    if len(value) != 2 or not all(isinstance(v, int) for v in value):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return value
+
+
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, op: str) -> None:
+    """q, k, v must be ``(B, H, W, heads, head_dim)`` tensors of one shape, dtype and device."""
+    if q.dim() != 5:
+        raise ValueError(f"{op}: q, k, v must have shape (B, H, W, heads, head_dim), got q of {tuple(q.shape)}")
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(
+            f"{op}: q, k, v must have the same shape, got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if k.dtype != q.dtype or v.dtype != q.dtype or k.device != q.device or v.device != q.device:
+        raise ValueError(f"{op}: q, k, v must share dtype and device")

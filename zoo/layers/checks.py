@@ -1,0 +1,26 @@
+"""Input validation shared by the model families."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_image_batch(x: torch.Tensor, in_chans: int, min_size: int | tuple[int, int], model: str) -> None:
+    """Raise a ValueError unless ``x`` is a ``(B, in_chans, H, W)`` batch with H, W >= ``min_size``."""
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return
+    min_h, min_w = (min_size, min_size) if isinstance(min_size, int) else min_size
+    if x.dim() != 4:
+        raise ValueError(
+            f"{model} expects a 4-D image batch (B, {in_chans}, H, W), got a {x.dim()}-D tensor of shape "
+            f"{tuple(x.shape)}"
+        )
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f"{model} expects {in_chans} input channels (B, {in_chans}, H, W), got {x.shape[1]} channels "
+            f"in a tensor of shape {tuple(x.shape)}; create the model with in_chans={x.shape[1]} to change it"
+        )
+    if x.shape[2] < min_h or x.shape[3] < min_w:
+        raise ValueError(
+            f"{model} needs an input of at least {min_h}x{min_w} pixels, got {x.shape[2]}x{x.shape[3]}"
+        )

@@ -1,0 +1,455 @@
+"""Swin Transformer: Hierarchical Vision Transformer using Shifted Windows (Liu et al., ICCV 2021).
+
+https://arxiv.org/abs/2103.14030
+
+The state dict is the same as timm's ``swin_*_patch4_window*`` models (timm's Hub weights load
+as they are) and official checkpoints from microsoft/Swin-Transformer load through
+``checkpoint_filter_fn``. Unlike the official model, any input size works: each block pads its
+map to a multiple of the window (and crops back), as the official detection code does. Window
+attention runs through ``zoo.kernels.window_attention``: a fused Triton kernel on CUDA, a
+PyTorch path elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    Mlp,
+    PatchEmbed,
+    calculate_drop_path_rates,
+    resample_patch_embed,
+    resize_rel_pos_bias_table,
+    to_2tuple,
+    trunc_normal_,
+)
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs
+from timm.models._features import feature_take_indices
+
+from zoo.kernels import window_attention
+from zoo.layers.checks import check_image_batch
+
+from ._registry import register_model, register_tiny_kwargs
+
+__all__ = ["SwinTransformer"]
+
+
+def stage_window_and_shift(resolution: tuple[int, int], window_size: tuple[int, int], shifted: bool):
+    """Swin's rule: a stage whose map fits in one window uses a window of the map's size and no shift."""
+    window = tuple(min(r, w) for r, w in zip(resolution, window_size))
+    shift = tuple(0 if (r <= w or not shifted) else w // 2 for r, w in zip(resolution, window))
+    return window, shift
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside (shifted) windows with Swin's relative position bias."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int], qkv_bias: bool = True,
+                 proj_drop: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.window_size = window_size
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size[0] - 1) * (2 * window_size[1] - 1), num_heads)
+        )
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def forward(self, x: torch.Tensor, shift_size: tuple[int, int]) -> torch.Tensor:
+        """``x``: ``(B, H, W, C)`` with H, W multiples of the window."""
+        b, h, w, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, h, w, 3, self.num_heads, self.head_dim).unbind(3)
+        x = window_attention(q, k, v, self.window_size, shift_size, rpb=self.relative_position_bias_table)
+        return self.proj_drop(self.proj(x.reshape(b, h, w, c)))
+
+
+class SwinTransformerBlock(nn.Module):
+    """Pre-norm block: (S)W-MSA then MLP, each with a residual connection (paper Eq. 3)."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int], shift_size: tuple[int, int],
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, proj_drop: float = 0.0,
+                 drop_path: float = 0.0, norm_layer: type[nn.Module] = nn.LayerNorm):
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = shift_size
+        self.norm1 = norm_layer(dim)
+        self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias=qkv_bias, proj_drop=proj_drop)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def _attn(self, x: torch.Tensor) -> torch.Tensor:
+        _, h, w, _ = x.shape
+        pad_h = -h % self.window_size[0]
+        pad_w = -w % self.window_size[1]
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        x = self.attn(x, self.shift_size)
+        return x[:, :h, :w]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self._attn(self.norm1(x)))
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class PatchMerging(nn.Module):
+    """Concatenate each 2x2 neighbourhood (4C channels), normalize and project to ``out_dim``."""
+
+    def __init__(self, dim: int, out_dim: int, norm_layer: type[nn.Module] = nn.LayerNorm):
+        super().__init__()
+        self.norm = norm_layer(4 * dim)
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        h, w = x.shape[1:3]
+        # Channel order x0, x1, x2, x3 of the official code: (0,0), (1,0), (0,1), (1,1).
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.reduction(self.norm(x))
+
+
+class SwinTransformerStage(nn.Module):
+    """Optional 2x downsampling followed by ``depth`` blocks alternating W-MSA and SW-MSA."""
+
+    def __init__(self, dim: int, out_dim: int, resolution: tuple[int, int], depth: int, downsample: bool,
+                 num_heads: int, window_size: tuple[int, int], mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 proj_drop: float = 0.0, drop_path: list[float] | float = 0.0,
+                 norm_layer: type[nn.Module] = nn.LayerNorm):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample = PatchMerging(dim, out_dim, norm_layer) if downsample else nn.Identity()
+        blocks = []
+        for i in range(depth):
+            window, shift = stage_window_and_shift(resolution, window_size, shifted=i % 2 == 1)
+            blocks.append(SwinTransformerBlock(
+                out_dim, num_heads, window, shift, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                proj_drop=proj_drop, drop_path=drop_path[i] if isinstance(drop_path, list) else drop_path,
+                norm_layer=norm_layer,
+            ))
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class SwinTransformer(nn.Module):
+    """Swin Transformer with timm's module layout (downsampling at the start of stages 1-3).
+
+    Window sizes are fixed at construction from ``img_size`` (a stage whose map is smaller than
+    the window uses the map's size), so the weights are those of the model built at that size;
+    any other input size is padded per block to the window.
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int = 4,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        embed_dim: int = 96,
+        depths: tuple[int, ...] = (2, 2, 6, 2),
+        num_heads: tuple[int, ...] = (3, 6, 12, 24),
+        window_size: int | tuple[int, int] = 7,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        norm_layer: type[nn.Module] = nn.LayerNorm,
+    ):
+        super().__init__()
+        if len(depths) != len(num_heads):
+            raise ValueError(f"depths {depths} and num_heads {num_heads} must have one entry per stage")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.output_fmt = "NHWC"
+        self.patch_size = patch_size
+        self.window_size = to_2tuple(window_size)
+        num_stages = len(depths)
+        dims = [int(embed_dim * 2**i) for i in range(num_stages)]
+        self.num_features = self.head_hidden_size = dims[-1]
+
+        self.patch_embed = PatchEmbed(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=dims[0],
+            norm_layer=norm_layer, output_fmt="NHWC", strict_img_size=False, dynamic_img_pad=True,
+        )
+        grid = self.patch_embed.grid_size
+        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages, self.feature_info = [], []
+        for i in range(num_stages):
+            scale = 2**i
+            stages.append(SwinTransformerStage(
+                dim=dims[max(i - 1, 0)], out_dim=dims[i],
+                resolution=(math.ceil(grid[0] / scale), math.ceil(grid[1] / scale)),
+                depth=depths[i], downsample=i > 0, num_heads=num_heads[i], window_size=self.window_size,
+                mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate, drop_path=drop_path[i],
+                norm_layer=norm_layer,
+            ))
+            self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * scale, module=f"layers.{i}"))
+        self.layers = nn.Sequential(*stages)
+        self.norm = norm_layer(self.num_features)
+        self.head = ClassifierHead(
+            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
+        )
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {n for n, _ in self.named_parameters() if "relative_position_bias_table" in n}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(
+            stem=r"^patch_embed",
+            blocks=r"^layers\.(\d+)" if coarse else [
+                (r"^layers\.(\d+).downsample", (0,)),
+                (r"^layers\.(\d+)\.\w+\.(\d+)", None),
+                (r"^norm", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.layers:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool)
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_batch(x, self.in_chans, self.patch_size * min(self.window_size), type(self).__name__)
+        return self.patch_embed(x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """Run the stages, returning the outputs of ``indices`` (NCHW) and, unless
+        ``intermediates_only``, the final normalized features."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        stages = self.layers if torch.jit.is_scripting() or not stop_early else self.layers[: max_index + 1]
+        intermediates = []
+        last = len(self.layers) - 1
+        x = self._stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                feature = self.norm(x) if norm and i == last else x
+                intermediates.append(feature.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else feature)
+        if intermediates_only:
+            return intermediates
+        if len(stages) == len(self.layers):
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages (and norm/head) that the intermediates at ``indices`` do not need."""
+        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        pruned_end = max_index < len(self.layers) - 1
+        self.layers = self.layers[: max_index + 1]
+        if prune_norm or pruned_end:
+            self.norm = nn.Identity()
+        if pruned_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or pruned_end:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` image -> ``(B, H/32, W/32, C')`` normalized features (NHWC, as timm's Swin)."""
+        return self.norm(self.layers(self._stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def checkpoint_filter_fn(state_dict: dict, model: SwinTransformer) -> dict[str, torch.Tensor]:
+    """Convert a timm or official (microsoft/Swin-Transformer) checkpoint to this model's layout.
+
+    Unwraps ``model`` / ``state_dict`` / ``module.``, drops the recomputed buffers, moves the
+    official end-of-stage downsampling to the start of the next stage, renames ``head`` to
+    ``head.fc`` and resizes patch embedding and relative position bias tables that do not match.
+    """
+    state_dict = state_dict.get("model", state_dict)
+    state_dict = state_dict.get("state_dict", state_dict)
+    official_layout = "layers.0.downsample.reduction.weight" in state_dict
+    out = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("module.")
+        if key.endswith(("relative_position_index", "attn_mask", "relative_coords_table")):
+            continue
+        if official_layout:
+            key = re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) + 1}.downsample", key)
+            key = re.sub(r"^head\.", "head.fc.", key)
+        if key == "patch_embed.proj.weight":
+            target = model.patch_embed.proj.weight.shape[-2:]
+            if value.shape[-2:] != target:
+                value = resample_patch_embed(value, list(target), interpolation="bicubic", antialias=True)
+        if key.endswith("relative_position_bias_table"):
+            attn = model.get_submodule(key.rsplit(".", 1)[0])
+            if value.shape != attn.relative_position_bias_table.shape:
+                value = resize_rel_pos_bias_table(
+                    value, new_window_size=attn.window_size, new_bias_shape=attn.relative_position_bias_table.shape
+                )
+        out[key] = value
+    return out
+
+
+def _create_swin(variant: str, pretrained: bool = False, **kwargs) -> SwinTransformer:
+    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (2, 2, 6, 2))))))
+    return build_model_with_cfg(
+        SwinTransformer, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
+        **kwargs,
+    )
+
+
+_OFFICIAL = "https://github.com/SwinTransformer/storage/releases/download"
+
+
+def _cfg(hub_model: str, url: str, **kwargs) -> dict:
+    return {
+        "hf_hub_id": f"timm/{hub_model}",
+        "url": f"{_OFFICIAL}/{url}",
+        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
+        "crop_pct": 0.9, "interpolation": "bicubic", "fixed_input_size": False,
+        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "patch_embed.proj", "classifier": "head.fc",
+        "license": "mit",
+        **kwargs,
+    }
+
+
+_384 = dict(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0)
+_22K = dict(num_classes=21841)
+
+default_cfgs = generate_default_cfgs({
+    "zoo_swin_tiny.ms_in1k": _cfg(
+        "swin_tiny_patch4_window7_224.ms_in1k", "v1.0.0/swin_tiny_patch4_window7_224.pth"),
+    "zoo_swin_tiny.ms_in22k_ft_in1k": _cfg(
+        "swin_tiny_patch4_window7_224.ms_in22k_ft_in1k",
+        "v1.0.8/swin_tiny_patch4_window7_224_22kto1k_finetune.pth"),
+    "zoo_swin_tiny.ms_in22k": _cfg(
+        "swin_tiny_patch4_window7_224.ms_in22k", "v1.0.8/swin_tiny_patch4_window7_224_22k.pth", **_22K),
+    "zoo_swin_small.ms_in22k_ft_in1k": _cfg(
+        "swin_small_patch4_window7_224.ms_in22k_ft_in1k",
+        "v1.0.8/swin_small_patch4_window7_224_22kto1k_finetune.pth"),
+    "zoo_swin_small.ms_in1k": _cfg(
+        "swin_small_patch4_window7_224.ms_in1k", "v1.0.0/swin_small_patch4_window7_224.pth"),
+    "zoo_swin_small.ms_in22k": _cfg(
+        "swin_small_patch4_window7_224.ms_in22k", "v1.0.8/swin_small_patch4_window7_224_22k.pth", **_22K),
+    "zoo_swin_base.ms_in22k_ft_in1k": _cfg(
+        "swin_base_patch4_window7_224.ms_in22k_ft_in1k", "v1.0.0/swin_base_patch4_window7_224_22kto1k.pth"),
+    "zoo_swin_base.ms_in1k": _cfg(
+        "swin_base_patch4_window7_224.ms_in1k", "v1.0.0/swin_base_patch4_window7_224.pth"),
+    "zoo_swin_base.ms_in22k": _cfg(
+        "swin_base_patch4_window7_224.ms_in22k", "v1.0.0/swin_base_patch4_window7_224_22k.pth", **_22K),
+    "zoo_swin_base_384.ms_in22k_ft_in1k": _cfg(
+        "swin_base_patch4_window12_384.ms_in22k_ft_in1k",
+        "v1.0.0/swin_base_patch4_window12_384_22kto1k.pth", **_384),
+    "zoo_swin_base_384.ms_in1k": _cfg(
+        "swin_base_patch4_window12_384.ms_in1k", "v1.0.0/swin_base_patch4_window12_384.pth", **_384),
+    "zoo_swin_base_384.ms_in22k": _cfg(
+        "swin_base_patch4_window12_384.ms_in22k", "v1.0.0/swin_base_patch4_window12_384_22k.pth",
+        **_384, **_22K),
+    "zoo_swin_large.ms_in22k_ft_in1k": _cfg(
+        "swin_large_patch4_window7_224.ms_in22k_ft_in1k", "v1.0.0/swin_large_patch4_window7_224_22kto1k.pth"),
+    "zoo_swin_large.ms_in22k": _cfg(
+        "swin_large_patch4_window7_224.ms_in22k", "v1.0.0/swin_large_patch4_window7_224_22k.pth", **_22K),
+    "zoo_swin_large_384.ms_in22k_ft_in1k": _cfg(
+        "swin_large_patch4_window12_384.ms_in22k_ft_in1k",
+        "v1.0.0/swin_large_patch4_window12_384_22kto1k.pth", **_384),
+    "zoo_swin_large_384.ms_in22k": _cfg(
+        "swin_large_patch4_window12_384.ms_in22k", "v1.0.0/swin_large_patch4_window12_384_22k.pth",
+        **_384, **_22K),
+})
+
+register_tiny_kwargs(
+    "zoo_swin", img_size=64, embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4), window_size=4
+)
+
+
+@register_model
+def zoo_swin_tiny(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """Swin-T: C=96, depths 2-2-6-2, window 7, 224²."""
+    args = dict(patch_size=4, window_size=7, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
+    return _create_swin("zoo_swin_tiny", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_swin_small(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """Swin-S: C=96, depths 2-2-18-2, window 7, 224²."""
+    args = dict(patch_size=4, window_size=7, embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
+    return _create_swin("zoo_swin_small", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_swin_base(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """Swin-B: C=128, depths 2-2-18-2, window 7, 224²."""
+    args = dict(patch_size=4, window_size=7, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
+    return _create_swin("zoo_swin_base", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_swin_base_384(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """Swin-B: C=128, depths 2-2-18-2, window 12, 384²."""
+    args = dict(img_size=384, patch_size=4, window_size=12, embed_dim=128, depths=(2, 2, 18, 2),
+                num_heads=(4, 8, 16, 32))
+    return _create_swin("zoo_swin_base_384", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_swin_large(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """Swin-L: C=192, depths 2-2-18-2, window 7, 224²."""
+    args = dict(patch_size=4, window_size=7, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48))
+    return _create_swin("zoo_swin_large", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_swin_large_384(pretrained: bool = False, **kwargs) -> SwinTransformer:
+    """Swin-L: C=192, depths 2-2-18-2, window 12, 384²."""
+    args = dict(img_size=384, patch_size=4, window_size=12, embed_dim=192, depths=(2, 2, 18, 2),
+                num_heads=(6, 12, 24, 48))
+    return _create_swin("zoo_swin_large_384", pretrained, **dict(args, **kwargs))
