@@ -18,7 +18,6 @@ import re
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import (
     ClassifierHead,
     DropPath,
@@ -35,6 +34,7 @@ from timm.models._features import feature_take_indices
 
 from zoo.kernels import window_attention
 from zoo.layers.checks import check_image_batch
+from zoo.weights import pretrained_cfgs
 
 from ._registry import register_model, register_tiny_kwargs
 
@@ -346,65 +346,7 @@ def _create_swin(variant: str, pretrained: bool = False, **kwargs) -> SwinTransf
     )
 
 
-_OFFICIAL = "https://github.com/SwinTransformer/storage/releases/download"
-
-
-def _cfg(hub_model: str, url: str, **kwargs) -> dict:
-    return {
-        "hf_hub_id": f"timm/{hub_model}",
-        "url": f"{_OFFICIAL}/{url}",
-        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-        "crop_pct": 0.9, "interpolation": "bicubic", "fixed_input_size": False,
-        "mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "patch_embed.proj", "classifier": "head.fc",
-        "license": "mit",
-        **kwargs,
-    }
-
-
-_384 = dict(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0)
-_22K = dict(num_classes=21841)
-
-default_cfgs = generate_default_cfgs({
-    "zoo_swin_tiny.ms_in1k": _cfg(
-        "swin_tiny_patch4_window7_224.ms_in1k", "v1.0.0/swin_tiny_patch4_window7_224.pth"),
-    "zoo_swin_tiny.ms_in22k_ft_in1k": _cfg(
-        "swin_tiny_patch4_window7_224.ms_in22k_ft_in1k",
-        "v1.0.8/swin_tiny_patch4_window7_224_22kto1k_finetune.pth"),
-    "zoo_swin_tiny.ms_in22k": _cfg(
-        "swin_tiny_patch4_window7_224.ms_in22k", "v1.0.8/swin_tiny_patch4_window7_224_22k.pth", **_22K),
-    "zoo_swin_small.ms_in22k_ft_in1k": _cfg(
-        "swin_small_patch4_window7_224.ms_in22k_ft_in1k",
-        "v1.0.8/swin_small_patch4_window7_224_22kto1k_finetune.pth"),
-    "zoo_swin_small.ms_in1k": _cfg(
-        "swin_small_patch4_window7_224.ms_in1k", "v1.0.0/swin_small_patch4_window7_224.pth"),
-    "zoo_swin_small.ms_in22k": _cfg(
-        "swin_small_patch4_window7_224.ms_in22k", "v1.0.8/swin_small_patch4_window7_224_22k.pth", **_22K),
-    "zoo_swin_base.ms_in22k_ft_in1k": _cfg(
-        "swin_base_patch4_window7_224.ms_in22k_ft_in1k", "v1.0.0/swin_base_patch4_window7_224_22kto1k.pth"),
-    "zoo_swin_base.ms_in1k": _cfg(
-        "swin_base_patch4_window7_224.ms_in1k", "v1.0.0/swin_base_patch4_window7_224.pth"),
-    "zoo_swin_base.ms_in22k": _cfg(
-        "swin_base_patch4_window7_224.ms_in22k", "v1.0.0/swin_base_patch4_window7_224_22k.pth", **_22K),
-    "zoo_swin_base_384.ms_in22k_ft_in1k": _cfg(
-        "swin_base_patch4_window12_384.ms_in22k_ft_in1k",
-        "v1.0.0/swin_base_patch4_window12_384_22kto1k.pth", **_384),
-    "zoo_swin_base_384.ms_in1k": _cfg(
-        "swin_base_patch4_window12_384.ms_in1k", "v1.0.0/swin_base_patch4_window12_384.pth", **_384),
-    "zoo_swin_base_384.ms_in22k": _cfg(
-        "swin_base_patch4_window12_384.ms_in22k", "v1.0.0/swin_base_patch4_window12_384_22k.pth",
-        **_384, **_22K),
-    "zoo_swin_large.ms_in22k_ft_in1k": _cfg(
-        "swin_large_patch4_window7_224.ms_in22k_ft_in1k", "v1.0.0/swin_large_patch4_window7_224_22kto1k.pth"),
-    "zoo_swin_large.ms_in22k": _cfg(
-        "swin_large_patch4_window7_224.ms_in22k", "v1.0.0/swin_large_patch4_window7_224_22k.pth", **_22K),
-    "zoo_swin_large_384.ms_in22k_ft_in1k": _cfg(
-        "swin_large_patch4_window12_384.ms_in22k_ft_in1k",
-        "v1.0.0/swin_large_patch4_window12_384_22kto1k.pth", **_384),
-    "zoo_swin_large_384.ms_in22k": _cfg(
-        "swin_large_patch4_window12_384.ms_in22k", "v1.0.0/swin_large_patch4_window12_384_22k.pth",
-        **_384, **_22K),
-})
+default_cfgs = generate_default_cfgs(pretrained_cfgs("swin"))
 
 register_tiny_kwargs(
     "zoo_swin", img_size=64, embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4), window_size=4
