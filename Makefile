@@ -1,0 +1,37 @@
+# `make test` and `make demo` create .venv on first use (a no-op once it is current).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_WORKERS ?= 2
+
+.PHONY: test test-slow test-all demo lint bench list clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]" -c constraints.txt
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m slow --durations=15
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m "slow or not slow"
+
+demo: $(STAMP)
+	$(BIN)/python -m zoo.train.demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/kernels.py
+
+list: $(STAMP)
+	$(BIN)/zoo list
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

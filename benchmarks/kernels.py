@@ -1,0 +1,71 @@
+"""Benchmark the zoo's kernels against their baselines; writes a CSV and prints a table.
+
+    python benchmarks/kernels.py                 # every op; full shapes on CUDA, quick ones on CPU
+    python benchmarks/kernels.py --ops window_attention depthwise_conv --quick
+
+Each op's cases live in ``benchmarks/bench_<op>.py`` (a ``run(device, quick) -> list[dict]``);
+ratios are always against a baseline measured in the same run. Results go to
+``benchmarks/results/kernels-<device name>.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import re
+import sys
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+OPS = ("window_attention", "neighborhood_attention", "depthwise_conv", "routing_attention")
+COLUMNS = ("op", "case", "dtype", "mode", "impl", "ms", "peak_mb", "speedup", "notes")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="small shapes (the default on CPU)")
+    parser.add_argument("--out", type=Path, help="CSV path (default: benchmarks/results/kernels-<device>.csv)")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    quick = args.quick or device.type != "cuda"
+    sys.path.insert(0, str(HERE))
+    rows = []
+    for op in args.ops:
+        module = importlib.import_module(f"bench_{op}")
+        rows += module.run(device, quick)
+
+    name = device_name(device)
+    out = args.out or HERE / "results" / f"kernels-{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-').lower()}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        f.write(f"# device: {name}; torch {torch.__version__}; quick={quick}\n")
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    table = Table(title=f"kernels on {name} (quick={quick})")
+    for column in COLUMNS:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(f"{row.get(c):.3g}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in COLUMNS))
+    Console().print(table)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The ``zoo`` command: ``zoo list``, ``zoo info NAME`` and ``zoo weights ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+
+import timm
+import torch
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+from torch.utils.flop_counter import FlopCounterMode
+
+import zoo
+from zoo.weights import families, manifest
+
+
+@dataclass
+class ModelSummary:
+    name: str
+    params_m: float
+    gmacs: float
+    input_size: tuple[int, int, int]
+    tags: list[str]
+    reported_params_m: float | None = None
+    reported_gflops: float | None = None
+
+
+def _reported_figures() -> dict[str, dict]:
+    figures = {}
+    for family in families():
+        figures.update(manifest(family).get("reported") or {})
+    return figures
+
+
+def summarize(name: str, reported: dict | None = None) -> ModelSummary:
+    """Parameters and multiply-accumulates of ``name`` at its default input size.
+
+    The model is built on the meta device, so nothing is allocated and no weights are initialized;
+    MACs are torch's FLOP counter divided by two (FFT ops, which the counter does not know, are
+    not included).
+    """
+    with torch.device("meta"):
+        model = timm.create_model(name).eval()
+        input_size = tuple(model.pretrained_cfg["input_size"])
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            model(torch.empty(1, *input_size))
+    figures = (reported or {}).get(name, {})
+    return ModelSummary(
+        name=name,
+        params_m=sum(p.numel() for p in model.parameters()) / 1e6,
+        gmacs=counter.get_total_flops() / 2e9,
+        input_size=input_size,
+        tags=[n.split(".", 1)[1] for n in timm.list_pretrained(f"{name}.*")],
+        reported_params_m=figures.get("params_m"),
+        reported_gflops=figures.get("gflops"),
+    )
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(summaries: list[ModelSummary]) -> str:
+    lines = [
+        "| model | params (M) | official params (M) | GMACs | official GFLOPs | input | pretrained tags |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for s in summaries:
+        size = "x".join(str(v) for v in s.input_size[1:])
+        tags = ", ".join(f"`{t}`" for t in s.tags) or "—"
+        lines.append(
+            f"| `{s.name}` | {s.params_m:.1f} | {_fmt(s.reported_params_m)} | {s.gmacs:.2f} | "
+            f"{_fmt(s.reported_gflops)} | {size} | {tags} |"
+        )
+    return "\n".join(lines)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    names = timm.list_models(args.filter)
+    if not names:
+        print(f"no model matches {args.filter!r}", file=sys.stderr)
+        return 1
+    reported = _reported_figures()
+    summaries = [
+        summarize(n, reported)
+        for n in track(names, description="Measuring models", console=Console(stderr=True), transient=True)
+    ]
+    if args.markdown:
+        print(markdown_table(summaries))
+        return 0
+    table = Table(title=f"{len(summaries)} models")
+    for column in ("model", "params (M)", "GMACs", "input", "pretrained tags"):
+        table.add_column(column, justify="right" if column in ("params (M)", "GMACs") else "left")
+    for s in summaries:
+        table.add_row(s.name, f"{s.params_m:.1f}", f"{s.gmacs:.2f}", "x".join(map(str, s.input_size)),
+                      ", ".join(s.tags) or "—")
+    Console().print(table)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    name = args.name.split(".")[0]
+    if not timm.is_model(name):
+        print(f"unknown model {args.name!r}; `zoo list` shows the registered ones", file=sys.stderr)
+        return 1
+    summary = summarize(name, _reported_figures())
+    model = timm.create_model(args.name, pretrained=False)
+    info = {
+        "model": name,
+        "params_m": round(summary.params_m, 3),
+        "gmacs": round(summary.gmacs, 3),
+        "input_size": summary.input_size,
+        "pretrained_tags": summary.tags,
+        "reported": {"params_m": summary.reported_params_m, "gflops": summary.reported_gflops},
+        "feature_info": [{k: v for k, v in f.items() if k != "module"} for f in model.feature_info],
+        "pretrained_cfg": model.pretrained_cfg,
+    }
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description=f"zoo {zoo.__version__}: vision backbones for timm")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    list_parser = commands.add_parser("list", help="table of the registered models")
+    list_parser.add_argument("filter", nargs="?", default="zoo_*", help="model-name pattern (default: zoo_*)")
+    list_parser.add_argument("--markdown", action="store_true", help="print the README's markdown table")
+    list_parser.set_defaults(func=_cmd_list)
+
+    info_parser = commands.add_parser("info", help="details of one model")
+    info_parser.add_argument("name", help="model name, optionally with a .tag")
+    info_parser.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
