@@ -1,0 +1,235 @@
+"""Bi-level routing attention: reference path against a plain loop formulation, Triton against the reference."""
+
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from zoo.kernels.routing_attention import region_routing, routing_attention, routing_attention_reference
+
+needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+
+
+def _qkv(shape, dtype=torch.float32, device="cpu", seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=generator, dtype=dtype).to(device).requires_grad_() for _ in range(3)]
+
+
+def _region(x, batch, region, n_win):
+    """Tokens ``(region tokens, heads, d)`` of one region, read row by row."""
+    rh, rw = x.shape[1] // n_win, x.shape[2] // n_win
+    row, col = divmod(region, n_win)
+    return x[batch, row * rh : (row + 1) * rh, col * rw : (col + 1) * rw].reshape(rh * rw, *x.shape[3:])
+
+
+def naive_routing_attention(q, k, v, n_win, topk, scale=None):
+    """BiFormer's routing attention written with explicit loops over images, regions and heads."""
+    b, h, w, heads, d = q.shape
+    scale = (heads * d) ** -0.5 if scale is None else scale
+    rh, rw = h // n_win, w // n_win
+    n_regions = n_win * n_win
+    out = torch.zeros_like(q)
+    for i in range(b):
+        q_means = torch.stack([_region(q, i, r, n_win).detach().reshape(rh * rw, -1).mean(0) for r in range(n_regions)])
+        k_means = torch.stack([_region(k, i, r, n_win).detach().reshape(rh * rw, -1).mean(0) for r in range(n_regions)])
+        affinity = (q_means * scale) @ k_means.T
+        for r in range(n_regions):
+            routed = affinity[r].topk(topk).indices.tolist()
+            keys = torch.cat([_region(k, i, s, n_win) for s in routed])
+            values = torch.cat([_region(v, i, s, n_win) for s in routed])
+            queries = _region(q, i, r, n_win)
+            row, col = divmod(r, n_win)
+            for head in range(heads):
+                weights = torch.softmax(queries[:, head] @ keys[:, head].T * scale, dim=-1)
+                tokens = (weights @ values[:, head]).reshape(rh, rw, d)
+                out[i, row * rh : (row + 1) * rh, col * rw : (col + 1) * rw, head] = tokens
+    return out
+
+
+def _grads(out, inputs, seed=1):
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype).to(out.device)
+    return torch.autograd.grad(out, inputs, grad)
+
+
+@pytest.mark.parametrize(
+    "shape, n_win, topk, scale",
+    [
+        ((1, 4, 6, 2, 4), 2, 2, None),  # 2x3 regions, H != W
+        ((1, 9, 9, 3, 5), 3, 4, 0.3),  # 3x3 regions, odd heads, explicit scale
+        ((1, 8, 8, 1, 6), 4, 16, None),  # 2x2 regions, all routed
+    ],
+)
+def test_reference_matches_loops(shape, n_win, topk, scale):
+    q, k, v = _qkv(shape, torch.float64)
+    expected = naive_routing_attention(q, k, v, n_win, topk, scale)
+    out = routing_attention_reference(q, k, v, n_win, topk, scale)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    for got, want in zip(_grads(out, (q, k, v)), _grads(expected, (q, k, v))):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_reference_chunks_agree(monkeypatch):
+    q, k, v = _qkv((2, 8, 8, 2, 4), torch.float64)
+    whole = routing_attention_reference(q, k, v, 4, 3)
+    module = importlib.import_module("zoo.kernels.routing_attention")  # the package re-exports a function of that name
+    monkeypatch.setattr(module, "_REFERENCE_CHUNK_BYTES", 1)  # one region per chunk
+    torch.testing.assert_close(routing_attention_reference(q, k, v, 4, 3), whole, rtol=0, atol=0)
+
+
+def test_routing_picks_largest_affinity():
+    q, k, _ = _qkv((2, 6, 6, 2, 3), torch.float64)
+    routes = region_routing(q, k, 3, 4, 0.5)
+    q_means = q.detach().reshape(2, 3, 2, 3, 2, 6).mean((2, 4)).reshape(2, 9, 6)
+    k_means = k.detach().reshape(2, 3, 2, 3, 2, 6).mean((2, 4)).reshape(2, 9, 6)
+    affinity = q_means @ k_means.transpose(1, 2)
+    chosen = affinity.gather(-1, routes)
+    threshold = chosen.min(-1, keepdim=True).values
+    assert routes.shape == (2, 9, 4) and not routes.requires_grad
+    assert ((affinity >= threshold).sum(-1) == 4).all()
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    "shape, n_win, topk",
+    [
+        ((1, 4, 4, 1, 16), 2, 1),  # 2x2 regions packed four to a block, batch 1
+        ((2, 6, 6, 3, 16), 3, 2),  # 2x2 regions, odd heads
+        ((1, 12, 12, 1, 16), 3, 9),  # 4x4 regions, every region routed
+        ((1, 12, 8, 1, 8), 4, 16),  # 3x2 regions (two per block), head_dim below the tile
+        ((1, 18, 18, 1, 16), 2, 3),  # 9x9 regions split over two blocks
+    ],
+)
+def test_triton_matches_reference(monkeypatch, shape, n_win, topk):
+    q, k, v = _qkv(shape)
+    expected = routing_attention_reference(q, k, v, n_win, topk)
+    expected_grads = _grads(expected, (q, k, v))
+    monkeypatch.setenv("ZOO_KERNELS", "triton")
+    out = routing_attention(q, k, v, n_win, topk)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(_grads(out, (q, k, v)), expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_triton
+def test_triton_non_contiguous(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    qkv = torch.randn(1, 6, 6, 3, 3, 16, generator=generator).requires_grad_()  # (B, H, W, qkv, heads, d)
+    q, k = qkv[:, :, :, 0], qkv[:, :, :, 1]
+    v_t = torch.randn(1, 6, 6, 16, 3, generator=generator).requires_grad_()
+    v = v_t.transpose(-1, -2)  # head_dim not the innermost dimension
+    assert not (q.is_contiguous() or v.is_contiguous()) and v.stride(-1) != 1
+    expected = routing_attention_reference(q, k, v, 3, 2, scale=0.2)
+    expected_grads = _grads(expected, (qkv, v_t))
+    monkeypatch.setenv("ZOO_KERNELS", "triton")
+    out = routing_attention(q, k, v, 3, 2, scale=0.2)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    for got, want in zip(_grads(out, (qkv, v_t)), expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_triton
+def test_triton_half_precision(monkeypatch):
+    q, k, v = _qkv((1, 8, 8, 2, 16), torch.float16)
+    expected = routing_attention_reference(*(t.float() for t in (q, k, v)), 2, 2)
+    monkeypatch.setenv("ZOO_KERNELS", "triton")
+    out = routing_attention(q, k, v, 2, 2)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), expected, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    "shape, n_win, topk",
+    [((2, 56, 56, 2, 32), 7, 1), ((2, 28, 28, 4, 32), 7, 4), ((2, 14, 14, 8, 32), 7, 16), ((1, 32, 32, 8, 32), 8, 16)],
+)
+def test_triton_gpu(shape, n_win, topk, dtype):
+    q, k, v = _qkv(shape, dtype, "cuda")
+    expected = routing_attention_reference(*(t.float() for t in (q, k, v)), n_win, topk)
+    expected_grads = _grads(expected, (q, k, v))
+    out = routing_attention(q, k, v, n_win, topk)
+    tol = 2e-3 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(out.float(), expected, rtol=tol, atol=tol)
+    grads = _grads(out, (q, k, v))
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+    again = _grads(routing_attention(q, k, v, n_win, topk), (q, k, v))
+    assert all(torch.equal(a, b) for a, b in zip(grads, again))  # deterministic backward
+
+
+# Compiles the three kernels for sm_90 with Triton's own toolchain (no GPU needed): catches what the
+# interpreter accepts but the compiler rejects. Runs in a subprocess because the test session has
+# TRITON_INTERPRET set, which turns @triton.jit functions into interpreted ones.
+_COMPILE_FOR_HOPPER = """
+import importlib
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+ra = importlib.import_module("zoo.kernels.routing_attention")
+
+def signature(kernel, dtype, constants):
+    types = {}
+    for name in kernel.arg_names:
+        if name in constants:
+            types[name] = "constexpr"
+        elif name.endswith("_strides"):
+            types[name] = ("i32",) * 4
+        elif name in ("lse_ptr", "delta_ptr"):
+            types[name] = "*fp32"
+        elif name in ("routes_ptr", "query_list_ptr", "list_start_ptr", "list_count_ptr"):
+            types[name] = "*i32"
+        elif name.endswith("_ptr"):
+            types[name] = "*" + dtype
+        else:
+            types[name] = "fp32" if "scale" in name else "i32"
+    return types
+
+for dtype, (rh, rw, n_win, d) in [("fp16", (2, 2, 7, 32)), ("bf16", (8, 8, 7, 32)), ("fp32", (16, 16, 8, 32))]:
+    block, groups, tiles = ra._region_blocks(rh * rw)
+    meta = dict(N_WIN=n_win, RH=rh, RW=rw, HEAD_DIM=d, BLOCK_D=d, GROUPS=groups, TILES=tiles,
+                PRECISION="ieee" if dtype == "fp32" else "tf32")
+    for kernel, blocks in [(ra._bra_fwd_kernel, (block, 64)), (ra._bra_bwd_dq_kernel, (block, 64)),
+                           (ra._bra_bwd_dkdv_kernel, (64, block))]:
+        constants = dict(meta, BLOCK_M=blocks[0], BLOCK_N=blocks[1])
+        index = {(kernel.arg_names.index(k),): v for k, v in constants.items()}
+        source = ASTSource(kernel, signature(kernel, dtype, constants), index)
+        triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+"""
+
+
+@pytest.mark.slow
+@needs_triton
+def test_kernels_compile_for_hopper():
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "-c", _COMPILE_FOR_HOPPER], env=env, capture_output=True, text=True, timeout=1800
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+@pytest.mark.parametrize(
+    "shape, n_win, topk, scale, match",
+    [
+        ((1, 4, 4, 16), 2, 1, None, r"\(B, H, W, heads, head_dim\)"),
+        ((1, 6, 4, 1, 16), 4, 1, None, "divisible by n_win"),
+        ((1, 4, 4, 1, 16), 0, 1, None, "n_win must be a positive int"),
+        ((1, 4, 4, 1, 16), 2.0, 1, None, "n_win must be a positive int"),
+        ((1, 4, 4, 1, 16), 2, 0, None, r"topk must be an int in \[1, n_win\*\*2 = 4\]"),
+        ((1, 4, 4, 1, 16), 2, 5, None, r"topk must be an int in \[1, n_win\*\*2 = 4\]"),
+        ((1, 4, 4, 1, 16), 2, 1, -1.0, "scale must be a positive"),
+    ],
+)
+def test_bad_arguments(shape, n_win, topk, scale, match):
+    q = torch.randn(shape)
+    with pytest.raises(ValueError, match=match):
+        routing_attention(q, q, q, n_win, topk, scale)
+
+
+def test_mismatched_qkv():
+    q = torch.randn(1, 4, 4, 1, 16)
+    with pytest.raises(ValueError, match="same shape"):
+        routing_attention(q, q, q[:, :2], 2, 1)
