@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -29,9 +30,10 @@ from timm.layers import (
     to_2tuple,
     trunc_normal_,
 )
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs
+from timm.models import checkpoint_seq, generate_default_cfgs
 from timm.models._features import feature_take_indices
 
+from zoo.hub import build_model_with_cfg
 from zoo.kernels import window_attention
 from zoo.layers.checks import check_image_batch
 from zoo.weights import pretrained_cfgs
@@ -49,14 +51,19 @@ def stage_window_and_shift(resolution: tuple[int, int], window_size: tuple[int, 
 
 
 class WindowAttention(nn.Module):
-    """Multi-head self-attention inside (shifted) windows with Swin's relative position bias."""
+    """Multi-head self-attention inside (shifted) windows with Swin's relative position bias.
 
-    def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int], qkv_bias: bool = True,
-                 proj_drop: float = 0.0):
+    Takes a ``(B, H, W, C)`` map of any size: it is padded to a multiple of the window (as the
+    official detection code does) and cropped back.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int], shift_size: tuple[int, int] = (0, 0),
+                 qkv_bias: bool = True, proj_drop: float = 0.0):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.window_size = window_size
+        self.shift_size = shift_size
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window_size[0] - 1) * (2 * window_size[1] - 1), num_heads)
         )
@@ -65,40 +72,36 @@ class WindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def forward(self, x: torch.Tensor, shift_size: tuple[int, int]) -> torch.Tensor:
-        """``x``: ``(B, H, W, C)`` with H, W multiples of the window."""
-        b, h, w, c = x.shape
-        q, k, v = self.qkv(x).reshape(b, h, w, 3, self.num_heads, self.head_dim).unbind(3)
-        x = window_attention(q, k, v, self.window_size, shift_size, rpb=self.relative_position_bias_table)
-        return self.proj_drop(self.proj(x.reshape(b, h, w, c)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, h, w, c = x.shape
+        x = F.pad(x, (0, 0, 0, -w % self.window_size[1], 0, -h % self.window_size[0]))
+        b, hp, wp, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, hp, wp, 3, self.num_heads, self.head_dim).unbind(3)
+        x = window_attention(q, k, v, self.window_size, self.shift_size, rpb=self.relative_position_bias_table)
+        x = x.reshape(b, hp, wp, c)[:, :h, :w]
+        return self.proj_drop(self.proj(x))
 
 
 class SwinTransformerBlock(nn.Module):
-    """Pre-norm block: (S)W-MSA then MLP, each with a residual connection (paper Eq. 3)."""
+    """Pre-norm block: token mixing then MLP, each with a residual connection (paper Eq. 3).
+
+    The mixer is Swin's (S)W-MSA unless another ``(B, H, W, C) -> (B, H, W, C)`` module is given
+    (FLatten's and Agent attention's global blocks reuse the block that way).
+    """
 
     def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int], shift_size: tuple[int, int],
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, proj_drop: float = 0.0,
-                 drop_path: float = 0.0, norm_layer: type[nn.Module] = nn.LayerNorm):
+                 drop_path: float = 0.0, norm_layer: type[nn.Module] = nn.LayerNorm, attn: nn.Module | None = None):
         super().__init__()
-        self.window_size = window_size
-        self.shift_size = shift_size
         self.norm1 = norm_layer(dim)
-        self.attn = WindowAttention(dim, num_heads, window_size, qkv_bias=qkv_bias, proj_drop=proj_drop)
+        self.attn = attn or WindowAttention(dim, num_heads, window_size, shift_size, qkv_bias, proj_drop)
         self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
         self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
-    def _attn(self, x: torch.Tensor) -> torch.Tensor:
-        _, h, w, _ = x.shape
-        pad_h = -h % self.window_size[0]
-        pad_w = -w % self.window_size[1]
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        x = self.attn(x, self.shift_size)
-        return x[:, :h, :w]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self._attn(self.norm1(x)))
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
@@ -120,22 +123,28 @@ class PatchMerging(nn.Module):
 
 
 class SwinTransformerStage(nn.Module):
-    """Optional 2x downsampling followed by ``depth`` blocks alternating W-MSA and SW-MSA."""
+    """Optional 2x downsampling followed by ``depth`` blocks alternating W-MSA and SW-MSA.
+
+    The first ``global_blocks`` blocks instead mix tokens with ``global_attn_layer(dim, num_heads,
+    resolution, stage)``, a module attending over the whole stage map.
+    """
 
     def __init__(self, dim: int, out_dim: int, resolution: tuple[int, int], depth: int, downsample: bool,
                  num_heads: int, window_size: tuple[int, int], mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  proj_drop: float = 0.0, drop_path: list[float] | float = 0.0,
-                 norm_layer: type[nn.Module] = nn.LayerNorm):
+                 norm_layer: type[nn.Module] = nn.LayerNorm, global_blocks: int = 0,
+                 global_attn_layer: Callable[..., nn.Module] | None = None, stage: int = 0):
         super().__init__()
         self.grad_checkpointing = False
         self.downsample = PatchMerging(dim, out_dim, norm_layer) if downsample else nn.Identity()
         blocks = []
         for i in range(depth):
             window, shift = stage_window_and_shift(resolution, window_size, shifted=i % 2 == 1)
+            attn = global_attn_layer(out_dim, num_heads, resolution, stage) if i < global_blocks else None
             blocks.append(SwinTransformerBlock(
                 out_dim, num_heads, window, shift, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                 proj_drop=proj_drop, drop_path=drop_path[i] if isinstance(drop_path, list) else drop_path,
-                norm_layer=norm_layer,
+                norm_layer=norm_layer, attn=attn,
             ))
         self.blocks = nn.Sequential(*blocks)
 
@@ -151,7 +160,8 @@ class SwinTransformer(nn.Module):
 
     Window sizes are fixed at construction from ``img_size`` (a stage whose map is smaller than
     the window uses the map's size), so the weights are those of the model built at that size;
-    any other input size is padded per block to the window.
+    any other input size is padded per block to the window. ``global_blocks[i]`` blocks at the
+    start of stage ``i`` use ``global_attn_layer`` instead of window attention (FLatten, Agent).
     """
 
     def __init__(
@@ -171,6 +181,8 @@ class SwinTransformer(nn.Module):
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         norm_layer: type[nn.Module] = nn.LayerNorm,
+        global_blocks: tuple[int, ...] = (0, 0, 0, 0),
+        global_attn_layer: Callable[..., nn.Module] | None = None,
     ):
         super().__init__()
         if len(depths) != len(num_heads):
@@ -199,7 +211,7 @@ class SwinTransformer(nn.Module):
                 resolution=(math.ceil(grid[0] / scale), math.ceil(grid[1] / scale)),
                 depth=depths[i], downsample=i > 0, num_heads=num_heads[i], window_size=self.window_size,
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate, drop_path=drop_path[i],
-                norm_layer=norm_layer,
+                norm_layer=norm_layer, global_blocks=global_blocks[i], global_attn_layer=global_attn_layer, stage=i,
             ))
             self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * scale, module=f"layers.{i}"))
         self.layers = nn.Sequential(*stages)
@@ -336,11 +348,12 @@ def checkpoint_filter_fn(state_dict: dict, model: SwinTransformer) -> dict[str, 
     return out
 
 
-def _create_swin(variant: str, pretrained: bool = False, **kwargs) -> SwinTransformer:
+def _create_swin(variant: str, pretrained: bool = False, checkpoint_filter=checkpoint_filter_fn,
+                 **kwargs) -> SwinTransformer:
     out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (2, 2, 6, 2))))))
     return build_model_with_cfg(
         SwinTransformer, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
+        pretrained_filter_fn=checkpoint_filter,
         feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
         **kwargs,
     )

@@ -1,0 +1,113 @@
+"""FLatten-Swin and Agent-Swin: official checkpoint layout, resizing, parameter counts, mixed precision."""
+
+import re
+
+import pytest
+import timm
+import torch
+
+import zoo  # noqa: F401
+from zoo.models.flatten_swin import FocusedLinearAttention
+
+SMALL = dict(img_size=64, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
+FAMILIES = {
+    "zoo_flatten_swin_tiny": dict(SMALL, global_blocks=(2, 2, 0, 0)),
+    "zoo_agent_swin_tiny": dict(SMALL, global_blocks=(2, 2, 1, 0), agent_num=(4, 4, 4, 1)),
+}
+
+
+def _random_model(name, **kwargs):
+    torch.manual_seed(0)
+    model = timm.create_model(name, **kwargs).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0, 0.05, generator=generator)
+    return model
+
+
+def _official_layout(state_dict: dict) -> dict:
+    """Our weights under the official (Swin repository) key names, with the official buffers.
+
+    The official code keeps downsampling at the end of stage i (ours: start of stage i+1), names
+    the classifier ``head`` and stores ``relative_position_index`` and ``attn_mask`` buffers.
+    """
+    official = {}
+    for key, value in state_dict.items():
+        key = re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", key)
+        official[key.replace("head.fc.", "head.")] = value
+        if key.endswith("relative_position_bias_table"):
+            n = int((value.shape[0] ** 0.5 + 1) / 2) ** 2
+            official[key.replace("bias_table", "index")] = torch.randint(0, value.shape[0], (n, n))
+            official[key.replace("attn.relative_position_bias_table", "attn_mask")] = torch.zeros(4, n, n)
+    return official
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_official_checkpoint_loads(name, tmp_path):
+    kwargs = FAMILIES[name]
+    source = _random_model(name, **kwargs)
+    official = _official_layout(source.state_dict())
+    assert "layers.0.downsample.reduction.weight" in official and "head.weight" in official
+    path = tmp_path / "official.pth"
+    torch.save({"model": official, "epoch": 299}, path)
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_checkpoint_resized_for_another_resolution(name, tmp_path):
+    kwargs = FAMILIES[name]
+    path = tmp_path / "official.pth"
+    torch.save({"model": _official_layout(_random_model(name, **kwargs).state_dict())}, path)
+    model = timm.create_model(
+        name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **dict(kwargs, img_size=96)
+    ).eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 3, 96, 96))).all()
+
+
+# Parameter counts of the official models, measured by building LeapLabTHU's FLattenSwinTransformer
+# and AgentSwinTransformer with the official configs (cfgs/*.yaml).
+OFFICIAL_PARAMS = {
+    "zoo_flatten_swin_tiny": 29_192_384,
+    "zoo_flatten_swin_small": 50_510_288,
+    "zoo_flatten_swin_base": 88_972_488,
+    "zoo_flatten_swin_base_384": 91_433_928,
+    "zoo_agent_swin_tiny": 28_902_964,
+    "zoo_agent_swin_small": 49_666_684,
+    "zoo_agent_swin_small_288": 49_707_964,
+    "zoo_agent_swin_base": 88_095_096,
+    "zoo_agent_swin_base_384": 88_305_016,
+}
+
+
+@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
+def test_parameter_count_matches_official(name):
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+
+
+def test_focused_linear_attention_survives_fp16_with_large_activations():
+    """x**3 of the focusing function overflows fp16 for activations above ~40; it must run in fp32."""
+    torch.manual_seed(0)
+    attn = FocusedLinearAttention(dim=32, num_heads=2, resolution=(8, 8))
+    x = (torch.randn(1, 8, 8, 32) * 200).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = attn(x)
+    out.float().sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("name", ["zoo_flatten_swin_tiny", "zoo_agent_swin_tiny"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_forward_backward_at_default_size(name, dtype):
+    model = timm.create_model(name, depths=(2, 2, 2, 2)).train()
+    with torch.autocast("cpu", dtype=dtype):
+        out = model(torch.randn(2, 3, 224, 224))
+    out.float().logsumexp(-1).mean().backward()
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
