@@ -61,3 +61,12 @@ def test_info_and_unknown_model(capsys):
     assert info["pretrained_cfg"]["hf_hub_id"] == "timm/swin_tiny_patch4_window7_224.ms_in1k"
     assert [f["reduction"] for f in info["feature_info"]] == [4, 8, 16, 32]
     assert main(["info", "zoo_nonexistent"]) == 1
+
+
+def test_list_writes_readme_table(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- model-table:start -->\nold table\n<!-- model-table:end -->\noutro\n")
+    assert main(["list", "zoo_swin_tiny", "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and "| `zoo_swin_tiny` |" in text
+    assert text.startswith("intro\n") and text.endswith("<!-- model-table:end -->\noutro\n")

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import timm
 import torch
@@ -80,6 +81,18 @@ def markdown_table(summaries: list[ModelSummary]) -> str:
     return "\n".join(lines)
 
 
+README_MARKERS = ("<!-- model-table:start -->", "<!-- model-table:end -->")
+
+
+def _write_readme_table(path: Path, table: str) -> None:
+    """Replace the text between the README's model-table markers with ``table``."""
+    text = path.read_text()
+    start, end = (text.find(marker) for marker in README_MARKERS)
+    if start < 0 or end < start:
+        raise SystemExit(f"{path} has no {README_MARKERS[0]} ... {README_MARKERS[1]} section")
+    path.write_text(text[: start + len(README_MARKERS[0])] + "\n" + table + "\n" + text[end:])
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     names = timm.list_models(args.filter)
     if not names:
@@ -90,6 +103,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         summarize(n, reported)
         for n in track(names, description="Measuring models", console=Console(stderr=True), transient=True)
     ]
+    if args.readme:
+        _write_readme_table(args.readme, markdown_table(summaries))
+        return 0
     if args.markdown:
         print(markdown_table(summaries))
         return 0
@@ -131,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     list_parser = commands.add_parser("list", help="table of the registered models")
     list_parser.add_argument("filter", nargs="?", default="zoo_*", help="model-name pattern (default: zoo_*)")
     list_parser.add_argument("--markdown", action="store_true", help="print the README's markdown table")
+    list_parser.add_argument("--readme", type=Path, metavar="PATH",
+                             help="write the markdown table into PATH between its model-table markers")
     list_parser.set_defaults(func=_cmd_list)
 
     info_parser = commands.add_parser("info", help="details of one model")
