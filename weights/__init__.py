@@ -1,16 +1,41 @@
 """The weights manifest: one YAML file per family listing every released weight.
 
-Each entry names the model and tag, where the weights come from (official URL and format, the
-Hub repo of a copy when one exists, the zoo's own target Hub repo), the file's sha256 when known,
-the evaluation settings (resolution, crop_pct, mean/std, number of classes), the reported ImageNet
-top-1 and the license. The models' ``pretrained_cfg``s are generated from it, so nothing is
-written twice:
+The models' ``pretrained_cfg``s are generated from it, so nothing is written twice:
 
     default_cfgs = generate_default_cfgs(pretrained_cfgs("swin"))
+
+A file has a ``defaults`` section (fields shared by the family's weights), a ``weights`` list (one
+entry per released weight, its fields override the defaults), an optional
+``models_without_weights`` mapping (registered models with no release: ``name: {overrides}``) and
+an optional ``reported`` mapping (``name: {params_m, gflops}`` from the paper, shown by ``zoo list``).
+
+Fields of an entry (with the defaults merged in):
+
+- ``model``, ``tag``: the weight is ``model.tag``; tags are unique per model.
+- ``source_url``: where the official file is released; it becomes the cfg's ``url`` (the fallback
+  when there is no Hub copy). ``source_format``: the layout of that file, ``official`` (the
+  authors' key names, converted on load by the family's ``checkpoint_filter_fn``) or ``timm``.
+- ``sha256``: sha256 of the file at ``source_url``, or null when unknown.
+- ``hf_hub_id``: a Hub repo holding a copy (``timm/swin_*``, ``Visual-Attention-Network/VAN-*``,
+  ...), downloaded first; ``hf_hub_filename`` names the file when it is not ``model.safetensors`` /
+  ``pytorch_model.bin``. ``hf_hub_sha256``: sha256 of that Hub file (``hf_hub_filename``, else
+  ``model.safetensors``), or null when unknown.
+- ``zoo_hub_id``: the zoo's own Hub repo for the converted weight (``zoo weights push``).
+- ``input_size`` (resolution), ``crop_pct``, ``interpolation``, ``normalization`` (a key of
+  ``NORMALIZATION``, or explicit ``mean`` / ``std``), ``num_classes``: the evaluation settings.
+- ``top1``: the reported ImageNet top-1 (%), null for weights without an ImageNet-1k head.
+- ``license``: the weights' license (an SPDX-like id as the Hub uses: ``mit``, ``apache-2.0``, ...).
+- Any other field of timm's ``PretrainedCfg`` (``pool_size``, ``first_conv``, ``classifier``,
+  ``paper_ids``, ``origin_url``, ...) passes through to the cfg unchanged.
+
+Downloaded files are checked against ``sha256`` / ``hf_hub_sha256`` when known (``zoo.hub``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 
@@ -23,8 +48,17 @@ from timm.data import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
 )
+from timm.models import PretrainedCfg
 
-__all__ = ["manifest", "families", "pretrained_cfgs", "MANIFEST_ONLY_KEYS"]
+__all__ = [
+    "MANIFEST_ONLY_KEYS",
+    "check_manifest",
+    "families",
+    "iter_weights",
+    "manifest",
+    "pretrained_cfgs",
+    "weight_entry",
+]
 
 NORMALIZATION = {
     "imagenet": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
@@ -32,8 +66,23 @@ NORMALIZATION = {
     "clip": (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
 }
 
-# Manifest fields that are not part of timm's PretrainedCfg (timm keeps unknown keys out of it).
-MANIFEST_ONLY_KEYS = ("model", "tag", "source_url", "source_format", "zoo_hub_id", "sha256", "top1", "normalization")
+# Manifest fields that are not part of timm's PretrainedCfg (timm refuses unknown keys).
+MANIFEST_ONLY_KEYS = (
+    "model",
+    "tag",
+    "source_url",
+    "source_format",
+    "zoo_hub_id",
+    "sha256",
+    "hf_hub_sha256",
+    "top1",
+    "normalization",
+)
+PRETRAINED_CFG_KEYS = frozenset(field.name for field in dataclasses.fields(PretrainedCfg))
+SOURCE_FORMATS = ("official", "timm")
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_REPO_ID = re.compile(r"[\w.-]+/[\w.-]+(@[\w.-]+)?")
 
 
 @cache
@@ -72,7 +121,7 @@ def entry_cfg(entry: dict, defaults: dict) -> dict:
 
 def pretrained_cfgs(family: str) -> dict[str, dict]:
     """``{"model.tag": cfg}`` for every weight of ``family``, plus an untagged cfg for each model
-    listed under ``models`` that has no released weight (so every model has a pretrained cfg)."""
+    listed under ``models_without_weights`` (so every model has a pretrained cfg)."""
     data = manifest(family)
     defaults = data["defaults"]
     cfgs = {}
@@ -83,14 +132,72 @@ def pretrained_cfgs(family: str) -> dict[str, dict]:
     return cfgs
 
 
-def weight_entry(model_and_tag: str) -> dict | None:
-    """The manifest entry (merged with defaults) of ``model.tag``, or None if it is not listed."""
-    model = model_and_tag.split(".")[0]
-    for family in families():
-        data = manifest(family)
+def iter_weights(family: str | None = None) -> Iterator[tuple[str, dict]]:
+    """``(family, entry merged with its defaults)`` for every weight, in manifest order."""
+    for name in (family,) if family else families():
+        data = manifest(name)
         for entry in data["weights"]:
-            if f"{entry['model']}.{entry['tag']}" == model_and_tag or (
-                "." not in model_and_tag and entry["model"] == model
-            ):
-                return {**data["defaults"], **entry}
+            yield name, {**data["defaults"], **entry}
+
+
+def weight_entry(model_and_tag: str) -> dict | None:
+    """The manifest entry (merged with defaults) of ``model.tag``, or None if it is not listed.
+
+    Without a tag, the model's first entry (its default weight, as timm picks it).
+    """
+    model = model_and_tag.split(".")[0]
+    for _, entry in iter_weights():
+        if f"{entry['model']}.{entry['tag']}" == model_and_tag or (
+            "." not in model_and_tag and entry["model"] == model
+        ):
+            return entry
     return None
+
+
+def _entry_problems(entry: dict) -> list[str]:
+    problems = []
+    unknown = set(entry) - PRETRAINED_CFG_KEYS - set(MANIFEST_ONLY_KEYS)
+    if unknown:
+        problems.append(f"unknown fields {sorted(unknown)} (neither manifest fields nor PretrainedCfg fields)")
+    if not str(entry.get("model", "")).startswith("zoo_"):
+        problems.append("'model' must name a zoo_ model")
+    if not entry.get("tag") or "." in str(entry["tag"]):
+        problems.append("'tag' must be a non-empty name without dots")
+    if not re.match(r"https?://", str(entry.get("source_url", ""))):
+        problems.append("'source_url' must be the http(s) URL of the official file")
+    if entry.get("source_format") not in SOURCE_FORMATS:
+        problems.append(f"'source_format' must be one of {SOURCE_FORMATS}")
+    if not isinstance(entry.get("license"), str) or not entry["license"]:
+        problems.append("'license' is required")
+    size = entry.get("input_size")
+    if not (isinstance(size, list) and len(size) == 3 and all(isinstance(v, int) and v > 0 for v in size)):
+        problems.append("'input_size' must be [C, H, W] (the resolution)")
+    if "top1" not in entry or not (entry["top1"] is None or 0 < entry["top1"] <= 100):
+        problems.append("'top1' must be the reported top-1 in % or null")
+    if not isinstance(entry.get("num_classes"), int) or entry["num_classes"] <= 0:
+        problems.append("'num_classes' must be a positive integer")
+    if not 0 < entry.get("crop_pct", 0) <= 1:
+        problems.append("'crop_pct' must be in (0, 1]")
+    if entry.get("normalization", "imagenet") not in NORMALIZATION and not ("mean" in entry and "std" in entry):
+        problems.append(f"'normalization' must be one of {sorted(NORMALIZATION)} or mean/std given")
+    for key in ("sha256", "hf_hub_sha256"):
+        if entry.get(key) is not None and not _SHA256.fullmatch(str(entry[key])):
+            problems.append(f"{key!r} must be 64 lowercase hex digits or null")
+    for key in ("hf_hub_id", "zoo_hub_id"):
+        if entry.get(key) is not None and not _REPO_ID.fullmatch(str(entry[key])):
+            problems.append(f"{key!r} must be a Hub repo id 'org/name'")
+    if not entry.get("zoo_hub_id"):
+        problems.append("'zoo_hub_id' (the zoo's target Hub repo) is required")
+    return problems
+
+
+def check_manifest(family: str) -> list[str]:
+    """Every problem found in ``weights/<family>.yaml``, as readable lines (empty when it is well-formed)."""
+    problems, seen = [], set()
+    for _, entry in iter_weights(family):
+        name = f"{entry.get('model')}.{entry.get('tag')}"
+        if name in seen:
+            problems.append(f"{name}: listed twice")
+        seen.add(name)
+        problems.extend(f"{name}: {problem}" for problem in _entry_problems(entry))
+    return problems

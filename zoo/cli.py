@@ -1,4 +1,4 @@
-"""The ``zoo`` command: ``zoo list``, ``zoo info NAME`` and ``zoo weights ...``."""
+"""The ``zoo`` command: ``zoo list``, ``zoo info NAME`` and ``zoo weights convert|verify|push|list``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
+from zoo.hub import add_weights_commands
 from zoo.weights import families, manifest
 
 
@@ -154,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     info_parser = commands.add_parser("info", help="details of one model")
     info_parser.add_argument("name", help="model name, optionally with a .tag")
     info_parser.set_defaults(func=_cmd_info)
+
+    add_weights_commands(commands)
     return parser
 
 
