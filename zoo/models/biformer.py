@@ -1,0 +1,394 @@
+"""BiFormer: Vision Transformer with Bi-Level Routing Attention (Zhu et al., CVPR 2023).
+
+https://arxiv.org/abs/2303.08810
+
+Bi-level routing attention (BRA) runs through ``zoo.kernels.routing_attention``: a fused Triton
+kernel on CUDA that reads the routed regions in place, a PyTorch path elsewhere. The released
+models use the legacy BRA of ``ops/bra_legacy.py`` (rayleizhu/BiFormer), which this file
+reproduces; official checkpoints (``{'model': state_dict}``) load through ``checkpoint_filter_fn``.
+
+Unlike the official classification models, any input size works: each BRA pads its map at the
+bottom/right to a multiple of ``n_win`` before the qkv projection and crops the output back,
+which is what the official ``auto_pad=True`` (used by its detection and segmentation backbones)
+does. At sizes that need no padding (multiples of 112, such as 224²) the two are identical.
+
+``zoo_biformer_stl`` is the Swin-Tiny-layout model of the paper's ablation (``models/biformer_stl.py``):
+patchify stem, BatchNorm + 2x2 convolution downsampling, no convolutional position embedding.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.models import checkpoint_seq, generate_default_cfgs
+from timm.models._features import feature_take_indices
+
+from zoo.hub import build_model_with_cfg
+from zoo.kernels import routing_attention
+from zoo.layers.checks import check_image_batch
+from zoo.weights import pretrained_cfgs
+
+from ._registry import register_model, register_tiny_kwargs
+
+__all__ = ["BiFormer"]
+
+
+class BiLevelRoutingAttention(nn.Module):
+    """BRA (paper Eqs. 2-5) with the local context enhancement ``LCE(V)`` of the released models.
+
+    Region-level routing keeps, for each of the ``n_win x n_win`` regions, the ``topk`` regions of
+    highest query-key affinity; every token then attends to the tokens of its routed regions. The
+    qkv projection, the depthwise ``lepe`` convolution on V and the output projection stay here.
+    """
+
+    def __init__(self, dim: int, num_heads: int, n_win: int, topk: int, side_dwconv: int = 5):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.n_win = n_win
+        self.topk = topk
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, H, W, C)``; padded to a multiple of ``n_win`` and cropped back."""
+        _, h, w, c = x.shape
+        x = F.pad(x, (0, 0, 0, -w % self.n_win, 0, -h % self.n_win))
+        b, hp, wp, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, hp, wp, 3, self.num_heads, self.head_dim).unbind(3)
+        out = routing_attention(q, k, v, self.n_win, self.topk)
+        v = v.reshape(b, hp, wp, c).permute(0, 3, 1, 2)
+        out = out.reshape(b, hp, wp, c) + self.lepe(v).permute(0, 2, 3, 1)
+        return self.proj(out[:, :h, :w])
+
+
+class AttentionLePE(nn.Module):
+    """Global multi-head attention plus a depthwise convolution of its input (the released models'
+    last stage, ``topk=-2``); qkv without bias."""
+
+    def __init__(self, dim: int, num_heads: int = 8, side_dwconv: int = 5):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, H, W, C)``."""
+        b, h, w, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, h * w, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h, w, c)
+        out = out + self.lepe(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.proj(out)
+
+
+class BiFormerBlock(nn.Module):
+    """Optional depthwise-conv position embedding, then pre-norm attention and MLP; NCHW in and out."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        n_win: int,
+        topk: int,
+        mlp_ratio: float = 3.0,
+        side_dwconv: int = 5,
+        pos_embed_kernel: int = 3,
+        drop_path: float = 0.0,
+    ):
+        super().__init__()
+        self.pos_embed = (
+            nn.Conv2d(dim, dim, pos_embed_kernel, padding=pos_embed_kernel // 2, groups=dim)
+            if pos_embed_kernel
+            else None
+        )
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        if topk > 0:
+            self.attn = BiLevelRoutingAttention(dim, num_heads, n_win, topk, side_dwconv)
+        elif topk == -2:
+            self.attn = AttentionLePE(dim, side_dwconv=side_dwconv)
+        else:
+            raise ValueError(f"topk must be positive (routing) or -2 (global attention with LePE), got {topk}")
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(x)
+        x = x.permute(0, 2, 3, 1)
+        x = x + self.drop_path1(self.attn(self.norm1(x)))
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x.permute(0, 3, 1, 2)
+
+
+class BiFormerStage(nn.Module):
+    """Downsampling (Identity in stage 0, where the stem downsamples) followed by the blocks."""
+
+    def __init__(self, downsample: nn.Module, blocks: list[nn.Module]):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample = downsample
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+def _stem(in_chans: int, dim: int, swin_layout: bool) -> nn.Sequential:
+    if swin_layout:
+        return nn.Sequential(nn.Conv2d(in_chans, dim, kernel_size=4, stride=4), nn.BatchNorm2d(dim))
+    return nn.Sequential(
+        nn.Conv2d(in_chans, dim // 2, kernel_size=3, stride=2, padding=1),
+        nn.BatchNorm2d(dim // 2),
+        nn.GELU(),
+        nn.Conv2d(dim // 2, dim, kernel_size=3, stride=2, padding=1),
+        nn.BatchNorm2d(dim),
+    )
+
+
+def _downsample(dim: int, out_dim: int, swin_layout: bool) -> nn.Sequential:
+    if swin_layout:
+        return nn.Sequential(nn.BatchNorm2d(dim), nn.Conv2d(dim, out_dim, kernel_size=2, stride=2))
+    return nn.Sequential(nn.Conv2d(dim, out_dim, kernel_size=3, stride=2, padding=1), nn.BatchNorm2d(out_dim))
+
+
+class BiFormer(nn.Module):
+    """BiFormer: a convolutional stem, four stages of BRA blocks (global attention in the last,
+    ``topk=-2``), BatchNorm and a linear head; NCHW between stages.
+
+    ``swin_layout=True`` builds BiFormer-STL (patchify stem, BatchNorm + 2x2 conv downsampling,
+    no position-embedding conv).
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        embed_dims: tuple[int, ...] = (64, 128, 256, 512),
+        depths: tuple[int, ...] = (2, 2, 8, 2),
+        head_dim: int = 32,
+        n_win: int = 7,
+        topks: tuple[int, ...] = (1, 4, 16, -2),
+        mlp_ratio: float = 3.0,
+        side_dwconv: int = 5,
+        swin_layout: bool = False,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        if not len(embed_dims) == len(depths) == len(topks):
+            raise ValueError(f"embed_dims {embed_dims}, depths {depths} and topks {topks} need one entry per stage")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.output_fmt = "NCHW"
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        # The patchify stem and 2x2 downsampling of the Swin layout need 32 pixels; 3x3 stride-2 convs need 1.
+        self.min_input_size = 32 if swin_layout else 1
+
+        self.stem = _stem(in_chans, embed_dims[0], swin_layout)
+        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages, self.feature_info = [], []
+        for i, (dim, depth, topk) in enumerate(zip(embed_dims, depths, topks)):
+            blocks = [
+                BiFormerBlock(
+                    dim,
+                    dim // head_dim,
+                    n_win,
+                    topk,
+                    mlp_ratio=mlp_ratio,
+                    side_dwconv=side_dwconv,
+                    pos_embed_kernel=0 if swin_layout else 3,
+                    drop_path=drop_path[i][j],
+                )
+                for j in range(depth)
+            ]
+            downsample = _downsample(embed_dims[i - 1], dim, swin_layout) if i > 0 else nn.Identity()
+            stages.append(BiFormerStage(downsample, blocks))
+            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.BatchNorm2d(self.num_features)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(
+            stem=r"^stem",
+            blocks=r"^stages\.(\d+)"
+            if coarse
+            else [
+                (r"^stages\.(\d+).downsample", (0,)),
+                (r"^stages\.(\d+)\.\w+\.(\d+)", None),
+                (r"^norm", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool)
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_batch(x, self.in_chans, self.min_input_size, type(self).__name__)
+        return self.stem(x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """Run the stages, returning the outputs of ``indices`` and, unless ``intermediates_only``,
+        the final normalized features."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
+        intermediates = []
+        last = len(self.stages) - 1
+        x = self._stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                feature = self.norm(x) if norm and i == last else x
+                intermediates.append(feature.permute(0, 2, 3, 1) if output_fmt == "NHWC" else feature)
+        if intermediates_only:
+            return intermediates
+        if len(stages) == len(self.stages):
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages (and norm/head) that the intermediates at ``indices`` do not need."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        pruned_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[: max_index + 1]
+        if prune_norm or pruned_end:
+            self.norm = nn.Identity()
+        if pruned_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or pruned_end:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` image -> ``(B, C', H/32, W/32)`` normalized features."""
+        return self.norm(self.stages(self._stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def checkpoint_filter_fn(state_dict: dict, model: BiFormer) -> dict[str, torch.Tensor]:
+    """Convert an official rayleizhu/BiFormer checkpoint (BiFormer or BiFormer-STL) to this layout.
+
+    Unwraps ``model`` / ``state_dict`` / ``module.``; ``downsample_layers.0`` becomes the stem and
+    ``downsample_layers.i`` the start of stage ``i``; the legacy BRA's ``qkv.qkv`` / ``wo`` become
+    ``qkv`` / ``proj``, the MLP's Sequential indices ``fc1`` / ``fc2`` and ``head`` ``head.fc``.
+    A state dict already in this layout passes through unchanged.
+    """
+    state_dict = state_dict.get("model", state_dict)
+    state_dict = state_dict.get("state_dict", state_dict)
+    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    if not any(k.startswith("downsample_layers.") for k in state_dict):
+        return state_dict
+    renames = (
+        (r"^downsample_layers\.0\.", "stem."),
+        (r"^downsample_layers\.(\d+)\.", r"stages.\1.downsample."),
+        (r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
+        (r"\.attn\.qkv\.qkv\.", ".attn.qkv."),
+        (r"\.attn\.wo\.", ".attn.proj."),
+        (r"\.mlp\.0\.", ".mlp.fc1."),
+        (r"\.mlp\.[23]\.", ".mlp.fc2."),  # Sequential index 3 in BiFormer (an Identity at 1), 2 in STL
+        (r"^head\.", "head.fc."),
+    )
+    out = {}
+    for key, value in state_dict.items():
+        for pattern, replacement in renames:
+            key = re.sub(pattern, replacement, key)
+        out[key] = value
+    return out
+
+
+def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
+    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (2, 2, 8, 2))))))
+    return build_model_with_cfg(
+        BiFormer,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
+        **kwargs,
+    )
+
+
+default_cfgs = generate_default_cfgs(pretrained_cfgs("biformer"))
+
+register_tiny_kwargs(
+    "zoo_biformer", embed_dims=(16, 32, 32, 64), depths=(1, 1, 1, 1), head_dim=16, n_win=2, topks=(1, 2, 3, -2)
+)
+
+
+@register_model
+def zoo_biformer_tiny(pretrained: bool = False, **kwargs) -> BiFormer:
+    """BiFormer-T: dims 64-128-256-512, depths 2-2-8-2, mlp ratio 3, n_win 7, top-k 1-4-16-global."""
+    args = dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 8, 2), mlp_ratio=3.0)
+    return _create_biformer("zoo_biformer_tiny", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_biformer_small(pretrained: bool = False, **kwargs) -> BiFormer:
+    """BiFormer-S: dims 64-128-256-512, depths 4-4-18-4, mlp ratio 3, n_win 7, top-k 1-4-16-global."""
+    args = dict(embed_dims=(64, 128, 256, 512), depths=(4, 4, 18, 4), mlp_ratio=3.0)
+    return _create_biformer("zoo_biformer_small", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_biformer_base(pretrained: bool = False, **kwargs) -> BiFormer:
+    """BiFormer-B: dims 96-192-384-768, depths 4-4-18-4, mlp ratio 3, n_win 7, top-k 1-4-16-global."""
+    args = dict(embed_dims=(96, 192, 384, 768), depths=(4, 4, 18, 4), mlp_ratio=3.0)
+    return _create_biformer("zoo_biformer_base", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_biformer_stl(pretrained: bool = False, **kwargs) -> BiFormer:
+    """BiFormer-STL: Swin-T layout (dims 96-192-384-768, depths 2-2-6-2, mlp ratio 4) with BRA."""
+    args = dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 6, 2), mlp_ratio=4.0, swin_layout=True)
+    return _create_biformer("zoo_biformer_stl", pretrained, **dict(args, **kwargs))

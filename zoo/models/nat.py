@@ -1,0 +1,493 @@
+"""Neighborhood Attention Transformer (NAT) and Dilated Neighborhood Attention Transformer (DiNAT).
+
+NAT: Hassani et al., CVPR 2023, https://arxiv.org/abs/2204.07143
+DiNAT: Hassani & Shi, 2022, https://arxiv.org/abs/2209.15001
+
+DiNAT is NAT with every other layer's neighborhood dilated, so one model class serves both.
+Neighborhood attention runs through ``zoo.kernels.neighborhood_attention2d`` (Triton on CUDA, a
+PyTorch path elsewhere, CPU included) with NATTEN <= 0.17 semantics and relative position bias,
+which is what the released checkpoints need and what NATTEN 0.20 removed.
+
+Official checkpoints (SHI-Labs/Neighborhood-Attention-Transformer, bare state dicts) and the
+Hugging Face transformers copies on the Hub (``shi-labs/nat-*``, ``shi-labs/dinat-*``) both load
+through ``checkpoint_filter_fn``. A map smaller than ``kernel_size * dilation`` is zero-padded at
+the bottom/right before the qkv projection and cropped back, as NATTEN's module did, so any input
+size works.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import ClassifierHead, DropPath, LayerScale, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.models import checkpoint_seq, generate_default_cfgs
+from timm.models._features import feature_take_indices
+
+from zoo.hub import build_model_with_cfg
+from zoo.kernels import neighborhood_attention2d
+from zoo.layers.checks import check_image_batch
+from zoo.weights import pretrained_cfgs
+
+from ._registry import register_model, register_tiny_kwargs
+
+__all__ = ["NAT"]
+
+
+class ConvTokenizer(nn.Module):
+    """Two 3x3 stride-2 convolutions (no activation between them), then LayerNorm; NCHW in, NHWC out."""
+
+    def __init__(self, in_chans: int, embed_dim: int, norm_layer: type[nn.Module] = nn.LayerNorm):
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.Conv2d(in_chans, embed_dim // 2, kernel_size=3, stride=2, padding=1),
+            nn.Conv2d(embed_dim // 2, embed_dim, kernel_size=3, stride=2, padding=1),
+        )
+        self.norm = norm_layer(embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+
+
+class ConvDownsampler(nn.Module):
+    """3x3 stride-2 convolution without bias, then LayerNorm; NHWC in and out."""
+
+    def __init__(self, dim: int, out_dim: int, norm_layer: type[nn.Module] = nn.LayerNorm):
+        super().__init__()
+        self.reduction = nn.Conv2d(dim, out_dim, kernel_size=3, stride=2, padding=1, bias=False)
+        self.norm = norm_layer(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.reduction(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+
+
+class NeighborhoodAttention(nn.Module):
+    """Multi-head (dilated) neighborhood attention with relative position bias (NAT Eq. 2-3)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        kernel_size: int,
+        dilation: int = 1,
+        qkv_bias: bool = True,
+        proj_drop: float = 0.0,
+    ):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * kernel_size - 1, 2 * kernel_size - 1))
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        trunc_normal_(self.rpb, std=0.02, a=-2.0, b=2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, H, W, C)``; a map smaller than the dilated window is padded, then cropped back."""
+        _, h, w, c = x.shape
+        window = self.kernel_size * self.dilation
+        x = F.pad(x, (0, 0, 0, max(0, window - w), 0, max(0, window - h)))
+        b, hp, wp, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, hp, wp, 3, self.num_heads, self.head_dim).unbind(3)
+        x = neighborhood_attention2d(q, k, v, self.kernel_size, self.dilation, rpb=self.rpb)
+        x = x.reshape(b, hp, wp, c)[:, :h, :w]
+        return self.proj_drop(self.proj(x))
+
+
+class NATBlock(nn.Module):
+    """Pre-norm block: neighborhood attention then MLP, each with optional layer scale and a residual."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        kernel_size: int,
+        dilation: int = 1,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        proj_drop: float = 0.0,
+        drop_path: float = 0.0,
+        layer_scale: float | None = None,
+        norm_layer: type[nn.Module] = nn.LayerNorm,
+    ):
+        super().__init__()
+        self.norm1 = norm_layer(dim)
+        self.attn = NeighborhoodAttention(dim, num_heads, kernel_size, dilation, qkv_bias, proj_drop)
+        self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class NATStage(nn.Module):
+    """Optional 2x convolutional downsampling followed by ``len(dilations)`` NAT blocks."""
+
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        dilations: tuple[int, ...],
+        downsample: bool,
+        num_heads: int,
+        kernel_size: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        proj_drop: float = 0.0,
+        drop_path: list[float] | None = None,
+        layer_scale: float | None = None,
+        norm_layer: type[nn.Module] = nn.LayerNorm,
+    ):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample = ConvDownsampler(dim, out_dim, norm_layer) if downsample else nn.Identity()
+        drop_path = drop_path or [0.0] * len(dilations)
+        self.blocks = nn.Sequential(
+            *[
+                NATBlock(
+                    out_dim,
+                    num_heads,
+                    kernel_size,
+                    dilation,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    proj_drop=proj_drop,
+                    drop_path=dp,
+                    layer_scale=layer_scale,
+                    norm_layer=norm_layer,
+                )
+                for dilation, dp in zip(dilations, drop_path)
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class NAT(nn.Module):
+    """NAT / DiNAT: convolutional tokenizer, four stages of neighborhood attention, LayerNorm, head.
+
+    Downsampling sits at the start of stages 1-3 (the official code ends stages 0-2 with it);
+    ``checkpoint_filter_fn`` moves official weights accordingly. ``dilations`` gives one dilation
+    per block (``None``: all 1, i.e. NAT).
+    """
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        embed_dim: int = 64,
+        depths: tuple[int, ...] = (3, 4, 6, 5),
+        num_heads: tuple[int, ...] = (2, 4, 8, 16),
+        kernel_size: int = 7,
+        dilations: tuple[tuple[int, ...], ...] | None = None,
+        mlp_ratio: float = 3.0,
+        qkv_bias: bool = True,
+        layer_scale: float | None = None,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.2,
+        norm_layer: type[nn.Module] = nn.LayerNorm,
+    ):
+        super().__init__()
+        dilations = dilations or tuple((1,) * d for d in depths)
+        if not len(depths) == len(num_heads) == len(dilations):
+            raise ValueError(f"depths {depths}, num_heads {num_heads} and dilations must have one entry per stage")
+        if tuple(len(d) for d in dilations) != tuple(depths):
+            raise ValueError(f"dilations must give one dilation per block: depths {depths}, got {dilations}")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.output_fmt = "NHWC"
+        num_stages = len(depths)
+        dims = [int(embed_dim * 2**i) for i in range(num_stages)]
+        self.num_features = self.head_hidden_size = dims[-1]
+
+        self.patch_embed = ConvTokenizer(in_chans, embed_dim, norm_layer)
+        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages, self.feature_info = [], []
+        for i in range(num_stages):
+            stages.append(
+                NATStage(
+                    dim=dims[max(i - 1, 0)],
+                    out_dim=dims[i],
+                    dilations=tuple(dilations[i]),
+                    downsample=i > 0,
+                    num_heads=num_heads[i],
+                    kernel_size=kernel_size,
+                    mlp_ratio=mlp_ratio,
+                    qkv_bias=qkv_bias,
+                    proj_drop=proj_drop_rate,
+                    drop_path=drop_path[i],
+                    layer_scale=layer_scale,
+                    norm_layer=norm_layer,
+                )
+            )
+            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self.norm = norm_layer(self.num_features)
+        self.head = ClassifierHead(
+            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
+        )
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {n for n, _ in self.named_parameters() if n.endswith(".rpb")}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(
+            stem=r"^patch_embed",
+            blocks=r"^stages\.(\d+)"
+            if coarse
+            else [
+                (r"^stages\.(\d+).downsample", (0,)),
+                (r"^stages\.(\d+)\.\w+\.(\d+)", None),
+                (r"^norm", (99999,)),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool)
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_batch(x, self.in_chans, 1, type(self).__name__)
+        return self.patch_embed(x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """Run the stages, returning the outputs of ``indices`` (NCHW) and, unless
+        ``intermediates_only``, the final normalized features."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
+        intermediates = []
+        last = len(self.stages) - 1
+        x = self._stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                feature = self.norm(x) if norm and i == last else x
+                intermediates.append(feature.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else feature)
+        if intermediates_only:
+            return intermediates
+        if len(stages) == len(self.stages):
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages (and norm/head) that the intermediates at ``indices`` do not need."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        pruned_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[: max_index + 1]
+        if prune_norm or pruned_end:
+            self.norm = nn.Identity()
+        if pruned_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or pruned_end:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` image -> ``(B, H/32, W/32, C')`` normalized features (NHWC)."""
+        return self.norm(self.stages(self._stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# Hugging Face transformers (NatForImageClassification / DinatForImageClassification) names.
+_TRANSFORMERS_RENAMES = (
+    (r"^(?:di)?nat\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (r"^(?:di)?nat\.embeddings\.norm\.", "patch_embed.norm."),
+    (r"^(?:di)?nat\.encoder\.levels\.", "levels."),
+    (r"^(?:di)?nat\.layernorm\.", "norm."),
+    (r"^classifier\.", "head."),
+    (r"\.layers\.(\d+)\.", r".blocks.\1."),
+    (r"\.layernorm_before\.", ".norm1."),
+    (r"\.layernorm_after\.", ".norm2."),
+    (r"\.attention\.self\.rpb$", ".attn.rpb"),
+    (r"\.attention\.output\.dense\.", ".attn.proj."),
+    (r"\.intermediate\.dense\.", ".mlp.fc1."),
+    (r"\.output\.dense\.", ".mlp.fc2."),
+)
+
+
+def _from_transformers(state_dict: dict) -> dict:
+    """Rename a transformers NAT/DiNAT state dict to the official layout (fusing q, k, v into qkv)."""
+    out = {}
+    for key, value in state_dict.items():
+        if ".attention.self.key." in key or ".attention.self.value." in key:
+            continue
+        if ".attention.self.query." in key:
+            q, k, v = (state_dict[key.replace(".query.", f".{n}.")] for n in ("query", "key", "value"))
+            key, value = key.replace(".attention.self.query.", ".attn.qkv."), torch.cat([q, k, v])
+        if key.endswith(".layer_scale_parameters"):
+            prefix = key.removesuffix("layer_scale_parameters")
+            for i, gamma in enumerate(value, start=1):
+                out[_rename(f"{prefix}gamma{i}")] = gamma
+            continue
+        out[_rename(key)] = value
+    return out
+
+
+def _rename(key: str) -> str:
+    for pattern, replacement in _TRANSFORMERS_RENAMES:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def checkpoint_filter_fn(state_dict: dict, model: NAT) -> dict[str, torch.Tensor]:
+    """Convert an official (SHI-Labs) or Hugging Face transformers NAT/DiNAT checkpoint to this layout.
+
+    Unwraps ``model`` / ``state_dict`` / ``module.``, maps the transformers names onto the official
+    ones, moves the official end-of-level downsampling to the start of the next stage, and renames
+    ``gamma1/2`` to ``ls1/2.gamma`` and ``head`` to ``head.fc``. A state dict already in this layout
+    passes through unchanged.
+    """
+    state_dict = state_dict.get("model", state_dict)
+    state_dict = state_dict.get("state_dict", state_dict)
+    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    if any(k.startswith(("nat.", "dinat.")) for k in state_dict):
+        state_dict = _from_transformers(state_dict)
+    if not any(k.startswith("levels.") for k in state_dict):
+        return state_dict
+    out = {}
+    for key, value in state_dict.items():
+        key = re.sub(r"^levels\.(\d+)\.downsample", lambda m: f"stages.{int(m.group(1)) + 1}.downsample", key)
+        key = re.sub(r"^levels\.", "stages.", key)
+        key = re.sub(r"\.gamma([12])$", r".ls\1.gamma", key)
+        key = re.sub(r"^head\.", "head.fc.", key)
+        out[key] = value
+    return out
+
+
+def _create_nat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
+    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (3, 4, 6, 5))))))
+    return build_model_with_cfg(
+        NAT,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
+        **kwargs,
+    )
+
+
+def _create_dinat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
+    """NAT with DiNAT's schedule unless ``dilations`` is given: blocks alternate dilation 1 and
+    8/4/2 in stages 0-2 (the dilated window spans the 56/28/14 map at 224²); stage 3 is undilated."""
+    depths = kwargs["depths"]
+    kwargs.setdefault(
+        "dilations",
+        tuple(tuple(1 if j % 2 == 0 else d for j in range(depth)) for depth, d in zip(depths, (8, 4, 2, 1))),
+    )
+    return _create_nat(variant, pretrained, **kwargs)
+
+
+default_cfgs = generate_default_cfgs(pretrained_cfgs("nat"))
+
+register_tiny_kwargs("zoo_nat", embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=3)
+register_tiny_kwargs("zoo_dinat", embed_dim=16, depths=(2, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=3)
+
+_MINI = dict(embed_dim=64, depths=(3, 4, 6, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.0, drop_path_rate=0.2)
+_TINY = dict(embed_dim=64, depths=(3, 4, 18, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.0, drop_path_rate=0.2)
+_SMALL = dict(embed_dim=96, depths=(3, 4, 18, 5), num_heads=(3, 6, 12, 24), mlp_ratio=2.0, drop_path_rate=0.3)
+_BASE = dict(
+    embed_dim=128, depths=(3, 4, 18, 5), num_heads=(4, 8, 16, 32), mlp_ratio=2.0, drop_path_rate=0.5, layer_scale=1e-5
+)
+
+
+@register_model
+def zoo_nat_mini(pretrained: bool = False, **kwargs) -> NAT:
+    """NAT-Mini: C=64, depths 3-4-6-5, kernel 7."""
+    return _create_nat("zoo_nat_mini", pretrained, **dict(_MINI, **kwargs))
+
+
+@register_model
+def zoo_nat_tiny(pretrained: bool = False, **kwargs) -> NAT:
+    """NAT-Tiny: C=64, depths 3-4-18-5, kernel 7."""
+    return _create_nat("zoo_nat_tiny", pretrained, **dict(_TINY, **kwargs))
+
+
+@register_model
+def zoo_nat_small(pretrained: bool = False, **kwargs) -> NAT:
+    """NAT-Small: C=96, depths 3-4-18-5, kernel 7, layer scale."""
+    args = dict(_SMALL, layer_scale=1e-5)
+    return _create_nat("zoo_nat_small", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_nat_base(pretrained: bool = False, **kwargs) -> NAT:
+    """NAT-Base: C=128, depths 3-4-18-5, kernel 7, layer scale."""
+    return _create_nat("zoo_nat_base", pretrained, **dict(_BASE, **kwargs))
+
+
+@register_model
+def zoo_dinat_mini(pretrained: bool = False, **kwargs) -> NAT:
+    """DiNAT-Mini: NAT-Mini with dilated layers."""
+    return _create_dinat("zoo_dinat_mini", pretrained, **dict(_MINI, **kwargs))
+
+
+@register_model
+def zoo_dinat_tiny(pretrained: bool = False, **kwargs) -> NAT:
+    """DiNAT-Tiny: NAT-Tiny with dilated layers."""
+    return _create_dinat("zoo_dinat_tiny", pretrained, **dict(_TINY, **kwargs))
+
+
+@register_model
+def zoo_dinat_small(pretrained: bool = False, **kwargs) -> NAT:
+    """DiNAT-Small: NAT-Small with dilated layers and, unlike NAT-Small, no layer scale."""
+    return _create_dinat("zoo_dinat_small", pretrained, **dict(_SMALL, **kwargs))
+
+
+@register_model
+def zoo_dinat_base(pretrained: bool = False, **kwargs) -> NAT:
+    """DiNAT-Base: NAT-Base with dilated layers."""
+    return _create_dinat("zoo_dinat_base", pretrained, **dict(_BASE, **kwargs))
