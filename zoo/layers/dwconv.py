@@ -19,8 +19,13 @@ class DepthwiseConv2d(nn.Conv2d):
         if kernel_size % 2 == 0:
             raise ValueError(f"DepthwiseConv2d needs an odd kernel size for symmetric padding, got {kernel_size}")
         super().__init__(
-            channels, channels, kernel_size, padding=dilation * (kernel_size - 1) // 2, dilation=dilation,
-            groups=channels, bias=bias,
+            channels,
+            channels,
+            kernel_size,
+            padding=dilation * (kernel_size - 1) // 2,
+            dilation=dilation,
+            groups=channels,
+            bias=bias,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

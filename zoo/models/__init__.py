@@ -1,6 +1,15 @@
 """Model families; importing this package registers every zoo model in timm."""
 
+from . import agent_swin
+from . import biformer
+from . import flatten_swin
+from . import hornet
+from . import nat
+from . import parcnet
+from . import parcnetv2
+from . import shvit
 from . import swin
+from . import van
 from ._registry import register_model, register_tiny_kwargs, tiny_kwargs
 
-__all__ = ["register_model", "register_tiny_kwargs", "swin", "tiny_kwargs"]
+__all__ = ["register_model", "register_tiny_kwargs", "tiny_kwargs"]
