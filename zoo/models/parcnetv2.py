@@ -1,0 +1,483 @@
+"""ParCNetV2: Oversized Kernel with Enhanced Attention (Xu et al., ICCV 2023).
+
+https://arxiv.org/abs/2211.07157
+
+A MetaFormer-style ConvNet (channels-last blocks) whose token mixer is a gated pair of depthwise
+convolutions: an *oversized* separable convolution, ``(K, 1)`` then ``(1, K)`` with ``K = 2H - 1``
+for the ``H x H`` map of the training resolution and zero padding ``K // 2``, so that every output
+sees the whole map and the zero padding breaks shift invariance (an implicit position encoding),
+plus a local 7x7 depthwise convolution. The channel mixer is the bifurcate gate unit (BGU),
+``fc2(a * GELU(b))`` with ``a, b`` the two halves of ``fc1(x)``.
+
+As in the official code (``interpolate=False`` in every released configuration) the kernel size
+is fixed at construction from ``img_size`` and any input size works: on a map smaller than the
+training one the taps that only ever meet the zero padding are cropped away (the output is
+unchanged), on a larger one the kernel covers less than the whole map. ``kernel_interpolation=True``
+is the official ``interpolate=True``: the kernels are bilinearly resized to ``2H - 1`` for every
+input. Both large depthwise convolutions run through ``zoo.kernels.depthwise_conv2d``.
+
+Official checkpoints (XuRuihan/ParCNetV2, timm train.py layout) load through
+``checkpoint_filter_fn``; no ImageNet weights have been released.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, NormMlpClassifierHead, calculate_drop_path_rates, to_2tuple, trunc_normal_
+from timm.models import checkpoint_seq, generate_default_cfgs
+from timm.models._features import feature_take_indices
+
+from zoo.hub import build_model_with_cfg
+from zoo.kernels import depthwise_conv2d
+from zoo.layers.checks import check_image_batch
+from zoo.layers.dwconv import DepthwiseConv2d
+from zoo.weights import pretrained_cfgs
+
+from ._registry import register_model, register_tiny_kwargs
+
+__all__ = ["ParCNetV2"]
+
+
+class CenteredL2Norm(nn.Module):
+    """The official ``LayerNormGeneral(bias=False)``: ``w * (x - mean) / max(||x - mean||_2, eps)`` over
+    the last (channel) dimension. Unlike LayerNorm it divides by the L2 norm, not the standard
+    deviation (a factor ``sqrt(C)`` apart). Computed in float32."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centered = x.float() - x.float().mean(-1, keepdim=True)
+        normed = centered / torch.linalg.vector_norm(centered, dim=-1, keepdim=True).clamp_min(self.eps)
+        return (normed * self.weight.float()).to(x.dtype)
+
+
+class Scale(nn.Module):
+    """Learnable per-channel scale of a channels-last tensor (the official ``res_scale``)."""
+
+    def __init__(self, dim: int, init_value: float = 1.0):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((dim,), init_value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+def _crop_center(weight: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """The central ``size`` taps of ``weight`` along ``dim`` (all of them if there are fewer)."""
+    excess = weight.shape[dim] - size
+    return weight.narrow(dim, excess // 2, size) if excess > 0 else weight
+
+
+class OversizedConv2d(nn.Module):
+    """Depthwise ``(K, 1)`` then ``(1, K)`` convolution with zero padding ``K // 2``, ``K = 2H - 1``.
+
+    ``conv_h`` / ``conv_w`` hold the weights (the official module's names); the convolutions run
+    through ``depthwise_conv2d``. With a fixed kernel, taps beyond ``2h - 1`` for an ``h``-row map
+    only ever multiply zero padding, so they are cropped. With ``interpolate`` the kernels are
+    resized (bilinear, ``align_corners=True``) to ``(2h - 1, 2w - 1)`` as the official
+    ``interpolate=True`` does.
+    """
+
+    def __init__(self, dim: int, kernel_size: int | tuple[int, int], interpolate: bool = False):
+        super().__init__()
+        kernel_size = to_2tuple(kernel_size)
+        if any(k % 2 != 1 for k in kernel_size):
+            raise ValueError(f"the oversized kernel must have odd sizes (2H-1, 2W-1), got {kernel_size}")
+        self.kernel_size = kernel_size
+        self.interpolate = interpolate
+        self.conv_h = nn.Conv2d(dim, dim, (kernel_size[0], 1), groups=dim, bias=False)
+        self.conv_w = nn.Conv2d(dim, dim, (1, kernel_size[1]), groups=dim, bias=False)
+
+    def instance_kernels(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        size_h, size_w = 2 * height - 1, 2 * width - 1
+        weight_h, weight_w = self.conv_h.weight, self.conv_w.weight
+        if self.interpolate:
+            weight_h = F.interpolate(weight_h, (size_h, 1), mode="bilinear", align_corners=True)
+            weight_w = F.interpolate(weight_w, (1, size_w), mode="bilinear", align_corners=True)
+            return weight_h, weight_w
+        return _crop_center(weight_h, size_h, 2), _crop_center(weight_w, size_w, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight_h, weight_w = self.instance_kernels(x.shape[-2], x.shape[-1])
+        x = depthwise_conv2d(x, weight_h, padding="same")
+        return depthwise_conv2d(x, weight_w, padding="same")
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, interpolate={self.interpolate}"
+
+
+class ParCV2Mixer(nn.Module):
+    """``pwconv2(a * (Oversized(u) + DW7x7(u)))`` with ``a, b = pwconv1(x)``, ``u = GELU(b)``; channels-last
+    in and out."""
+
+    def __init__(self, dim: int, kernel_size: tuple[int, int], local_kernel_size: int = 7, interpolate: bool = False):
+        super().__init__()
+        self.pwconv1 = nn.Conv2d(dim, 2 * dim, 1)
+        self.act = nn.GELU()
+        self.dwconv1 = OversizedConv2d(dim, kernel_size, interpolate)
+        self.dwconv2 = DepthwiseConv2d(dim, local_kernel_size, bias=False)
+        self.pwconv2 = nn.Conv2d(dim, dim, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, x = self.pwconv1(x.permute(0, 3, 1, 2)).chunk(2, dim=1)
+        x = self.act(x)
+        x = self.pwconv2(gate * (self.dwconv1(x) + self.dwconv2(x)))
+        return x.permute(0, 2, 3, 1)
+
+
+class BifurcateGateUnit(nn.Module):
+    """BGU: ``fc2(a * GELU(b))`` with ``a, b`` the halves of ``fc1(x)`` (hidden ``mlp_ratio * dim``)."""
+
+    def __init__(self, dim: int, mlp_ratio: float = 5.0, drop: float = 0.0):
+        super().__init__()
+        hidden = int(mlp_ratio * dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.drop1 = nn.Dropout(drop)
+        self.fc2 = nn.Linear(hidden // 2, dim, bias=False)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.fc1(x).chunk(2, dim=-1)
+        return self.drop2(self.fc2(self.drop1(a * self.act(b))))
+
+
+class ParCNetV2Block(nn.Module):
+    """``x = s1 * x + DropPath(Mixer(N(x)))`` then ``x = s2 * x + DropPath(BGU(N(x)))`` (channels-last);
+    the residual scales ``s`` are learnable in the last two stages only."""
+
+    def __init__(
+        self,
+        dim: int,
+        kernel_size: tuple[int, int],
+        mlp_ratio: float = 5.0,
+        drop_path: float = 0.0,
+        res_scale: bool = False,
+        interpolate: bool = False,
+        proj_drop: float = 0.0,
+    ):
+        super().__init__()
+        self.norm1 = CenteredL2Norm(dim)
+        self.token_mixer = ParCV2Mixer(dim, kernel_size, interpolate=interpolate)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.res_scale1 = Scale(dim) if res_scale else nn.Identity()
+        self.norm2 = CenteredL2Norm(dim)
+        self.mlp = BifurcateGateUnit(dim, mlp_ratio, drop=proj_drop)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.res_scale2 = Scale(dim) if res_scale else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.res_scale1(x) + self.drop_path1(self.token_mixer(self.norm1(x)))
+        return self.res_scale2(x) + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class Stem(nn.Module):
+    """7x7 convolution, stride 4, padding 2, then the norm; NCHW in, channels-last out."""
+
+    def __init__(self, in_chans: int, dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_chans, dim, 7, stride=4, padding=2)
+        self.norm = CenteredL2Norm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x).permute(0, 2, 3, 1))
+
+
+class Downsample(nn.Module):
+    """Norm, then a 3x3 convolution with stride 2 and padding 1; channels-last in and out."""
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.norm = CenteredL2Norm(in_dim)
+        self.conv = nn.Conv2d(in_dim, out_dim, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.norm(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class ParCNetV2Stage(nn.Module):
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        depth: int,
+        kernel_size: tuple[int, int],
+        downsample: bool,
+        drop_path: list[float],
+        res_scale: bool,
+        mlp_ratio: float = 5.0,
+        interpolate: bool = False,
+        proj_drop: float = 0.0,
+    ):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample = Downsample(in_dim, dim) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(
+            *[
+                ParCNetV2Block(dim, kernel_size, mlp_ratio, drop_path[i], res_scale, interpolate, proj_drop)
+                for i in range(depth)
+            ]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+def stage_sizes(img_size: int, num_stages: int) -> list[int]:
+    """Feature-map side of each stage for an ``img_size`` side (stem k7 s4 p2, then k3 s2 p1)."""
+    size = (img_size - 3) // 4 + 1
+    sizes = [size]
+    for _ in range(num_stages - 1):
+        size = (size + 1) // 2
+        sizes.append(size)
+    return sizes
+
+
+class ParCNetV2(nn.Module):
+    """ParCNetV2: a stride-4 stem and four stages of ParC V2 blocks (stride 4, 8, 16, 32).
+
+    The oversized kernels are ``2H - 1`` for the stage maps of an ``img_size`` input (111, 55, 27,
+    13 at 224). Blocks run channels-last; ``forward_features`` and the intermediates are NCHW. The
+    head pools, applies LayerNorm and the classifier.
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        dims: tuple[int, ...] = (64, 128, 320, 512),
+        depths: tuple[int, ...] = (3, 3, 12, 3),
+        mlp_ratio: float = 5.0,
+        res_scale_stages: tuple[bool, ...] = (False, False, True, True),
+        kernel_interpolation: bool = False,
+        drop_rate: float = 0.0,
+        proj_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        if not len(dims) == len(depths) == len(res_scale_stages):
+            raise ValueError(
+                f"dims {dims}, depths {depths} and res_scale_stages {res_scale_stages} need one entry per stage"
+            )
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = dims[-1]
+        img_size = to_2tuple(img_size)
+        self.kernel_sizes = [
+            (2 * h - 1, 2 * w - 1)
+            for h, w in zip(stage_sizes(img_size[0], len(depths)), stage_sizes(img_size[1], len(depths)))
+        ]
+
+        self.stem = Stem(in_chans, dims[0])
+        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages, self.feature_info = [], []
+        for i, depth in enumerate(depths):
+            stages.append(
+                ParCNetV2Stage(
+                    dims[max(i - 1, 0)],
+                    dims[i],
+                    depth,
+                    self.kernel_sizes[i],
+                    downsample=i > 0,
+                    drop_path=drop_path[i],
+                    res_scale=res_scale_stages[i],
+                    mlp_ratio=mlp_ratio,
+                    interpolate=kernel_interpolation,
+                    proj_drop=proj_drop_rate,
+                )
+            )
+            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self.head = NormMlpClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"head.norm.weight", "head.norm.bias"}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(
+            stem=r"^stem",
+            blocks=r"^stages\.(\d+)"
+            if coarse
+            else [
+                (r"^stages\.(\d+)\.downsample", (0,)),
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+            ],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool)
+        if global_pool is not None:
+            self.global_pool = global_pool
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_batch(x, self.in_chans, 3, type(self).__name__)
+        return self.stem(x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """Run the stages, returning the outputs of ``indices`` (NCHW) and, unless
+        ``intermediates_only``, the final features (NCHW). The only final norm acts after pooling
+        (in the head), so ``norm`` changes nothing."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
+        intermediates = []
+        x = self._stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(x.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else x)
+        if intermediates_only:
+            return intermediates
+        return x.permute(0, 3, 1, 2), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages (and head) that the intermediates at ``indices`` do not need."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        pruned_end = max_index < len(self.stages) - 1
+        self.stages = self.stages[: max_index + 1]
+        if pruned_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+            self.head = NormMlpClassifierHead(self.num_features, 0, pool_type="")
+        elif prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` image -> ``(B, C', H', W')`` features of the last stage (stride 32)."""
+        return self.stages(self._stem(x)).permute(0, 3, 1, 2)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+_OFFICIAL_RENAMES = (
+    (r"^downsample_layers\.0\.conv\.", "stem.conv."),
+    (r"^downsample_layers\.0\.post_norm\.", "stem.norm."),
+    (r"^downsample_layers\.(\d+)\.pre_norm\.", r"stages.\1.downsample.norm."),
+    (r"^downsample_layers\.(\d+)\.conv\.", r"stages.\1.downsample.conv."),
+    (r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
+    (r"^norm\.", "head.norm."),
+    (r"^head\.(weight|bias)$", r"head.fc.\1"),
+)
+
+
+def _resize_kernel(weight: torch.Tensor, target: torch.Size) -> torch.Tensor:
+    """Bilinear (``align_corners=True``) resize of an oversized kernel, as the official interpolation."""
+    return F.interpolate(weight.float(), tuple(target[-2:]), mode="bilinear", align_corners=True).to(weight.dtype)
+
+
+def checkpoint_filter_fn(state_dict: dict, model: ParCNetV2) -> dict[str, torch.Tensor]:
+    """Convert an official (XuRuihan/ParCNetV2) checkpoint to this model's layout.
+
+    Unwraps ``state_dict`` / ``model`` and ``module.``, renames the stem,
+    downsampling layers, blocks and head, and resizes oversized kernels trained at another
+    resolution to this model's ``2H - 1`` (bilinear, as the official interpolation).
+    """
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state_dict.get(wrapper), dict):
+            state_dict = state_dict[wrapper]
+            break
+    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    official_layout = "downsample_layers.0.conv.weight" in state_dict
+    target = model.state_dict()
+    out = {}
+    for key, value in state_dict.items():
+        if official_layout:
+            for pattern, replacement in _OFFICIAL_RENAMES:
+                key = re.sub(pattern, replacement, key)
+        if ".dwconv1.conv_" in key and key in target and value.shape != target[key].shape:
+            value = _resize_kernel(value, target[key].shape)
+        out[key] = value
+    return out
+
+
+def _create_parcnetv2(variant: str, pretrained: bool = False, **kwargs) -> ParCNetV2:
+    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (3, 3, 12, 3))))))
+    return build_model_with_cfg(
+        ParCNetV2,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
+        **kwargs,
+    )
+
+
+default_cfgs = generate_default_cfgs(pretrained_cfgs("parcnetv2"))
+
+register_tiny_kwargs("zoo_parcnetv2", img_size=64, dims=(8, 16, 24, 32), depths=(1, 1, 1, 1))
+
+
+@register_model
+def zoo_parcnetv2_xt(pretrained: bool = False, **kwargs) -> ParCNetV2:
+    """ParCNetV2-XT: dims 48-96-192-320, depths 3-3-9-2, 224²."""
+    args = dict(dims=(48, 96, 192, 320), depths=(3, 3, 9, 2))
+    return _create_parcnetv2("zoo_parcnetv2_xt", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_parcnetv2_t(pretrained: bool = False, **kwargs) -> ParCNetV2:
+    """ParCNetV2-T: dims 64-128-320-512, depths 3-3-12-3, 224²."""
+    args = dict(dims=(64, 128, 320, 512), depths=(3, 3, 12, 3))
+    return _create_parcnetv2("zoo_parcnetv2_t", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_parcnetv2_s(pretrained: bool = False, **kwargs) -> ParCNetV2:
+    """ParCNetV2-S: dims 64-128-320-512, depths 3-9-24-3, 224²."""
+    args = dict(dims=(64, 128, 320, 512), depths=(3, 9, 24, 3))
+    return _create_parcnetv2("zoo_parcnetv2_s", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_parcnetv2_b(pretrained: bool = False, **kwargs) -> ParCNetV2:
+    """ParCNetV2-B: dims 96-192-384-576, depths 3-9-24-3, 224²."""
+    args = dict(dims=(96, 192, 384, 576), depths=(3, 9, 24, 3))
+    return _create_parcnetv2("zoo_parcnetv2_b", pretrained, **dict(args, **kwargs))
