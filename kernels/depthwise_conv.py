@@ -112,9 +112,10 @@ def depthwise_conv2d_reference(x, weight, bias=None, padding="same", dilation=1)
 
 def _autocast(x, weight, bias):
     """Under autocast, cast to its dtype as autocast does for ``F.conv2d`` (the weight is usually fp32)."""
-    if not torch.is_autocast_enabled(x.device.type):
+    device_type = x.device.type
+    if not (torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)):
         return x, weight, bias
-    dtype = torch.get_autocast_dtype(x.device.type)
+    dtype = torch.get_autocast_dtype(device_type)
     return (t if t is None else t.to(dtype) for t in (x, weight, bias))
 
 

@@ -19,6 +19,7 @@ from timm.layers import resample_abs_pos_embed, trunc_normal_
 from timm.models import generate_default_cfgs
 
 from zoo.layers.dwconv import DepthwiseConv2d
+from zoo.layers.precision import autocast_disabled
 from zoo.weights import pretrained_cfgs
 
 from ._registry import register_model, register_tiny_kwargs
@@ -67,7 +68,7 @@ class FocusedLinearAttention(nn.Module):
         b, h, w, c = x.shape
         n = h * w
         q, k, v = self.qkv(x).reshape(b, n, 3, c).unbind(2)
-        with torch.autocast(x.device.type, enabled=False):
+        with autocast_disabled(x.device.type):
             q, k, v = q.float(), k.float(), v.float()
             scale = F.softplus(self.scale.float())
             q = self._focus(q, scale)

@@ -37,6 +37,7 @@ from timm.models._features import feature_take_indices
 from zoo.hub import build_model_with_cfg
 from zoo.layers.checks import check_image_batch
 from zoo.layers.dwconv import DepthwiseConv2d
+from zoo.layers.precision import autocast_disabled
 from zoo.weights import pretrained_cfgs
 
 from ._registry import register_model, register_tiny_kwargs
@@ -65,7 +66,7 @@ class GlobalLocalFilter(nn.Module):
 
     def _global_filter(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with autocast_disabled(x.device.type):
             freq = torch.fft.rfft2(x.float(), dim=(2, 3), norm="ortho")
             weight = self.complex_weight.float()
             if weight.shape[1:3] != freq.shape[2:4]:
