@@ -143,12 +143,15 @@ def test_reparameterize_folds_every_batchnorm():
     assert len(list(fused.modules())) < len(list(model.modules()))
     assert sum(p.numel() for p in fused.parameters()) < sum(p.numel() for p in model.parameters())
     assert isinstance(fused.get_classifier(), torch.nn.Linear)
+    torch.manual_seed(0)
     with torch.no_grad():
         for size in ((96, 96), (61, 97)):
             x = torch.randn(2, 3, *size)
             expected = model(x)
-            torch.testing.assert_close(fused(x), expected, rtol=1e-4, atol=1e-4)
-            torch.testing.assert_close(in_place(x), expected, rtol=1e-4, atol=1e-4)
+            # Folding reorders fp32 sums; compare relative to the logits' scale.
+            atol = 1e-5 * expected.abs().max().item()
+            torch.testing.assert_close(fused(x), expected, rtol=1e-4, atol=atol)
+            torch.testing.assert_close(in_place(x), expected, rtol=1e-4, atol=atol)
 
 
 @pytest.mark.parametrize("size", [(1, 1), (15, 17), (33, 100), (130, 66)])
