@@ -75,7 +75,9 @@ def test_resume_after_kill_matches_uninterrupted_run(image_folder, tmp_path):
 
     command = [sys.executable, "-m", "zoo.train", *reference, "killed"]
     killed_last = tmp_path / "killed" / "last.pth"
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Bitwise-equal results need the same thread count (float sums are split across threads).
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.time() + 120
     while not killed_last.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.005)
