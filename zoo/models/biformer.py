@@ -30,6 +30,7 @@ from timm.models._features import feature_take_indices
 from zoo.hub import build_model_with_cfg
 from zoo.kernels import routing_attention
 from zoo.layers.checks import check_image_batch
+from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
 from ._registry import register_model, register_tiny_kwargs
@@ -52,7 +53,7 @@ class BiLevelRoutingAttention(nn.Module):
         self.n_win = n_win
         self.topk = topk
         self.qkv = nn.Linear(dim, dim * 3)
-        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim)
+        self.lepe = DepthwiseConv2d(dim, side_dwconv)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,7 +76,7 @@ class AttentionLePE(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
-        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim)
+        self.lepe = DepthwiseConv2d(dim, side_dwconv)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,11 +103,7 @@ class BiFormerBlock(nn.Module):
         drop_path: float = 0.0,
     ):
         super().__init__()
-        self.pos_embed = (
-            nn.Conv2d(dim, dim, pos_embed_kernel, padding=pos_embed_kernel // 2, groups=dim)
-            if pos_embed_kernel
-            else None
-        )
+        self.pos_embed = DepthwiseConv2d(dim, pos_embed_kernel) if pos_embed_kernel else None
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         if topk > 0:
             self.attn = BiLevelRoutingAttention(dim, num_heads, n_win, topk, side_dwconv)
