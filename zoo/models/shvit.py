@@ -32,6 +32,7 @@ from timm.models._features import feature_take_indices
 
 from zoo.hub import build_model_with_cfg
 from zoo.layers.checks import check_image_batch
+from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
 from ._registry import register_model, register_tiny_kwargs
@@ -53,7 +54,12 @@ class ConvNorm(nn.Sequential):
         bn_weight_init: float = 1.0,
     ):
         super().__init__()
-        self.add_module("c", nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=False))
+        depthwise = groups == in_chs == out_chs and stride == 1 and padding == kernel_size // 2
+        if depthwise:  # through zoo.kernels.depthwise_conv2d; same parameters and keys as nn.Conv2d
+            conv = DepthwiseConv2d(in_chs, kernel_size, bias=False)
+        else:
+            conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, groups=groups, bias=False)
+        self.add_module("c", conv)
         self.add_module("bn", nn.BatchNorm2d(out_chs))
         nn.init.constant_(self.bn.weight, bn_weight_init)
         nn.init.zeros_(self.bn.bias)
@@ -63,18 +69,13 @@ class ConvNorm(nn.Sequential):
         """``bn(c(x)) = c'(x)`` with ``w' = w * s``, ``b' = beta - mean * s``, ``s = gamma / sqrt(var + eps)``."""
         c, bn = self.c, self.bn
         scale = bn.weight / (bn.running_var + bn.eps).sqrt()
-        fused = nn.Conv2d(
-            c.in_channels,
-            c.out_channels,
-            c.kernel_size,
-            c.stride,
-            c.padding,
-            c.dilation,
-            c.groups,
-            bias=True,
-            device=c.weight.device,
-            dtype=c.weight.dtype,
-        )
+        if isinstance(c, DepthwiseConv2d):
+            fused = DepthwiseConv2d(c.in_channels, c.kernel_size[0]).to(c.weight)
+        else:
+            fused = nn.Conv2d(
+                c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding, c.dilation, c.groups,
+                bias=True, device=c.weight.device, dtype=c.weight.dtype,
+            )
         fused.weight.copy_(c.weight * scale[:, None, None, None])
         fused.bias.copy_(bn.bias - bn.running_mean * scale)
         return fused
