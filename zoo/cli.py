@@ -13,10 +13,9 @@ import torch
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
-from torch.utils.flop_counter import FlopCounterMode
 
 import zoo
-from zoo.hub import add_weights_commands
+from zoo.hub import add_weights_commands, count_gmacs
 from zoo.weights import families, manifest
 
 
@@ -41,21 +40,16 @@ def _reported_figures() -> dict[str, dict]:
 def summarize(name: str, reported: dict | None = None) -> ModelSummary:
     """Parameters and multiply-accumulates of ``name`` at its default input size.
 
-    The model is built on the meta device, so nothing is allocated and no weights are initialized;
-    MACs are torch's FLOP counter divided by two (FFT ops, which the counter does not know, are
-    not included).
+    The model is built on the meta device, so nothing is allocated and no weights are initialized.
     """
     with torch.device("meta"):
         model = timm.create_model(name).eval()
-        input_size = tuple(model.pretrained_cfg["input_size"])
-        counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad():
-            model(torch.empty(1, *input_size))
+    input_size = tuple(model.pretrained_cfg["input_size"])
     figures = (reported or {}).get(name, {})
     return ModelSummary(
         name=name,
         params_m=sum(p.numel() for p in model.parameters()) / 1e6,
-        gmacs=counter.get_total_flops() / 2e9,
+        gmacs=count_gmacs(model, input_size),
         input_size=input_size,
         tags=[n.split(".", 1)[1] for n in timm.list_pretrained(f"{name}.*")],
         reported_params_m=figures.get("params_m"),

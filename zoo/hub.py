@@ -411,16 +411,13 @@ def _resolve_weight(model_and_tag: str) -> tuple[str, str, dict]:
     return model_name, entry["tag"], entry
 
 
-def count_gmacs(model: torch.nn.Module, input_size) -> float | None:
-    """Multiply-accumulates (G) of one forward pass at ``input_size`` (torch's FLOP counter / 2; a
-    model on the meta device costs nothing to run)."""
+def count_gmacs(model: torch.nn.Module, input_size) -> float:
+    """Multiply-accumulates (G) of one forward pass at ``input_size``: torch's FLOP counter / 2 (FFTs,
+    which it does not count, are left out). A model on the meta device costs nothing to run."""
     counter = FlopCounterMode(display=False)
     device = next(model.parameters()).device
-    try:
-        with counter, torch.no_grad():
-            model(torch.zeros(1, *input_size, device=device))
-    except Exception:  # an op the counter cannot trace: the card says n/a
-        return None
+    with counter, torch.no_grad():
+        model(torch.zeros(1, *input_size, device=device))
     return counter.get_total_flops() / 2e9
 
 
@@ -434,7 +431,7 @@ def model_card(entry: dict, model: torch.nn.Module, repo_id: str) -> str:
     details = [
         f"- **Architecture:** `{entry['model']}` (zoo, registered in timm)",
         f"- **Params (M):** {params:.1f}",
-        f"- **GMACs:** {'n/a' if gmacs is None else f'{gmacs:.2f}'} at {input_size[1]}x{input_size[2]}",
+        f"- **GMACs:** {gmacs:.2f} at {input_size[1]}x{input_size[2]} (FFTs not counted)",
         f"- **Image size:** {input_size[1]}x{input_size[2]}, crop_pct {entry.get('crop_pct')}, "
         f"{entry.get('interpolation', 'bicubic')} interpolation",
         f"- **Classes:** {entry['num_classes']}",
