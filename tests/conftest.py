@@ -1,5 +1,8 @@
 import os
+import random
 
+import numpy as np
+import pytest
 import torch
 
 # Without a GPU the Triton kernels are tested in the interpreter, which is chosen when triton
@@ -10,3 +13,11 @@ if not torch.cuda.is_available():
 # Each pytest-xdist worker gets one core.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seeded_rngs():
+    """Every test starts from the same random state, whichever xdist worker runs it and after what."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)

@@ -120,12 +120,15 @@ def test_timm_weights_load_and_match_timm(tmp_path):
     model = timm.create_model(
         "zoo_shvit_s2", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **TINY
     ).eval()
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for size in ((96, 96), (75, 113)):
-            x = torch.randn(2, 3, *size)
+            x = torch.randn(2, 3, *size, generator=generator)
             expected = reference(x)
             assert (expected[0] - expected[1]).abs().max() > 0.1  # the outputs depend on the input
-            torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
+            # Random weights give logits in the hundreds: compare at fp32 round-off of that scale.
+            scale = expected.abs().max().item()
+            torch.testing.assert_close(model(x), expected, rtol=0, atol=1e-5 * scale)
 
 
 def _batchnorms(model: torch.nn.Module) -> int:
