@@ -17,7 +17,7 @@ from zoo.kernels._dispatch import use_triton
 from zoo.kernels.routing_attention import region_routing, routing_attention, routing_attention_reference
 
 # (name, batch, map side, channels, n_win, topk); heads = channels // 32
-_CUDA_CASES = [
+CASES = [
     ("s1 224", 64, 56, 64, 7, 1),
     ("s2 224", 64, 28, 128, 7, 4),
     ("s3 224", 64, 14, 256, 7, 16),
@@ -25,7 +25,7 @@ _CUDA_CASES = [
     ("s2 512", 8, 64, 128, 8, 4),
     ("s3 512", 8, 32, 256, 8, 16),
 ]
-_CPU_CASES = [
+QUICK_CASES = [
     ("s2 224", 1, 28, 128, 7, 4),
     ("s3 224", 1, 14, 256, 7, 16),
 ]
@@ -112,7 +112,7 @@ def run(device: torch.device, quick: bool) -> list[dict]:
     probe = torch.empty(0, device=device)
     if on_cuda and use_triton(probe):
         impls["triton"] = routing_attention
-    cases = _CUDA_CASES if on_cuda and not quick else _CPU_CASES
+    cases = CASES if on_cuda and not quick else QUICK_CASES
     dtypes = (torch.float16, torch.bfloat16, torch.float32) if on_cuda else (torch.float32,)
     warmup, iters = (3, 10) if on_cuda else (1, 3)
     rows = []

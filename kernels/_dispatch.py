@@ -50,6 +50,14 @@ def use_triton(*tensors: torch.Tensor) -> bool:
     return True
 
 
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot``'s ``input_precision``: exact fp32 products unless PyTorch allows TF32 for fp32 matmuls
+    (``torch.backends.cuda.matmul.allow_tf32``, or ``torch.set_float32_matmul_precision("high")``)."""
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
+
+
 def pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
     """An int or an (h, w) pair as a tuple of two positive ints, or a ValueError naming ``name``."""
     if isinstance(value, int):

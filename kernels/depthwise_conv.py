@@ -268,13 +268,19 @@ if triton is not None:
         _fwd_config(4, 32, 16, 4),
         _fwd_config(2, 64, 8, 4),
     ]
-    # At most 16 accumulator elements per thread: ptxas then needs about 80 registers, not 250.
+    # At most 16 accumulator elements per thread: ptxas then needs about 60 registers on channels_last
+    # input, not 250. NCHW rows load element by element (a tap offset breaks their alignment), which
+    # costs about 160 registers at 16 elements; the narrow-channel, wide-row tiles at the end keep
+    # NCHW near 75 (see benchmarks/kernel_resources.py).
     _GRAD_WEIGHT_CONFIGS = [
         _grad_weight_config(16, 8, 32, 8),
         _grad_weight_config(8, 16, 32, 8),
         _grad_weight_config(16, 16, 16, 8),
         _grad_weight_config(8, 8, 32, 4),
         _grad_weight_config(8, 32, 8, 4),
+        _grad_weight_config(4, 64, 4, 4),
+        _grad_weight_config(8, 64, 2, 4),
+        _grad_weight_config(4, 128, 2, 4),
     ]
     _FWD_KEY = ["C", "H_out", "W_out", "KH", "KW", "dil_h", "dil_w", "sxc", "syc"]
     _GRAD_WEIGHT_KEY = ["C", "H_out", "W_out", "KH", "KW", "dil_h", "dil_w", "sxc", "sgc"]

@@ -31,7 +31,7 @@ import math
 
 import torch
 
-from ._dispatch import check_qkv, pair, use_triton
+from ._dispatch import check_qkv, dot_precision, pair, use_triton
 
 try:
     import triton
@@ -436,7 +436,7 @@ def _launch_geometry(q, kernel_size, dilation, rpb):
         HAS_RPB=rpb is not None,
         TILE=_TILE,
         BLOCK_D=_next_pow2(d),
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        PRECISION=dot_precision(q.dtype),
         num_warps=_NUM_WARPS,
     )
     return (b * nh * n_tiles,), shape, meta, _next_pow2(_TILE + kw - 1)

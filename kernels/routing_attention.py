@@ -30,7 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import check_qkv, use_triton
+from ._dispatch import check_qkv, dot_precision, use_triton
 
 try:
     import triton
@@ -157,13 +157,6 @@ def _region_blocks(tokens: int) -> tuple[int, int, int]:
     """``(block, groups, tiles)``: ``groups`` whole regions per block, or each region in ``tiles`` blocks."""
     block = min(_MAX_REGION_BLOCK, max(16, triton.next_power_of_2(tokens)))
     return block, max(1, block // tokens), triton.cdiv(tokens, block)
-
-
-def _dot_precision(dtype: torch.dtype) -> str:
-    """Exact fp32 products unless PyTorch itself allows TF32 for fp32 matmuls."""
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        return "ieee"
-    return "tf32"
 
 
 def _strides(x: torch.Tensor) -> tuple[int, int, int, int]:
@@ -468,8 +461,10 @@ def _launch_config(q: torch.Tensor, n_win: int) -> tuple[dict, int, int]:
         BLOCK_D=max(16, triton.next_power_of_2(d)),
         GROUPS=groups,
         TILES=tiles,
-        PRECISION=_dot_precision(q.dtype),
-        num_warps=4 if block >= 64 else 2,
+        PRECISION=dot_precision(q.dtype),
+        # Four warps for every tile size: at two, ptxas spilled the fp32 key/value backward of
+        # 16-token regions to several KiB of stack (benchmarks/kernel_resources.py).
+        num_warps=4,
     )
     return meta, block, triton.cdiv(n_win * n_win, groups) * tiles
 

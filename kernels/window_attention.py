@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import check_qkv, pair, use_triton
+from ._dispatch import check_qkv, dot_precision, pair, use_triton
 
 try:
     import triton
@@ -312,7 +312,7 @@ def _launch_config(q: torch.Tensor, window_size, shift_size, rpb, backward: bool
         BLOCK_M=block_m,
         N_PAD=n_pad,
         D_PAD=d_pad,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        DOT_PRECISION=dot_precision(q.dtype),
         # The backward holds about four (BLOCK_M, N_PAD) fp32 tiles at once: spread them over more warps.
         num_warps=8 if backward or block_m * n_pad > 64 * 64 else 4,
         num_stages=2,
