@@ -40,3 +40,14 @@ def measure(fn: Callable[[], object], device: torch.device | str, warmup: int = 
         peak_mb = float("nan")
     times.sort()
     return times[len(times) // 2], peak_mb
+
+
+def autotuned_choice(**tuners) -> str:
+    """The configs Triton's autotuners last picked, e.g. ``fwd: warps=4 stages=2``; empty before any pick."""
+    picks = []
+    for name, tuner in tuners.items():
+        best = getattr(tuner, "best_config", None)
+        if best is not None:
+            blocks = "".join(f" {k}={v}" for k, v in best.kwargs.items())
+            picks.append(f"{name}:{blocks} warps={best.num_warps} stages={best.num_stages}")
+    return "; ".join(picks)

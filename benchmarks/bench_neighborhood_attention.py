@@ -17,8 +17,9 @@ On CPU (``quick``) only ``reference`` runs, at a small batch.
 from __future__ import annotations
 
 import torch
-from _timing import measure
+from _timing import autotuned_choice, measure
 
+from zoo.kernels import neighborhood_attention as na
 from zoo.kernels.neighborhood_attention import neighborhood_attention2d, neighborhood_attention2d_reference
 
 KERNEL = 7
@@ -172,6 +173,8 @@ def _case_rows(case, built, build_errors, batch, size, heads, dtype, mode, devic
         if name in built:
             try:
                 ms, peak_mb = _timed(built[name], inputs, mode, device)
+                if name == "triton":
+                    notes = autotuned_choice(fwd=na._fwd_tuned, dq=na._bwd_dq_tuned, dkdv=na._bwd_dkdv_tuned)
             except Exception as error:  # noqa: BLE001 - report the failure in the table, keep going
                 notes = f"failed: {type(error).__name__}: {error}"[:200]
         timings[name] = (ms, peak_mb, notes)

@@ -15,9 +15,11 @@ On CPU (``quick``) only ``timm_sdpa`` and ``reference`` run, at a small batch.
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 import torch.nn.functional as F
-from _timing import measure
+from _timing import autotuned_choice, measure
 
 from zoo.kernels.window_attention import (
     relative_position_index,
@@ -25,6 +27,8 @@ from zoo.kernels.window_attention import (
     window_attention,
     window_attention_reference,
 )
+
+window_module = importlib.import_module("zoo.kernels.window_attention")  # zoo.kernels.window_attention is the op
 
 WINDOW = 7
 HEAD_DIM = 32
@@ -188,6 +192,8 @@ def _case_rows(case: str, built: dict, notes: dict, inputs, mode: str, device) -
         if name in built:
             try:
                 ms, peak_mb = _timed(built[name], inputs, mode, device)
+                if name == "triton":
+                    note = autotuned_choice(fwd=window_module._fwd_tuned, bwd=window_module._bwd_tuned)
             except Exception as error:  # noqa: BLE001 - report the failure in the table, keep going
                 note = f"failed: {type(error).__name__}: {error}"[:200]
         if name == "timm_sdpa":

@@ -25,7 +25,12 @@ def triton_available() -> bool:
     return True
 
 
-def _interpreter_on() -> bool:
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its interpreter (``TRITON_INTERPRET=1``).
+
+    Launches there skip the autotuners: the interpreter ignores warps and stages, and timing every
+    config would only multiply its cost.
+    """
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
@@ -43,7 +48,7 @@ def use_triton(*tensors: torch.Tensor) -> bool:
         return on_cuda and triton_available()
     if not triton_available():
         raise RuntimeError("ZOO_KERNELS=triton but triton is not installed (pip install triton)")
-    if not on_cuda and not _interpreter_on():
+    if not on_cuda and not interpreting():
         raise RuntimeError(
             "ZOO_KERNELS=triton on CPU tensors needs TRITON_INTERPRET=1 set before triton is imported"
         )

@@ -21,13 +21,12 @@ Backward, for ``y = x * w`` (cross-correlation):
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import pair, use_triton
+from ._dispatch import interpreting, pair, use_triton
 
 try:
     import triton
@@ -117,10 +116,6 @@ def _autocast(x, weight, bias):
         return x, weight, bias
     dtype = torch.get_autocast_dtype(device_type)
     return (t if t is None else t.to(dtype) for t in (x, weight, bias))
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 if triton is not None:
@@ -345,9 +340,9 @@ def _conv_triton(x, taps, bias, geometry: _Geometry, out_format: torch.Tensor) -
         col_blocks = triton.cdiv(w_out, meta["BLOCK_W"])
         return batch * row_blocks * col_blocks, triton.cdiv(channels, meta["BLOCK_C"])
 
-    interpreting = _interpreting()
-    kernel = _dwconv_fwd_kernel if interpreting else _fwd_tuned
-    blocks = _interpreter_fwd_blocks(channels, triton.cdiv(h_out, dh), w_out) if interpreting else {}
+    interpreter = interpreting()
+    kernel = _dwconv_fwd_kernel if interpreter else _fwd_tuned
+    blocks = _interpreter_fwd_blocks(channels, triton.cdiv(h_out, dh), w_out) if interpreter else {}
     kernel[grid](
         x, taps, bias if bias is not None else taps, y,
         channels, taps.shape[2], height, width, h_out, w_out,
@@ -378,9 +373,9 @@ def _grad_weight_triton(x: torch.Tensor, grad_y: torch.Tensor, geometry: _Geomet
     def grid(meta):
         return splits, kh * triton.cdiv(kw, meta["BLOCK_KW"]), triton.cdiv(channels, meta["BLOCK_C"])
 
-    interpreting = _interpreting()
-    kernel = _dwconv_grad_weight_kernel if interpreting else _grad_weight_tuned
-    blocks = _interpreter_grad_weight_blocks(channels, kw, w_out) if interpreting else {}
+    interpreter = interpreting()
+    kernel = _dwconv_grad_weight_kernel if interpreter else _grad_weight_tuned
+    blocks = _interpreter_grad_weight_blocks(channels, kw, w_out) if interpreter else {}
     kernel[grid](
         x, grad_y, partials,
         channels, height, width, h_out, w_out, total_rows, rows_per_split,

@@ -31,7 +31,7 @@ import math
 
 import torch
 
-from ._dispatch import check_qkv, dot_precision, pair, use_triton
+from ._dispatch import check_qkv, dot_precision, interpreting, pair, use_triton
 
 try:
     import triton
@@ -149,7 +149,6 @@ def neighborhood_attention2d(q, k, v, kernel_size, dilation=1, rpb=None, scale=N
 
 # Query tiles (forward, dq) and key tiles (dk, dv) cover TILE x TILE positions of one sub-grid.
 _TILE = 8
-_NUM_WARPS = 4
 
 
 def _next_pow2(x: int, minimum: int = 16) -> int:
@@ -422,6 +421,23 @@ if triton is not None:
         tl.store(DV + grad_offsets, dv.to(DV.dtype.element_ty), mask=k_mask)
 
 
+if triton is not None:
+    # Each kernel streams key (or query) rows through a software pipeline: three stages hide more
+    # latency, two leave registers for a fourth CTA per SM (benchmarks/kernel_resources.py).
+    _CONFIGS = [triton.Config({}, num_warps=4, num_stages=3), triton.Config({}, num_warps=4, num_stages=2)]
+    _KEY = ["H", "W", "D", "DIL_H", "DIL_W", "KH", "KW", "HAS_RPB"]
+    _fwd_tuned = triton.autotune(_CONFIGS, _KEY)(_na2d_fwd_kernel)
+    _bwd_dq_tuned = triton.autotune(_CONFIGS, [*_KEY, "RPB_GRAD"])(_na2d_bwd_dq_kernel)
+    _bwd_dkdv_tuned = triton.autotune(_CONFIGS, _KEY)(_na2d_bwd_dkdv_kernel)
+
+
+def _kernels():
+    """The forward, dq and dk/dv kernels: autotuned on a GPU, plain in the interpreter."""
+    if interpreting():
+        return _na2d_fwd_kernel, _na2d_bwd_dq_kernel, _na2d_bwd_dkdv_kernel
+    return _fwd_tuned, _bwd_dq_tuned, _bwd_dkdv_tuned
+
+
 def _launch_geometry(q, kernel_size, dilation, rpb):
     """Grid, runtime shape arguments, constexpr meta-parameters and the key-column block width."""
     b, h, w, nh, d = q.shape
@@ -437,7 +453,6 @@ def _launch_geometry(q, kernel_size, dilation, rpb):
         TILE=_TILE,
         BLOCK_D=_next_pow2(d),
         PRECISION=dot_precision(q.dtype),
-        num_warps=_NUM_WARPS,
     )
     return (b * nh * n_tiles,), shape, meta, _next_pow2(_TILE + kw - 1)
 
@@ -456,7 +471,8 @@ class _NeighborhoodAttention2d(torch.autograd.Function):
         table, table_strides = _rpb_args(rpb, q)
         strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *table_strides)
         qk_scale = scale * math.log2(math.e)
-        _na2d_fwd_kernel[grid](q, k, v, table, out, lse, *strides, *shape, qk_scale, KC=kc, **meta)
+        fwd_kernel, _, _ = _kernels()
+        fwd_kernel[grid](q, k, v, table, out, lse, *strides, *shape, qk_scale, KC=kc, **meta)
         ctx.save_for_backward(q, k, v, rpb, out, lse)
         ctx.kernel_size, ctx.dilation, ctx.scale = kernel_size, dilation, scale
         return out
@@ -476,10 +492,11 @@ class _NeighborhoodAttention2d(torch.autograd.Function):
         strides = (*q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *dq.stride(), *table_strides)
         scales = (scale * math.log2(math.e), scale)
         inputs = (q, k, v, table, grad_out, lse, delta)
-        _na2d_bwd_dq_kernel[grid](
+        _, dq_kernel, dkdv_kernel = _kernels()
+        dq_kernel[grid](
             *inputs, dq, drpb_partial, *strides, *shape, *scales, RPB_GRAD=rpb_grad, KC=kc, BR=br, BC=bc, **meta
         )
-        _na2d_bwd_dkdv_kernel[grid](*inputs, dk, dv, *strides, *shape, *scales, QC=kc, **meta)
+        dkdv_kernel[grid](*inputs, dk, dv, *strides, *shape, *scales, QC=kc, **meta)
         drpb = None
         if rpb_grad:
             drpb = drpb_partial.view(q.shape[0], q.shape[3], -1, br, bc).sum((0, 2))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import check_qkv, dot_precision, pair, use_triton
+from ._dispatch import check_qkv, dot_precision, interpreting, pair, use_triton
 
 try:
     import triton
@@ -294,6 +294,16 @@ if triton is not None:
             tl.store(grad_bias_ptr + rows[:, None] * N_PAD + keys[None, :], grad_bias)
 
 
+if triton is not None:
+    # The backward holds about four (BLOCK_M, N_PAD) fp32 tiles at once: it needs eight warps (at four,
+    # ptxas spills), and then one CTA fits an SM, so its next window's loads are software-pipelined.
+    _FWD_CONFIGS = [triton.Config({}, num_warps=w, num_stages=s) for w, s in ((4, 2), (4, 1), (8, 2))]
+    _BWD_CONFIGS = [triton.Config({}, num_warps=8, num_stages=s) for s in (2, 1)]
+    _KEY = ["H", "W", "head_dim", "WIN_H", "WIN_W", "SHIFT_H", "SHIFT_W", "HAS_BIAS"]
+    _fwd_tuned = triton.autotune(_FWD_CONFIGS, _KEY)(_window_attention_fwd)
+    _bwd_tuned = triton.autotune(_BWD_CONFIGS, [*_KEY, "BIAS_GRAD"])(_window_attention_bwd)
+
+
 def _block_sizes(window_size: tuple[int, int], head_dim: int) -> tuple[int, int, int]:
     """Key tile (the window padded to a power of two), query tile and head-dim tile, all >= 16."""
     n_pad = max(16, triton.next_power_of_2(window_size[0] * window_size[1]))
@@ -301,7 +311,7 @@ def _block_sizes(window_size: tuple[int, int], head_dim: int) -> tuple[int, int,
     return n_pad, block_m, max(16, triton.next_power_of_2(head_dim))
 
 
-def _launch_config(q: torch.Tensor, window_size, shift_size, rpb, backward: bool) -> dict:
+def _launch_config(q: torch.Tensor, window_size, shift_size, rpb) -> dict:
     n_pad, block_m, d_pad = _block_sizes(window_size, q.shape[-1])
     return dict(
         WIN_H=window_size[0],
@@ -313,9 +323,6 @@ def _launch_config(q: torch.Tensor, window_size, shift_size, rpb, backward: bool
         N_PAD=n_pad,
         D_PAD=d_pad,
         DOT_PRECISION=dot_precision(q.dtype),
-        # The backward holds about four (BLOCK_M, N_PAD) fp32 tiles at once: spread them over more warps.
-        num_warps=8 if backward or block_m * n_pad > 64 * 64 else 4,
-        num_stages=2,
     )
 
 
@@ -327,12 +334,13 @@ def _window_attention_forward(q, k, v, rpb, window_size, shift_size, scale):
     b, h, w, heads, d = q.shape
     n = window_size[0] * window_size[1]
     n_windows = b * (h // window_size[0]) * (w // window_size[1])
-    config = _launch_config(q, window_size, shift_size, rpb, backward=False)
+    config = _launch_config(q, window_size, shift_size, rpb)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(n_windows, heads, n, dtype=torch.float32, device=q.device)
     rpb_ptr, rpb_strides = _rpb_args(rpb, q)
     grid = (n_windows, heads, triton.cdiv(n, config["BLOCK_M"]))
-    _window_attention_fwd[grid](
+    kernel = _window_attention_fwd if interpreting() else _fwd_tuned
+    kernel[grid](
         q,
         k,
         v,
@@ -370,7 +378,7 @@ def _window_attention_backward(grad_out, q, k, v, rpb, out, lse, window_size, sh
     b, h, w, heads, d = q.shape
     n = window_size[0] * window_size[1]
     n_windows = lse.shape[0]
-    config = _launch_config(q, window_size, shift_size, rpb, backward=True)
+    config = _launch_config(q, window_size, shift_size, rpb)
     n_blocks = triton.cdiv(n, config["BLOCK_M"])
     groups = _backward_groups(n_windows, heads * n_blocks, q.device, bias_grad)
     grad_out = grad_out.to(q.dtype)
@@ -386,7 +394,8 @@ def _window_attention_backward(grad_out, q, k, v, rpb, out, lse, window_size, sh
         device=q.device,
     )
     rpb_ptr, rpb_strides = _rpb_args(rpb, q)
-    _window_attention_bwd[(groups, heads, n_blocks)](
+    kernel = _window_attention_bwd if interpreting() else _bwd_tuned
+    kernel[(groups, heads, n_blocks)](
         q,
         k,
         v,
