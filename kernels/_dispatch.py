@@ -63,6 +63,17 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
+def chunks(total: int, size: int) -> list[slice]:
+    """Slices of ``size`` items covering ``range(total)``, as the reference paths bound their memory.
+
+    One slice for all in a graph being exported (``torch.export``, ONNX): looping over a batch
+    would fix its size there, where it should stay symbolic.
+    """
+    if torch.compiler.is_exporting():
+        return [slice(None)]
+    return [slice(start, start + size) for start in range(0, total, size)]
+
+
 def pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
     """An int or an (h, w) pair as a tuple of two positive ints, or a ValueError naming ``name``."""
     if isinstance(value, int):

@@ -30,7 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import check_qkv, dot_precision, use_triton
+from ._dispatch import check_qkv, chunks, dot_precision, use_triton
 
 try:
     import triton
@@ -91,10 +91,10 @@ def _attend_reference(q, k, v, routes, n_win, scale):
     per_region = nh * topk * tokens * (2 * d * q.element_size() + 4 * tokens)
     chunk = max(1, _REFERENCE_CHUNK_BYTES // per_region)
     outputs = []
-    for start in range(0, b * n_regions, chunk):
-        index = key_regions[start : start + chunk].reshape(-1)
+    for regions in chunks(b * n_regions, chunk):
+        index = key_regions[regions].reshape(-1)
         k_sel, v_sel = (t.index_select(1, index).reshape(nh, -1, topk * tokens, d) for t in (k_reg, v_reg))
-        outputs.append(F.scaled_dot_product_attention(q_reg[:, start : start + chunk], k_sel, v_sel, scale=scale))
+        outputs.append(F.scaled_dot_product_attention(q_reg[:, regions], k_sel, v_sel, scale=scale))
     out = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
     return _from_regions(out, (h, w), n_win)
 

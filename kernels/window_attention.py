@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import check_qkv, dot_precision, interpreting, pair, use_triton
+from ._dispatch import check_qkv, chunks, dot_precision, interpreting, pair, use_triton
 
 try:
     import triton
@@ -109,10 +109,8 @@ def window_attention_reference(q, k, v, window_size, shift_size=0, rpb=None, sca
     per_image = n_windows * nh * n * n * max(q.element_size(), 4)
     chunk = max(1, _REFERENCE_CHUNK_BYTES // max(per_image, 1))
     outputs = [
-        F.scaled_dot_product_attention(
-            qw[i : i + chunk], kw[i : i + chunk], vw[i : i + chunk], attn_mask=attn_bias, scale=scale
-        )
-        for i in range(0, b, chunk)
+        F.scaled_dot_product_attention(qw[images], kw[images], vw[images], attn_mask=attn_bias, scale=scale)
+        for images in chunks(b, chunk)
     ]
     out = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
     out = _merge(out.unflatten(1, (n_windows, nh)), (h, w), window_size)

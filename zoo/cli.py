@@ -16,6 +16,7 @@ from rich.table import Table
 
 import zoo
 from zoo.hub import add_weights_commands, count_gmacs
+from zoo.onnx_export import add_export_command
 from zoo.weights import families, manifest
 
 
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     info_parser.set_defaults(func=_cmd_info)
 
     add_weights_commands(commands)
+    add_export_command(commands)
     return parser
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from zoo.kernels._dispatch import dot_precision, use_triton
+from zoo.kernels._dispatch import chunks, dot_precision, use_triton
 
 
 @pytest.fixture
@@ -36,3 +36,10 @@ def test_zoo_kernels_environment_variable(monkeypatch):
         use_triton(x)
     monkeypatch.delenv("ZOO_KERNELS")
     assert use_triton(x) is False  # CPU tensors run the reference path by default
+
+
+def test_reference_chunks_cover_the_range_once_and_not_when_exporting(monkeypatch):
+    covered = [i for part in chunks(10, 4) for i in range(10)[part]]
+    assert covered == list(range(10)) and len(chunks(10, 4)) == 3
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    assert chunks(10, 4) == [slice(None)]  # one slice keeps an exported batch size symbolic

@@ -1,0 +1,48 @@
+"""ONNX export: one model of every family, run by ONNX Runtime, against PyTorch."""
+
+import pytest
+import timm
+import torch
+
+from zoo.cli import main
+from zoo.models._registry import tiny_kwargs
+from zoo.onnx_export import export_onnx, onnx_difference
+
+onnxruntime = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+# One per model file; HorNet's global-filter variant for its FFTs, NAT and DiNAT for both dilations.
+MODELS = [
+    "zoo_swin_tiny", "zoo_flatten_swin_tiny", "zoo_agent_swin_tiny", "zoo_biformer_tiny", "zoo_nat_mini",
+    "zoo_dinat_mini", "zoo_shvit_s1", "zoo_van_b0", "zoo_hornet_tiny_gf", "zoo_parcnet_s", "zoo_parcnetv2_b",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_exported_graph_matches_pytorch_at_any_batch_size(tmp_path, name):
+    model = timm.create_model(name, num_classes=0, **tiny_kwargs(name)).eval()
+    input_size = model.pretrained_cfg["input_size"]
+    path = export_onnx(model, tmp_path / f"{name}.onnx", input_size)
+    assert path.is_file() and not list(tmp_path.glob("*.partial"))
+    for batch in (1, 3):
+        difference, scale = onnx_difference(model, path, torch.randn(batch, *input_size))
+        assert scale > 0
+        assert difference <= 1e-4 * scale, f"batch {batch}: |difference| {difference:.3g}, |output| {scale:.3g}"
+
+
+def test_command_exports_a_fixed_batch_and_checks_it(tmp_path, capsys):
+    path = tmp_path / "van.onnx"
+    argv = ["export-onnx", "zoo_van_b0", str(path), "--input-size", "3", "64", "64", "--num-classes", "5",
+            "--batch-size", "2"]  # fmt: skip
+    assert main(argv) == 0
+    assert "ONNX Runtime vs PyTorch on 2 random images" in capsys.readouterr().out
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [2, 3, 64, 64]
+    assert session.get_outputs()[0].shape == [2, 5]
+
+
+@pytest.mark.parametrize("input_size", [(3, 64), (3, 0, 64), (3.0, 64, 64)])
+def test_bad_input_size_raises(tmp_path, input_size):
+    model = timm.create_model("zoo_van_b0", **tiny_kwargs("zoo_van_b0"))
+    with pytest.raises(ValueError, match=r"input_size must be three positive ints \(C, H, W\)"):
+        export_onnx(model, tmp_path / "x.onnx", input_size)
