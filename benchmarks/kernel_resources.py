@@ -3,12 +3,12 @@
     python benchmarks/kernel_resources.py              # sm_90 (H100), writes results/kernel-resources-sm90.csv
     python benchmarks/kernel_resources.py --arch 80    # sm_80 (A100)
 
-Each op runs forward and backward at its benchmark shapes (batch 1, CPU tensors) through its real
-launch code, with Triton's driver swapped for one that compiles to a cubin and records the launch
-instead of running it. Every autotuner config is compiled. For each kernel and config the report
-gives ptxas's registers and stack bytes (where registers spill) per thread, the shared memory, and
-the resident CTAs and warps per SM these allow. This is what limits occupancy; it says nothing about speed, which
-only ``benchmarks/kernels.py`` on a GPU measures.
+Each op runs forward and backward at its benchmark shapes (CPU tensors, two images) through its
+real launch code, with Triton's driver swapped for one that compiles to a cubin and records the
+launch instead of running it. Every autotuner config is compiled. For each kernel and config the
+report gives ptxas's registers and stack bytes (where registers spill) per thread, the shared
+memory, and the resident CTAs and warps per SM these allow. This is what limits occupancy; it says
+nothing about speed, which only ``benchmarks/kernels.py`` on a GPU measures.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 from triton.backends.compiler import GPUTarget
 from triton.backends.driver import DriverBase
+from triton.runtime.cache import get_cache_manager
 from triton.runtime.driver import driver
 
 HERE = Path(__file__).resolve().parent
@@ -96,7 +97,6 @@ class _CompileOnlyDriver(DriverBase):
         self.target = GPUTarget("cuda", arch, 32)
         self.launches: list[dict] = []
         self.utils = self
-        self._usage: dict[str, tuple[int, int]] = {}
 
     @staticmethod
     def is_active() -> bool:
@@ -140,13 +140,13 @@ class _CompileOnlyDriver(DriverBase):
         return {"max_shared_mem": limits.shared_bytes - limits.reserved_shared_per_cta, "multiprocessor_count": 1}
 
     def load_binary(self, name, cubin, shared, device):
-        registers, stack = _cubin_usage(cubin)
-        self._usage[name] = (registers, stack)
-        return None, None, registers, stack, 1024
+        return None, None, 0, 0, 1024  # no module, no function: nothing is ever run
 
     def launcher_cls(self, src, metadata):
+        cubin = get_cache_manager(metadata.hash).get_file(f"{metadata.name}.cubin")
+        registers, stack = _cubin_usage(Path(cubin).read_bytes())
+
         def launch(*_):
-            registers, stack = self._usage[metadata.name]
             self.launches.append(
                 dict(kernel=metadata.name, src=src, metadata=metadata, registers=registers, stack_bytes=stack)
             )
