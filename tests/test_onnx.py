@@ -1,5 +1,7 @@
 """ONNX export: one model of every family, run by ONNX Runtime, against PyTorch."""
 
+import importlib.util
+
 import pytest
 import timm
 import torch
@@ -46,3 +48,15 @@ def test_bad_input_size_raises(tmp_path, input_size):
     model = timm.create_model("zoo_van_b0", **tiny_kwargs("zoo_van_b0"))
     with pytest.raises(ValueError, match=r"input_size must be three positive ints \(C, H, W\)"):
         export_onnx(model, tmp_path / "x.onnx", input_size)
+
+
+def test_missing_exporter_dependency_is_named(tmp_path, monkeypatch, capsys):
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == "onnxscript" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert main(["export-onnx", "zoo_van_b0", str(tmp_path / "x.onnx"), "--input-size", "3", "32", "32"]) == 1
+    assert "ONNX export needs 'onnxscript': pip install 'zoo[onnx]'" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()

@@ -27,7 +27,7 @@ _EXTRA = "pip install 'zoo[onnx]' (onnx, onnxscript, onnxruntime)"
 
 def _require(module: str) -> None:
     if importlib.util.find_spec(module) is None:
-        raise RuntimeError(f"ONNX export needs {module!r}: {_EXTRA}")
+        raise ModuleNotFoundError(f"ONNX export needs {module!r}: {_EXTRA}", name=module)
 
 
 def export_onnx(
@@ -90,12 +90,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
     kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
     model = timm.create_model(args.model, pretrained=args.pretrained, **kwargs)
     input_size = tuple(args.input_size or model.pretrained_cfg.get("input_size", (3, 224, 224)))
-    path = export_onnx(model, args.output, input_size, batch_size=args.batch_size, opset=args.opset)
-    print(f"wrote {path}: image ({args.batch_size or 'batch'}, {', '.join(map(str, input_size))}) -> output")
-    if args.no_check:
-        return 0
     batch = args.batch_size or 3
-    difference, scale = onnx_difference(model, path, torch.randn(batch, *input_size))
+    try:
+        path = export_onnx(model, args.output, input_size, batch_size=args.batch_size, opset=args.opset)
+        print(f"wrote {path}: image ({args.batch_size or 'batch'}, {', '.join(map(str, input_size))}) -> output")
+        if args.no_check:
+            return 0
+        difference, scale = onnx_difference(model, path, torch.randn(batch, *input_size))
+    except ModuleNotFoundError as error:
+        print(error, file=sys.stderr)
+        return 1
     print(f"ONNX Runtime vs PyTorch on {batch} random images: max |difference| {difference:.3g}, "
           f"max |output| {scale:.3g}")
     if difference > args.tolerance * scale:
