@@ -40,7 +40,7 @@ def export_onnx(
     """Write ``model`` (in eval mode) as an ONNX graph with input ``image`` ``(B, C, H, W)`` and output ``output``.
 
     ``B`` is symbolic unless ``batch_size`` fixes it. The file is written next to ``path`` and renamed
-    into place, so an interrupted export leaves no partial file behind.
+    into place, so an interrupted export never leaves a truncated file at ``path``.
     """
     _require("onnxscript")
     if len(input_size) != 3 or not all(isinstance(s, int) and s > 0 for s in input_size):
