@@ -31,13 +31,11 @@ from timm.layers import (
     trunc_normal_,
 )
 from timm.models import checkpoint_seq, generate_default_cfgs
-from timm.models._features import feature_take_indices
 
-from zoo.hub import build_model_with_cfg
 from zoo.kernels import window_attention
-from zoo.layers.checks import check_image_batch
 from zoo.weights import pretrained_cfgs
 
+from ._backbone import Backbone, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["SwinTransformer"]
@@ -155,14 +153,19 @@ class SwinTransformerStage(nn.Module):
         return self.blocks(x)
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(Backbone):
     """Swin Transformer with timm's module layout (downsampling at the start of stages 1-3).
 
-    Window sizes are fixed at construction from ``img_size`` (a stage whose map is smaller than
-    the window uses the map's size), so the weights are those of the model built at that size;
-    any other input size is padded per block to the window. ``global_blocks[i]`` blocks at the
-    start of stage ``i`` use ``global_attn_layer`` instead of window attention (FLatten, Agent).
+    Stages run on NHWC maps. Window sizes are fixed at construction from ``img_size`` (a stage
+    whose map is smaller than the window uses the map's size), so the weights are those of the
+    model built at that size; any other input size is padded per block to the window.
+    ``global_blocks[i]`` blocks at the start of stage ``i`` use ``global_attn_layer`` instead of
+    window attention (FLatten, Agent).
     """
+
+    stem_name = "patch_embed"
+    stages_name = "layers"
+    output_fmt = "NHWC"
 
     def __init__(
         self,
@@ -190,9 +193,9 @@ class SwinTransformer(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.global_pool = global_pool
-        self.output_fmt = "NHWC"
         self.patch_size = patch_size
         self.window_size = to_2tuple(window_size)
+        self.min_input_size = patch_size * min(self.window_size)
         num_stages = len(depths)
         dims = [int(embed_dim * 2**i) for i in range(num_stages)]
         self.num_features = self.head_hidden_size = dims[-1]
@@ -232,89 +235,6 @@ class SwinTransformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if "relative_position_bias_table" in n}
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(
-            stem=r"^patch_embed",
-            blocks=r"^layers\.(\d+)" if coarse else [
-                (r"^layers\.(\d+).downsample", (0,)),
-                (r"^layers\.(\d+)\.\w+\.(\d+)", None),
-                (r"^norm", (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.layers:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
-
-    def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, self.in_chans, self.patch_size * min(self.window_size), type(self).__name__)
-        return self.patch_embed(x)
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ):
-        """Run the stages, returning the outputs of ``indices`` (NCHW) and, unless
-        ``intermediates_only``, the final normalized features."""
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.layers), indices)
-        stages = self.layers if torch.jit.is_scripting() or not stop_early else self.layers[: max_index + 1]
-        intermediates = []
-        last = len(self.layers) - 1
-        x = self._stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                feature = self.norm(x) if norm and i == last else x
-                intermediates.append(feature.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else feature)
-        if intermediates_only:
-            return intermediates
-        if len(stages) == len(self.layers):
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> list[int]:
-        """Drop the stages (and norm/head) that the intermediates at ``indices`` do not need."""
-        take_indices, max_index = feature_take_indices(len(self.layers), indices)
-        pruned_end = max_index < len(self.layers) - 1
-        self.layers = self.layers[: max_index + 1]
-        if prune_norm or pruned_end:
-            self.norm = nn.Identity()
-        if pruned_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or pruned_end:
-            self.reset_classifier(0, "")
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` image -> ``(B, H/32, W/32, C')`` normalized features (NHWC, as timm's Swin)."""
-        return self.norm(self.layers(self._stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 def checkpoint_filter_fn(state_dict: dict, model: SwinTransformer) -> dict[str, torch.Tensor]:
     """Convert a timm or official (microsoft/Swin-Transformer) checkpoint to this model's layout.
@@ -350,13 +270,8 @@ def checkpoint_filter_fn(state_dict: dict, model: SwinTransformer) -> dict[str, 
 
 def _create_swin(variant: str, pretrained: bool = False, checkpoint_filter=checkpoint_filter_fn,
                  **kwargs) -> SwinTransformer:
-    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (2, 2, 6, 2))))))
-    return build_model_with_cfg(
-        SwinTransformer, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter,
-        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
-        **kwargs,
-    )
+    num_stages = len(kwargs.get("depths", (2, 2, 6, 2)))
+    return build_backbone(SwinTransformer, variant, pretrained, num_stages, checkpoint_filter, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("swin"))
