@@ -7,7 +7,8 @@ A family's model class subclasses :class:`Backbone` and declares, in ``__init__`
 - ``self.<stages_name>``: an ``nn.Sequential`` of stages; a stage is one entry of
   ``feature_info`` (a resolution level of a hierarchical model, or one block of an isotropic one);
 - ``self.norm``: the norm applied to the last stage's output in ``forward_features``
-  (``nn.Identity()`` where the family has none or keeps it in the head);
+  (``nn.Identity()`` where the family has none, keeps it in the head, as ``NormMlpClassifierHead``
+  does, or ends each stage with its own);
 - ``self.head``: a timm classifier head (``ClassifierHead`` / ``NormMlpClassifierHead``), called
   as ``head(x, pre_logits=...)`` and reset with ``head.reset(num_classes, pool_type)``;
 - ``num_classes``, ``in_chans``, ``global_pool``, ``num_features``, ``head_hidden_size`` and
@@ -19,6 +20,12 @@ API: ``forward_features``, ``forward_head``, ``forward_intermediates``,
 ``prune_intermediate_layers``, ``set_grad_checkpointing``, ``get_classifier``, ``reset_classifier``
 and ``group_matcher``, with the input checked before the stem.
 
+Stages are usually :class:`Stage` (a downsampling module then a sequence of blocks) or a subclass
+of it. Where a family differs, it overrides one small method: :meth:`Backbone.final_features` when
+something other than the norm follows the last stage (ParCNet's 1x1 expansion, ParCNetV2's return to
+NCHW), ``forward_head`` / ``get_classifier`` / ``reset_classifier`` when its head is not a timm
+classifier head (SHViT's BatchNorm + linear classifier after a separate pooling).
+
 Isotropic models (GFNet, SpectFormer's vanilla variants) fit the same way: each block is a
 "stage" of ``feature_info`` (all at the patch stride), the patch embedding is the stem, and the
 token sequence is kept as an ``(B, H, W, C)`` map (``output_fmt = "NHWC"``), so the intermediates
@@ -26,7 +33,8 @@ are feature maps. A family whose stage output is not a map (a class token in fro
 patches) overrides :meth:`Backbone.stage_feature_map`.
 
 Stages that checkpoint their own blocks carry a ``grad_checkpointing`` attribute, which
-``set_grad_checkpointing`` sets; any other stage is checkpointed whole.
+``set_grad_checkpointing`` sets; a plain ``nn.Sequential`` stage is checkpointed block by block,
+any other stage whole.
 """
 
 from __future__ import annotations
@@ -36,15 +44,33 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 from timm.layers import NormMlpClassifierHead
+from timm.models import checkpoint_seq
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
 from zoo.hub import build_model_with_cfg
 from zoo.layers.checks import check_image_batch
 
-__all__ = ["Backbone", "build_backbone"]
+__all__ = ["Backbone", "Stage", "build_backbone"]
 
 _FORMATS = ("NCHW", "NHWC")
+
+
+class Stage(nn.Module):
+    """One resolution level: ``downsample`` (``nn.Identity()`` where the stem or nothing downsamples),
+    then ``blocks``, each recomputed in the backward pass when ``grad_checkpointing`` is set."""
+
+    def __init__(self, downsample: nn.Module, blocks: list[nn.Module]):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample = downsample
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
 
 
 class Backbone(nn.Module):
@@ -73,19 +99,25 @@ class Backbone(nn.Module):
         """A stage's output as a ``output_fmt`` feature map (the output itself, unless overridden)."""
         return x
 
+    def final_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's output -> ``forward_features``' output: the final norm."""
+        return self.norm(x)
+
     # -- running the stages ----------------------------------------------------------------------
 
     def stage_forward(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not hasattr(stage, "grad_checkpointing") and not torch.jit.is_scripting():
-            return checkpoint(stage, x, use_reentrant=False)
-        return stage(x)
+        if not self.grad_checkpointing or hasattr(stage, "grad_checkpointing") or torch.jit.is_scripting():
+            return stage(x)
+        if isinstance(stage, nn.Sequential):
+            return checkpoint_seq(stage, x)
+        return checkpoint(stage, x, use_reentrant=False)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image batch -> the last stage's output after the final norm, in ``output_fmt``."""
+        """Image batch -> the last stage's output after ``final_features`` (the final norm)."""
         x = self.stem_forward(x)
         for stage in self.body:
             x = self.stage_forward(stage, x)
-        return self.norm(x)
+        return self.final_features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
@@ -104,7 +136,7 @@ class Backbone(nn.Module):
     ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """Run the stages, returning the feature maps of the stages in ``indices`` (in ``output_fmt``)
         and, unless ``intermediates_only``, the output of ``forward_features``. ``norm`` applies the
-        final norm to the last stage's map when it is taken."""
+        final norm to the last stage's map when it is taken (nothing where the norm is an identity)."""
         if output_fmt not in _FORMATS:
             raise ValueError(f"output_fmt must be one of {_FORMATS}, got {output_fmt!r}")
         stages = self.body
@@ -122,7 +154,7 @@ class Backbone(nn.Module):
         if intermediates_only:
             return intermediates
         if len(stages) == len(self.body):
-            x = self.norm(x)
+            x = self.final_features(x)
         return x, intermediates
 
     def _to_format(self, x: torch.Tensor, fmt: str) -> torch.Tensor:
@@ -135,7 +167,9 @@ class Backbone(nn.Module):
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
-        """Drop the stages (and the final norm and head) that the intermediates at ``indices`` do not need."""
+        """Drop the stages (and the final norm and head) that the intermediates at ``indices`` do not need.
+
+        A ``NormMlpClassifierHead`` holds the final norm: it goes with ``prune_norm`` or the last stage."""
         take_indices, max_index = feature_take_indices(len(self.body), indices)
         pruned_end = max_index < len(self.body) - 1
         setattr(self, self.stages_name, self.body[: max_index + 1])
@@ -145,8 +179,8 @@ class Backbone(nn.Module):
             self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
         if prune_head or pruned_end:
             self.reset_classifier(0, "")
-            if pruned_end and isinstance(self.head, NormMlpClassifierHead):
-                self.head.reset(0, pool_type="", reset_other=True)  # its norm was sized for the dropped stages
+            if (prune_norm or pruned_end) and isinstance(self.head, NormMlpClassifierHead):
+                self.head.reset(0, pool_type="", reset_other=True)
         return take_indices
 
     @torch.jit.ignore

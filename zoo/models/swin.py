@@ -30,12 +30,12 @@ from timm.layers import (
     to_2tuple,
     trunc_normal_,
 )
-from timm.models import checkpoint_seq, generate_default_cfgs
+from timm.models import generate_default_cfgs
 
 from zoo.kernels import window_attention
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, build_backbone
+from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["SwinTransformer"]
@@ -120,7 +120,7 @@ class PatchMerging(nn.Module):
         return self.reduction(self.norm(x))
 
 
-class SwinTransformerStage(nn.Module):
+class SwinTransformerStage(Stage):
     """Optional 2x downsampling followed by ``depth`` blocks alternating W-MSA and SW-MSA.
 
     The first ``global_blocks`` blocks instead mix tokens with ``global_attn_layer(dim, num_heads,
@@ -132,9 +132,6 @@ class SwinTransformerStage(nn.Module):
                  proj_drop: float = 0.0, drop_path: list[float] | float = 0.0,
                  norm_layer: type[nn.Module] = nn.LayerNorm, global_blocks: int = 0,
                  global_attn_layer: Callable[..., nn.Module] | None = None, stage: int = 0):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = PatchMerging(dim, out_dim, norm_layer) if downsample else nn.Identity()
         blocks = []
         for i in range(depth):
             window, shift = stage_window_and_shift(resolution, window_size, shifted=i % 2 == 1)
@@ -144,13 +141,7 @@ class SwinTransformerStage(nn.Module):
                 proj_drop=proj_drop, drop_path=drop_path[i] if isinstance(drop_path, list) else drop_path,
                 norm_layer=norm_layer, attn=attn,
             ))
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
+        super().__init__(PatchMerging(dim, out_dim, norm_layer) if downsample else nn.Identity(), blocks)
 
 
 class SwinTransformer(Backbone):
