@@ -24,15 +24,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
-from timm.models import checkpoint_seq, generate_default_cfgs
-from timm.models._features import feature_take_indices
+from timm.models import generate_default_cfgs
 
-from zoo.hub import build_model_with_cfg
 from zoo.kernels import routing_attention
-from zoo.layers.checks import check_image_batch
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
+from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["BiFormer"]
@@ -125,22 +123,6 @@ class BiFormerBlock(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
-class BiFormerStage(nn.Module):
-    """Downsampling (Identity in stage 0, where the stem downsamples) followed by the blocks."""
-
-    def __init__(self, downsample: nn.Module, blocks: list[nn.Module]):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = downsample
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
-
-
 def _stem(in_chans: int, dim: int, swin_layout: bool) -> nn.Sequential:
     if swin_layout:
         return nn.Sequential(nn.Conv2d(in_chans, dim, kernel_size=4, stride=4), nn.BatchNorm2d(dim))
@@ -159,7 +141,7 @@ def _downsample(dim: int, out_dim: int, swin_layout: bool) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(dim, out_dim, kernel_size=3, stride=2, padding=1), nn.BatchNorm2d(out_dim))
 
 
-class BiFormer(nn.Module):
+class BiFormer(Backbone):
     """BiFormer: a convolutional stem, four stages of BRA blocks (global attention in the last,
     ``topk=-2``), BatchNorm and a linear head; NCHW between stages.
 
@@ -189,7 +171,6 @@ class BiFormer(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.global_pool = global_pool
-        self.output_fmt = "NCHW"
         self.num_features = self.head_hidden_size = embed_dims[-1]
         # The patchify stem and 2x2 downsampling of the Swin layout need 32 pixels; 3x3 stride-2 convs need 1.
         self.min_input_size = 32 if swin_layout else 1
@@ -212,7 +193,7 @@ class BiFormer(nn.Module):
                 for j in range(depth)
             ]
             downsample = _downsample(embed_dims[i - 1], dim, swin_layout) if i > 0 else nn.Identity()
-            stages.append(BiFormerStage(downsample, blocks))
+            stages.append(Stage(downsample, blocks))
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(self.num_features)
@@ -225,92 +206,6 @@ class BiFormer(nn.Module):
             trunc_normal_(module.weight, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(
-            stem=r"^stem",
-            blocks=r"^stages\.(\d+)"
-            if coarse
-            else [
-                (r"^stages\.(\d+).downsample", (0,)),
-                (r"^stages\.(\d+)\.\w+\.(\d+)", None),
-                (r"^norm", (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
-
-    def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, self.in_chans, self.min_input_size, type(self).__name__)
-        return self.stem(x)
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ):
-        """Run the stages, returning the outputs of ``indices`` and, unless ``intermediates_only``,
-        the final normalized features."""
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
-        intermediates = []
-        last = len(self.stages) - 1
-        x = self._stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                feature = self.norm(x) if norm and i == last else x
-                intermediates.append(feature.permute(0, 2, 3, 1) if output_fmt == "NHWC" else feature)
-        if intermediates_only:
-            return intermediates
-        if len(stages) == len(self.stages):
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """Drop the stages (and norm/head) that the intermediates at ``indices`` do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        pruned_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[: max_index + 1]
-        if prune_norm or pruned_end:
-            self.norm = nn.Identity()
-        if pruned_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or pruned_end:
-            self.reset_classifier(0, "")
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` image -> ``(B, C', H/32, W/32)`` normalized features."""
-        return self.norm(self.stages(self._stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def checkpoint_filter_fn(state_dict: dict, model: BiFormer) -> dict[str, torch.Tensor]:
@@ -345,15 +240,8 @@ def checkpoint_filter_fn(state_dict: dict, model: BiFormer) -> dict[str, torch.T
 
 
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
-    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (2, 2, 8, 2))))))
-    return build_model_with_cfg(
-        BiFormer,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
-        **kwargs,
-    )
+    num_stages = len(kwargs.get("depths", (2, 2, 8, 2)))
+    return build_backbone(BiFormer, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("biformer"))
