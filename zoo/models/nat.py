@@ -23,14 +23,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import ClassifierHead, DropPath, LayerScale, Mlp, calculate_drop_path_rates, trunc_normal_
-from timm.models import checkpoint_seq, generate_default_cfgs
-from timm.models._features import feature_take_indices
+from timm.models import generate_default_cfgs
 
-from zoo.hub import build_model_with_cfg
 from zoo.kernels import neighborhood_attention2d
-from zoo.layers.checks import check_image_batch
 from zoo.weights import pretrained_cfgs
 
+from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["NAT"]
@@ -129,7 +127,7 @@ class NATBlock(nn.Module):
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
 
 
-class NATStage(nn.Module):
+class NATStage(Stage):
     """Optional 2x convolutional downsampling followed by ``len(dilations)`` NAT blocks."""
 
     def __init__(
@@ -147,42 +145,35 @@ class NATStage(nn.Module):
         layer_scale: float | None = None,
         norm_layer: type[nn.Module] = nn.LayerNorm,
     ):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = ConvDownsampler(dim, out_dim, norm_layer) if downsample else nn.Identity()
         drop_path = drop_path or [0.0] * len(dilations)
-        self.blocks = nn.Sequential(
-            *[
-                NATBlock(
-                    out_dim,
-                    num_heads,
-                    kernel_size,
-                    dilation,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias,
-                    proj_drop=proj_drop,
-                    drop_path=dp,
-                    layer_scale=layer_scale,
-                    norm_layer=norm_layer,
-                )
-                for dilation, dp in zip(dilations, drop_path)
-            ]
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
+        blocks = [
+            NATBlock(
+                out_dim,
+                num_heads,
+                kernel_size,
+                dilation,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                proj_drop=proj_drop,
+                drop_path=dp,
+                layer_scale=layer_scale,
+                norm_layer=norm_layer,
+            )
+            for dilation, dp in zip(dilations, drop_path)
+        ]
+        super().__init__(ConvDownsampler(dim, out_dim, norm_layer) if downsample else nn.Identity(), blocks)
 
 
-class NAT(nn.Module):
+class NAT(Backbone):
     """NAT / DiNAT: convolutional tokenizer, four stages of neighborhood attention, LayerNorm, head.
 
     Downsampling sits at the start of stages 1-3 (the official code ends stages 0-2 with it);
     ``checkpoint_filter_fn`` moves official weights accordingly. ``dilations`` gives one dilation
     per block (``None``: all 1, i.e. NAT).
     """
+
+    stem_name = "patch_embed"
+    output_fmt = "NHWC"
 
     def __init__(
         self,
@@ -211,7 +202,6 @@ class NAT(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.global_pool = global_pool
-        self.output_fmt = "NHWC"
         num_stages = len(depths)
         dims = [int(embed_dim * 2**i) for i in range(num_stages)]
         self.num_features = self.head_hidden_size = dims[-1]
@@ -254,92 +244,6 @@ class NAT(nn.Module):
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if n.endswith(".rpb")}
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(
-            stem=r"^patch_embed",
-            blocks=r"^stages\.(\d+)"
-            if coarse
-            else [
-                (r"^stages\.(\d+).downsample", (0,)),
-                (r"^stages\.(\d+)\.\w+\.(\d+)", None),
-                (r"^norm", (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
-
-    def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, self.in_chans, 1, type(self).__name__)
-        return self.patch_embed(x)
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ):
-        """Run the stages, returning the outputs of ``indices`` (NCHW) and, unless
-        ``intermediates_only``, the final normalized features."""
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
-        intermediates = []
-        last = len(self.stages) - 1
-        x = self._stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                feature = self.norm(x) if norm and i == last else x
-                intermediates.append(feature.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else feature)
-        if intermediates_only:
-            return intermediates
-        if len(stages) == len(self.stages):
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """Drop the stages (and norm/head) that the intermediates at ``indices`` do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        pruned_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[: max_index + 1]
-        if prune_norm or pruned_end:
-            self.norm = nn.Identity()
-        if pruned_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or pruned_end:
-            self.reset_classifier(0, "")
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` image -> ``(B, H/32, W/32, C')`` normalized features (NHWC)."""
-        return self.norm(self.stages(self._stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # Hugging Face transformers (NatForImageClassification / DinatForImageClassification) names.
@@ -409,15 +313,8 @@ def checkpoint_filter_fn(state_dict: dict, model: NAT) -> dict[str, torch.Tensor
 
 
 def _create_nat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
-    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (3, 4, 6, 5))))))
-    return build_model_with_cfg(
-        NAT,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
-        **kwargs,
-    )
+    num_stages = len(kwargs.get("depths", (3, 4, 6, 5)))
+    return build_backbone(NAT, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
 
 
 def _create_dinat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
