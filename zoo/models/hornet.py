@@ -31,15 +31,13 @@ from timm.layers import (
     to_2tuple,
     trunc_normal_,
 )
-from timm.models import checkpoint_seq, generate_default_cfgs
-from timm.models._features import feature_take_indices
+from timm.models import generate_default_cfgs
 
-from zoo.hub import build_model_with_cfg
-from zoo.layers.checks import check_image_batch
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.layers.precision import autocast_disabled
 from zoo.weights import pretrained_cfgs
 
+from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["HorNet"]
@@ -137,7 +135,7 @@ class HorNetBlock(nn.Module):
         return x + self.drop_path(y.permute(0, 3, 1, 2))
 
 
-class HorNetStage(nn.Module):
+class HorNetStage(Stage):
     """LayerNorm + 2x2 stride-2 convolution (except in the first stage), then ``depth`` HorNet blocks."""
 
     def __init__(
@@ -154,42 +152,35 @@ class HorNetStage(nn.Module):
         drop_path: list[float] | None = None,
         layer_scale_init_value: float = 1e-6,
     ):
-        super().__init__()
-        self.grad_checkpointing = False
+        downsampling = nn.Identity()
         if downsample:
-            self.downsample = nn.Sequential(LayerNorm2d(in_dim, eps=1e-6), nn.Conv2d(in_dim, dim, 2, stride=2))
-        else:
-            self.downsample = nn.Identity()
+            downsampling = nn.Sequential(LayerNorm2d(in_dim, eps=1e-6), nn.Conv2d(in_dim, dim, 2, stride=2))
         drop_path = drop_path or [0.0] * depth
-        self.blocks = nn.Sequential(
-            *[
-                HorNetBlock(
-                    dim,
-                    order,
-                    filter_size,
-                    scale,
-                    mlp_ratio=mlp_ratio,
-                    drop=drop,
-                    drop_path=drop_path[i],
-                    layer_scale_init_value=layer_scale_init_value,
-                )
-                for i in range(depth)
-            ]
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
+        blocks = [
+            HorNetBlock(
+                dim,
+                order,
+                filter_size,
+                scale,
+                mlp_ratio=mlp_ratio,
+                drop=drop,
+                drop_path=drop_path[i],
+                layer_scale_init_value=layer_scale_init_value,
+            )
+            for i in range(depth)
+        ]
+        super().__init__(downsampling, blocks)
 
 
-class HorNet(nn.Module):
+class HorNet(Backbone):
     """HorNet: 4x4 patchify stem, four stages of gnConv blocks at strides 4-32, GAP -> LN -> linear head.
 
     ``img_size`` only sets the size of the global filters (the frequency grid of the stage's map at
-    that input size); any input size of at least 32x32 works.
+    that input size); any input size of at least 32x32 works. The final LayerNorm acts on the pooled
+    features, in the head.
     """
+
+    min_input_size = 32
 
     def __init__(
         self,
@@ -245,6 +236,7 @@ class HorNet(nn.Module):
             )
             self.feature_info.append(dict(num_chs=dims[i], reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
+        self.norm = nn.Identity()
         self.head = NormMlpClassifierHead(
             self.num_features,
             num_classes,
@@ -263,87 +255,6 @@ class HorNet(nn.Module):
             trunc_normal_(module.weight, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(
-            stem=r"^stem",
-            blocks=r"^stages\.(\d+)"
-            if coarse
-            else [
-                (r"^stages\.(\d+)\.downsample", (0,)),
-                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
-
-    def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, self.in_chans, 32, type(self).__name__)
-        return self.stem(x)
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ):
-        """Run the stages, returning the outputs of ``indices`` (NCHW) and, unless
-        ``intermediates_only``, the final features. The final LayerNorm acts on pooled features
-        (it belongs to the head), so ``norm`` changes nothing."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
-        intermediates = []
-        x = self._stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """Drop the stages (and head) that the intermediates at ``indices`` do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        pruned_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[: max_index + 1]
-        if pruned_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or pruned_end:
-            self.head.reset(0, pool_type="", reset_other=True)
-            self.num_classes, self.global_pool = 0, ""
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` image -> ``(B, C', H/32, W/32)`` features (before pooling and the final norm)."""
-        return self.stages(self._stem(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 _OFFICIAL_RENAMES = (
@@ -376,15 +287,8 @@ def checkpoint_filter_fn(state_dict: dict, model: HorNet) -> dict[str, torch.Ten
 
 
 def _create_hornet(variant: str, pretrained: bool = False, **kwargs) -> HorNet:
-    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (2, 3, 18, 2))))))
-    return build_model_with_cfg(
-        HorNet,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
-        **kwargs,
-    )
+    num_stages = len(kwargs.get("depths", (2, 3, 18, 2)))
+    return build_backbone(HorNet, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("hornet"))

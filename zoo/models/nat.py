@@ -145,6 +145,7 @@ class NATStage(Stage):
         layer_scale: float | None = None,
         norm_layer: type[nn.Module] = nn.LayerNorm,
     ):
+        downsampling = ConvDownsampler(dim, out_dim, norm_layer) if downsample else nn.Identity()
         drop_path = drop_path or [0.0] * len(dilations)
         blocks = [
             NATBlock(
@@ -161,7 +162,7 @@ class NATStage(Stage):
             )
             for dilation, dp in zip(dilations, drop_path)
         ]
-        super().__init__(ConvDownsampler(dim, out_dim, norm_layer) if downsample else nn.Identity(), blocks)
+        super().__init__(downsampling, blocks)
 
 
 class NAT(Backbone):

@@ -132,6 +132,7 @@ class SwinTransformerStage(Stage):
                  proj_drop: float = 0.0, drop_path: list[float] | float = 0.0,
                  norm_layer: type[nn.Module] = nn.LayerNorm, global_blocks: int = 0,
                  global_attn_layer: Callable[..., nn.Module] | None = None, stage: int = 0):
+        downsampling = PatchMerging(dim, out_dim, norm_layer) if downsample else nn.Identity()
         blocks = []
         for i in range(depth):
             window, shift = stage_window_and_shift(resolution, window_size, shifted=i % 2 == 1)
@@ -141,7 +142,7 @@ class SwinTransformerStage(Stage):
                 proj_drop=proj_drop, drop_path=drop_path[i] if isinstance(drop_path, list) else drop_path,
                 norm_layer=norm_layer, attn=attn,
             ))
-        super().__init__(PatchMerging(dim, out_dim, norm_layer) if downsample else nn.Identity(), blocks)
+        super().__init__(downsampling, blocks)
 
 
 class SwinTransformer(Backbone):
