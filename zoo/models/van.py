@@ -22,14 +22,12 @@ import re
 import torch
 import torch.nn as nn
 from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates, trunc_normal_
-from timm.models import checkpoint_seq, generate_default_cfgs
-from timm.models._features import feature_take_indices
+from timm.models import generate_default_cfgs
 
-from zoo.hub import build_model_with_cfg
-from zoo.layers.checks import check_image_batch
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
+from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["VAN"]
@@ -116,7 +114,7 @@ class OverlapPatchEmbed(nn.Module):
         return self.norm(self.proj(x))
 
 
-class VANStage(nn.Module):
+class VANStage(Stage):
     """Overlapping patch embedding, ``depth`` VAN blocks and the stage's LayerNorm over channels."""
 
     def __init__(
@@ -129,26 +127,25 @@ class VANStage(nn.Module):
         drop: float = 0.0,
         drop_path: list[float] | None = None,
     ):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = OverlapPatchEmbed(in_chans, dim, kernel_size=7 if first else 3, stride=4 if first else 2)
+        downsampling = OverlapPatchEmbed(in_chans, dim, kernel_size=7 if first else 3, stride=4 if first else 2)
         drop_path = drop_path or [0.0] * depth
-        self.blocks = nn.Sequential(
-            *[VANBlock(dim, mlp_ratio=mlp_ratio, drop=drop, drop_path=drop_path[i]) for i in range(depth)]
+        super().__init__(
+            downsampling, [VANBlock(dim, mlp_ratio=mlp_ratio, drop=drop, drop_path=drop_path[i]) for i in range(depth)]
         )
         self.norm = LayerNorm2d(dim, eps=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return self.norm(x)
+        return self.norm(super().forward(x))
 
 
-class VAN(nn.Module):
-    """Visual Attention Network: four stages of LKA blocks at strides 4, 8, 16 and 32 (NCHW throughout)."""
+class VAN(Backbone):
+    """Visual Attention Network: four stages of LKA blocks at strides 4, 8, 16 and 32 (NCHW throughout).
+
+    There is no stem: stage 0's patch embedding takes the image. Each stage ends in its own
+    LayerNorm, so there is no final norm.
+    """
+
+    stem_name = None
 
     def __init__(
         self,
@@ -188,6 +185,7 @@ class VAN(nn.Module):
             )
             self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
+        self.norm = nn.Identity()
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
         self.apply(self._init_weights)
 
@@ -203,87 +201,6 @@ class VAN(nn.Module):
             trunc_normal_(module.weight, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(
-            stem=r"^stages\.0\.downsample",
-            blocks=r"^stages\.(\d+)"
-            if coarse
-            else [
-                (r"^stages\.(\d+)\.downsample", (0,)),
-                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-                (r"^stages\.(\d+)\.norm", (99999,)),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        check_image_batch(x, self.in_chans, 1, type(self).__name__)
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ):
-        """Run the stages, returning the outputs of ``indices`` (NCHW) and, unless
-        ``intermediates_only``, the final features. Every stage ends in its own LayerNorm, so
-        ``norm`` changes nothing."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
-        self._check_input(x)
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """Drop the stages (and head) that the intermediates at ``indices`` do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        pruned_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[: max_index + 1]
-        if pruned_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or pruned_end:
-            self.reset_classifier(0, "")
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` image -> ``(B, C', ceil(H/32), ceil(W/32))`` features after the last stage's norm."""
-        self._check_input(x)
-        return self.stages(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 _OFFICIAL_RENAMES = (
@@ -312,15 +229,8 @@ def checkpoint_filter_fn(state_dict: dict, model: VAN) -> dict[str, torch.Tensor
 
 
 def _create_van(variant: str, pretrained: bool = False, **kwargs) -> VAN:
-    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (3, 4, 6, 3))))))
-    return build_model_with_cfg(
-        VAN,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
-        **kwargs,
-    )
+    num_stages = len(kwargs.get("depths", (3, 4, 6, 3)))
+    return build_backbone(VAN, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("van"))
