@@ -28,15 +28,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, NormMlpClassifierHead, calculate_drop_path_rates, to_2tuple, trunc_normal_
-from timm.models import checkpoint_seq, generate_default_cfgs
-from timm.models._features import feature_take_indices
+from timm.models import generate_default_cfgs
 
-from zoo.hub import build_model_with_cfg
 from zoo.kernels import depthwise_conv2d
-from zoo.layers.checks import check_image_batch
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
+from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["ParCNetV2"]
@@ -202,7 +200,9 @@ class Downsample(nn.Module):
         return self.conv(self.norm(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
-class ParCNetV2Stage(nn.Module):
+class ParCNetV2Stage(Stage):
+    """Norm + 3x3 stride-2 convolution (except in the first stage), then ``depth`` ParC V2 blocks; channels-last."""
+
     def __init__(
         self,
         in_dim: int,
@@ -216,21 +216,12 @@ class ParCNetV2Stage(nn.Module):
         interpolate: bool = False,
         proj_drop: float = 0.0,
     ):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = Downsample(in_dim, dim) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(
-            *[
-                ParCNetV2Block(dim, kernel_size, mlp_ratio, drop_path[i], res_scale, interpolate, proj_drop)
-                for i in range(depth)
-            ]
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
+        downsampling = Downsample(in_dim, dim) if downsample else nn.Identity()
+        blocks = [
+            ParCNetV2Block(dim, kernel_size, mlp_ratio, drop_path[i], res_scale, interpolate, proj_drop)
+            for i in range(depth)
+        ]
+        super().__init__(downsampling, blocks)
 
 
 def stage_sizes(img_size: int, num_stages: int) -> list[int]:
@@ -243,13 +234,16 @@ def stage_sizes(img_size: int, num_stages: int) -> list[int]:
     return sizes
 
 
-class ParCNetV2(nn.Module):
+class ParCNetV2(Backbone):
     """ParCNetV2: a stride-4 stem and four stages of ParC V2 blocks (stride 4, 8, 16, 32).
 
     The oversized kernels are ``2H - 1`` for the stage maps of an ``img_size`` input (111, 55, 27,
-    13 at 224). Blocks run channels-last; ``forward_features`` and the intermediates are NCHW. The
-    head pools, applies LayerNorm and the classifier.
+    13 at 224). Blocks run channels-last; ``forward_features`` is NCHW. The head pools, applies
+    LayerNorm and the classifier.
     """
+
+    output_fmt = "NHWC"
+    min_input_size = 3
 
     def __init__(
         self,
@@ -301,6 +295,7 @@ class ParCNetV2(nn.Module):
             )
             self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
+        self.norm = nn.Identity()
         self.head = NormMlpClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
         self.apply(self._init_weights)
 
@@ -315,86 +310,9 @@ class ParCNetV2(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"head.norm.weight", "head.norm.bias"}
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(
-            stem=r"^stem",
-            blocks=r"^stages\.(\d+)"
-            if coarse
-            else [
-                (r"^stages\.(\d+)\.downsample", (0,)),
-                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
-
-    def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, self.in_chans, 3, type(self).__name__)
-        return self.stem(x)
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ):
-        """Run the stages, returning the outputs of ``indices`` (NCHW) and, unless
-        ``intermediates_only``, the final features (NCHW). The only final norm acts after pooling
-        (in the head), so ``norm`` changes nothing."""
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
-        intermediates = []
-        x = self._stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x.permute(0, 3, 1, 2).contiguous() if output_fmt == "NCHW" else x)
-        if intermediates_only:
-            return intermediates
-        return x.permute(0, 3, 1, 2), intermediates
-
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """Drop the stages (and head) that the intermediates at ``indices`` do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        pruned_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[: max_index + 1]
-        if pruned_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-            self.head = NormMlpClassifierHead(self.num_features, 0, pool_type="")
-        elif prune_head:
-            self.reset_classifier(0, "")
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` image -> ``(B, C', H', W')`` features of the last stage (stride 32)."""
-        return self.stages(self._stem(x)).permute(0, 3, 1, 2)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def final_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's channels-last map, as NCHW (the head's layout)."""
+        return x.permute(0, 3, 1, 2)
 
 
 _OFFICIAL_RENAMES = (
@@ -439,15 +357,8 @@ def checkpoint_filter_fn(state_dict: dict, model: ParCNetV2) -> dict[str, torch.
 
 
 def _create_parcnetv2(variant: str, pretrained: bool = False, **kwargs) -> ParCNetV2:
-    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (3, 3, 12, 3))))))
-    return build_model_with_cfg(
-        ParCNetV2,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
-        **kwargs,
-    )
+    num_stages = len(kwargs.get("depths", (3, 3, 12, 3)))
+    return build_backbone(ParCNetV2, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("parcnetv2"))
