@@ -32,15 +32,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import ClassifierHead, ConvMlp, ConvNormAct, to_2tuple
-from timm.models import checkpoint_seq, generate_default_cfgs
+from timm.models import generate_default_cfgs
 from timm.models._efficientnet_blocks import InvertedResidual
-from timm.models._features import feature_take_indices
 
-from zoo.hub import build_model_with_cfg
 from zoo.kernels import depthwise_conv2d
-from zoo.layers.checks import check_image_batch
 from zoo.weights import pretrained_cfgs
 
+from ._backbone import Backbone, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["ParCNet"]
@@ -171,12 +169,13 @@ def _stage_sizes(img_size: int, strides: tuple[int, ...]) -> list[int]:
     return sizes
 
 
-class ParCNet(nn.Module):
+class ParCNet(Backbone):
     """ParC-Net: stride-2 stem, five stages (strides 2 to 32) of inverted residuals, the last three
     ending in a ParC fusion block, then a 1x1 expansion, pooling and the classifier.
 
     The meta-kernels and position embeddings are sized to the stage maps of an ``img_size``
-    input (32, 16, 8 at 256) and resized to the map for any other input.
+    input (32, 16, 8 at 256) and resized to the map for any other input. A stage is a plain
+    sequence of blocks; there is no final norm, the 1x1 expansion ``final_conv`` follows the stages.
     """
 
     def __init__(
@@ -203,7 +202,6 @@ class ParCNet(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.global_pool = global_pool
-        self.grad_checkpointing = False
         img_size = to_2tuple(img_size)
         sizes = list(zip(_stage_sizes(img_size[0], strides), _stage_sizes(img_size[1], strides)))
 
@@ -232,6 +230,7 @@ class ParCNet(nn.Module):
             self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.final_conv = ConvNormAct(dims[-1], final_dim, 1, act_layer=nn.SiLU)
+        self.norm = nn.Identity()
         self.num_features = self.head_hidden_size = final_dim
         self.head = ClassifierHead(final_dim, num_classes, pool_type=global_pool, drop_rate=drop_rate)
         self.apply(self._init_weights)
@@ -264,83 +263,18 @@ class ParCNet(nn.Module):
             ],
         )
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
-        if global_pool is not None:
-            self.global_pool = global_pool
-
-    def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, self.in_chans, 1, type(self).__name__)
-        return self.stem(x)
-
-    def _run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(stage, x)
-        return stage(x)
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ):
-        """Run the stages, returning the outputs of ``indices`` (NCHW) and, unless
-        ``intermediates_only``, the final features (after the 1x1 expansion). There is no final
-        norm, so ``norm`` changes nothing."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
-        intermediates = []
-        x = self._stem(x)
-        for i, stage in enumerate(stages):
-            x = self._run_stage(stage, x)
-            if i in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        if len(stages) == len(self.stages):
-            x = self.final_conv(x)
-        return x, intermediates
+    def final_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1x1 expansion to ``final_dim`` channels."""
+        return self.final_conv(x)
 
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
     ) -> list[int]:
-        """Drop the stages (and the final expansion and head) that the intermediates at ``indices`` do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        pruned_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[: max_index + 1]
-        if pruned_end:
+        """As the base, and the expansion goes with the last stage."""
+        take_indices = super().prune_intermediate_layers(indices, prune_norm, prune_head)
+        if len(self.stages) < len(self.feature_info):
             self.final_conv = nn.Identity()
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or pruned_end:
-            self.reset_classifier(0, "")
         return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` image -> ``(B, final_dim, H', W')`` features after the 1x1 expansion (stride 32)."""
-        x = self._stem(x)
-        for stage in self.stages:
-            x = self._run_stage(stage, x)
-        return self.final_conv(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 # Official (cvnets ``edgeformer``) key -> ours, applied in order.
@@ -418,15 +352,8 @@ def checkpoint_filter_fn(state_dict: dict, model: ParCNet) -> dict[str, torch.Te
 
 
 def _create_parcnet(variant: str, pretrained: bool = False, **kwargs) -> ParCNet:
-    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("dims", (32, 64, 96, 128, 160))))))
-    return build_model_with_cfg(
-        ParCNet,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
-        **kwargs,
-    )
+    num_stages = len(kwargs.get("dims", (32, 64, 96, 128, 160)))
+    return build_backbone(ParCNet, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("parcnet"))
