@@ -27,14 +27,12 @@ from timm.layers import (
     trunc_normal_,
     use_fused_attn,
 )
-from timm.models import checkpoint_seq, generate_default_cfgs, reparameterize_model
-from timm.models._features import feature_take_indices
+from timm.models import generate_default_cfgs, reparameterize_model
 
-from zoo.hub import build_model_with_cfg
-from zoo.layers.checks import check_image_batch
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
+from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["SHViT"]
@@ -236,7 +234,7 @@ def downsample_layers(dim: int, out_dim: int, act_layer: type[nn.Module] = nn.Re
     )
 
 
-class SHViTStage(nn.Module):
+class SHViTStage(Stage):
     """Optional 2x downsampling (``downsample.0-4``) followed by ``depth`` BasicBlocks."""
 
     def __init__(
@@ -251,18 +249,9 @@ class SHViTStage(nn.Module):
         drop_path: list[float],
         act_layer: type[nn.Module] = nn.ReLU,
     ):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = downsample_layers(dim, out_dim, act_layer) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(
-            *[BasicBlock(out_dim, qk_dim, pdim, mixer_type, drop_path[i], act_layer) for i in range(depth)]
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
+        downsampling = downsample_layers(dim, out_dim, act_layer) if downsample else nn.Identity()
+        blocks = [BasicBlock(out_dim, qk_dim, pdim, mixer_type, drop_path[i], act_layer) for i in range(depth)]
+        super().__init__(downsampling, blocks)
 
 
 def _global_pool(pool_type: str) -> SelectAdaptivePool2d:
@@ -270,13 +259,16 @@ def _global_pool(pool_type: str) -> SelectAdaptivePool2d:
     return SelectAdaptivePool2d(pool_type=pool_type, flatten=bool(pool_type))
 
 
-class SHViT(nn.Module):
+class SHViT(Backbone):
     """SHViT: a 16x convolutional stem and three stages at strides 16, 32 and 64.
 
     Stage ``i`` has ``depth[i]`` blocks of width ``embed_dim[i]``; ``types[i] == "s"`` gives its
     blocks single-head attention over ``partial_dim[i]`` channels with ``qk_dim[i]``-channel queries
-    and keys, ``"i"`` gives convolution and FFN only.
+    and keys, ``"i"`` gives convolution and FFN only. There is no final norm; the classifier
+    (timm's layout: ``global_pool`` then ``head``, a BatchNorm + linear ``NormLinear``) is SHViT's own.
     """
+
+    stem_name = "patch_embed"
 
     def __init__(
         self,
@@ -336,29 +328,13 @@ class SHViT(nn.Module):
             )
             self.feature_info.append(dict(num_chs=embed_dim[i], reduction=2 ** (i + 4), module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
+        self.norm = nn.Identity()
         self.global_pool = _global_pool(global_pool)
         self.head = NormLinear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return set()
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(
-            stem=r"^patch_embed",
-            blocks=r"^stages\.(\d+)"
-            if coarse
-            else [
-                (r"^stages\.(\d+).downsample", (0,)),
-                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-            ],
-        )
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for stage in self.stages:
-            stage.grad_checkpointing = enable
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -372,65 +348,16 @@ class SHViT(nn.Module):
         self.head = NormLinear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         self.head.to(device=reference.device, dtype=reference.dtype).train(self.training)
 
-    @torch.no_grad()
-    def reparameterize(self) -> None:
-        """Fold every BatchNorm into the conv / linear layer before it (and the depthwise residuals'
-        identities into their kernels), in place, for inference; the outputs in eval mode do not change."""
-        reparameterize_model(self, inplace=True)
-
-    def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, self.in_chans, 1, type(self).__name__)
-        return self.patch_embed(x)
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ):
-        """Run the stages, returning the outputs of ``indices`` (NCHW) and, unless
-        ``intermediates_only``, the final features. SHViT has no final norm, so ``norm`` changes nothing."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"output_fmt must be 'NCHW' for SHViT, got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[: max_index + 1]
-        intermediates = []
-        x = self._stem(x)
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """Drop the stages (and head) that the intermediates at ``indices`` do not need."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        pruned_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[: max_index + 1]
-        if pruned_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or pruned_end:
-            self.reset_classifier(0, "")
-        return take_indices
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` image -> ``(B, C', ceil(H/64), ceil(W/64))`` features."""
-        return self.stages(self._stem(x))
-
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)
         x = F.dropout(x, p=self.drop_rate, training=self.training)
         return x if pre_logits else self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold every BatchNorm into the conv / linear layer before it (and the depthwise residuals'
+        identities into their kernels), in place, for inference; the outputs in eval mode do not change."""
+        reparameterize_model(self, inplace=True)
 
 
 # Official layout (ysj9909/SHViT model/shvit.py): the downsampling before stage i (i = 1, 2) is the first
@@ -471,15 +398,8 @@ def checkpoint_filter_fn(state_dict: dict, model: SHViT) -> dict[str, torch.Tens
 
 
 def _create_shvit(variant: str, pretrained: bool = False, **kwargs) -> SHViT:
-    out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depth", (1, 2, 3))))))
-    return build_model_with_cfg(
-        SHViT,
-        variant,
-        pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
-        **kwargs,
-    )
+    num_stages = len(kwargs.get("depth", (1, 2, 3)))
+    return build_backbone(SHViT, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("shvit"))
