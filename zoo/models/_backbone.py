@@ -26,11 +26,16 @@ something other than the norm follows the last stage (ParCNet's 1x1 expansion, P
 NCHW), ``forward_head`` / ``get_classifier`` / ``reset_classifier`` when its head is not a timm
 classifier head (SHViT's BatchNorm + linear classifier after a separate pooling).
 
-Isotropic models (GFNet, SpectFormer's vanilla variants) fit the same way: each block is a
-"stage" of ``feature_info`` (all at the patch stride), the patch embedding is the stem, and the
-token sequence is kept as an ``(B, H, W, C)`` map (``output_fmt = "NHWC"``), so the intermediates
-are feature maps. A family whose stage output is not a map (a class token in front of the
-patches) overrides :meth:`Backbone.stage_feature_map`.
+Isotropic models (GFNet, SpectFormer's vanilla variants) fit the same way, with the blocks as the
+stages: ``stages_name = "blocks"``, ``self.blocks = nn.Sequential(*blocks)`` and one
+``feature_info`` entry per block (``reduction`` = the patch size, ``module=f"blocks.{i}"``). The
+stem is the patch embedding (``PatchEmbed(..., output_fmt="NHWC")``, plus the position embedding
+where there is one) and the tokens stay an ``(B, H, W, C)`` map between blocks
+(``output_fmt = "NHWC"``, head ``ClassifierHead(..., input_fmt="NHWC")``), so every block's output
+is a feature map for ``forward_intermediates`` and ``features_only``, ``prune_intermediate_layers``
+drops the blocks after the last one taken and ``set_grad_checkpointing`` checkpoints block by
+block. A family whose blocks carry something besides the map (a class token in front of the
+patches) overrides :meth:`Backbone.stage_feature_map` to return the map alone.
 
 Stages that checkpoint their own blocks carry a ``grad_checkpointing`` attribute, which
 ``set_grad_checkpointing`` sets; a plain ``nn.Sequential`` stage is checkpointed block by block,
@@ -43,15 +48,15 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
-from timm.layers import NormMlpClassifierHead
+from timm.layers import NormMlpClassifierHead, trunc_normal_
 from timm.models import checkpoint_seq
-from timm.models._features import feature_take_indices
+from timm.models._features import FeatureGetterNet, feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
 from zoo.hub import build_model_with_cfg
 from zoo.layers.checks import check_image_batch
 
-__all__ = ["Backbone", "Stage", "build_backbone"]
+__all__ = ["Backbone", "Stage", "StageFeatures", "build_backbone", "init_trunc_normal"]
 
 _FORMATS = ("NCHW", "NHWC")
 
@@ -169,7 +174,8 @@ class Backbone(nn.Module):
     ) -> list[int]:
         """Drop the stages (and the final norm and head) that the intermediates at ``indices`` do not need.
 
-        A ``NormMlpClassifierHead`` holds the final norm: it goes with ``prune_norm`` or the last stage."""
+        A ``NormMlpClassifierHead`` holds the final norm, which goes with the head under ``prune_norm``
+        or when the last stage goes."""
         take_indices, max_index = feature_take_indices(len(self.body), indices)
         pruned_end = max_index < len(self.body) - 1
         setattr(self, self.stages_name, self.body[: max_index + 1])
@@ -216,22 +222,38 @@ class Backbone(nn.Module):
         )
 
 
+def init_trunc_normal(module: nn.Module, layers: tuple[type[nn.Module], ...] = (nn.Linear,)) -> None:
+    """Truncated-normal weights (std 0.02) and zero biases for the ``layers`` types, the usual
+    initialization of attention and ConvNeXt-style families: ``model.apply(init_trunc_normal)``."""
+    if isinstance(module, layers):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class StageFeatures(FeatureGetterNet):
+    """timm's feature getter (``features_only``) over every stage, unless ``out_indices`` chooses."""
+
+    def __init__(self, model: Backbone, out_indices: int | tuple[int, ...] | None = None, **kwargs):
+        if out_indices is None:
+            out_indices = tuple(range(len(model.feature_info)))
+        super().__init__(model, out_indices=out_indices, **kwargs)
+
+
 def build_backbone(
     model_cls: type[Backbone] | Callable[..., Backbone],
     variant: str,
     pretrained: bool,
-    num_stages: int,
     checkpoint_filter_fn: Callable | None,
     **kwargs,
 ) -> Backbone:
     """``build_model_with_cfg`` for a zoo backbone: the family's checkpoint filter loads official
-    layouts, and ``features_only`` wraps the model in timm's feature getter (every stage by default)."""
-    out_indices = kwargs.pop("out_indices", tuple(range(num_stages)))
+    layouts, and ``features_only`` gives :class:`StageFeatures` (``out_indices`` passes through)."""
     return build_model_with_cfg(
         model_cls,
         variant,
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=out_indices),
+        feature_cfg=dict(feature_cls=StageFeatures, out_indices=None),
         **kwargs,
     )

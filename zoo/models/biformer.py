@@ -18,20 +18,19 @@ patchify stem, BatchNorm + 2x2 convolution downsampling, no convolutional positi
 
 from __future__ import annotations
 
-import re
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import routing_attention
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
 from ._registry import register_model, register_tiny_kwargs
+from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["BiFormer"]
 
@@ -198,14 +197,20 @@ class BiFormer(Backbone):
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(self.num_features)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        self.apply(self._init_weights)
+        self.apply(init_trunc_normal)
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+
+# Official (rayleizhu/BiFormer) key -> ours, applied in order.
+_OFFICIAL_RENAMES = (
+    (r"^downsample_layers\.0\.", "stem."),
+    (r"^downsample_layers\.(\d+)\.", r"stages.\1.downsample."),
+    (r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
+    (r"\.attn\.qkv\.qkv\.", ".attn.qkv."),
+    (r"\.attn\.wo\.", ".attn.proj."),
+    (r"\.mlp\.0\.", ".mlp.fc1."),
+    (r"\.mlp\.[23]\.", ".mlp.fc2."),  # Sequential index 3 in BiFormer (an Identity at 1), 2 in STL
+    (r"^head\.", "head.fc."),
+)
 
 
 def checkpoint_filter_fn(state_dict: dict, model: BiFormer) -> dict[str, torch.Tensor]:
@@ -216,32 +221,14 @@ def checkpoint_filter_fn(state_dict: dict, model: BiFormer) -> dict[str, torch.T
     ``qkv`` / ``proj``, the MLP's Sequential indices ``fc1`` / ``fc2`` and ``head`` ``head.fc``.
     A state dict already in this layout passes through unchanged.
     """
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
-    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict)
     if not any(k.startswith("downsample_layers.") for k in state_dict):
         return state_dict
-    renames = (
-        (r"^downsample_layers\.0\.", "stem."),
-        (r"^downsample_layers\.(\d+)\.", r"stages.\1.downsample."),
-        (r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
-        (r"\.attn\.qkv\.qkv\.", ".attn.qkv."),
-        (r"\.attn\.wo\.", ".attn.proj."),
-        (r"\.mlp\.0\.", ".mlp.fc1."),
-        (r"\.mlp\.[23]\.", ".mlp.fc2."),  # Sequential index 3 in BiFormer (an Identity at 1), 2 in STL
-        (r"^head\.", "head.fc."),
-    )
-    out = {}
-    for key, value in state_dict.items():
-        for pattern, replacement in renames:
-            key = re.sub(pattern, replacement, key)
-        out[key] = value
-    return out
+    return rename_keys(state_dict, _OFFICIAL_RENAMES)
 
 
 def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
-    num_stages = len(kwargs.get("depths", (2, 2, 8, 2)))
-    return build_backbone(BiFormer, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
+    return build_backbone(BiFormer, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("biformer"))

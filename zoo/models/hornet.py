@@ -16,7 +16,6 @@ Official checkpoints (raoyongming/HorNet) load through ``checkpoint_filter_fn``.
 
 from __future__ import annotations
 
-import re
 from functools import partial
 
 import torch
@@ -37,8 +36,9 @@ from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.layers.precision import autocast_disabled
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
 from ._registry import register_model, register_tiny_kwargs
+from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["HorNet"]
 
@@ -244,17 +244,10 @@ class HorNet(Backbone):
             drop_rate=drop_rate,
             norm_layer=partial(LayerNorm2d, eps=1e-6),
         )
-        self.apply(self._init_weights)
+        self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
         if isinstance(self.head.fc, nn.Linear):
             self.head.fc.weight.data.mul_(head_init_scale)
             self.head.fc.bias.data.mul_(head_init_scale)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
 
 
 _OFFICIAL_RENAMES = (
@@ -270,16 +263,12 @@ _OFFICIAL_RENAMES = (
 def checkpoint_filter_fn(state_dict: dict, model: HorNet) -> dict[str, torch.Tensor]:
     """Convert an official HorNet checkpoint (``{'model': ...}``, a ``module.``-prefixed or a bare state
     dict) to this model's layout, resizing global filters trained at another size to the model's."""
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
-    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
-    official_layout = "downsample_layers.0.0.weight" in state_dict
+    state_dict = unwrap_checkpoint(state_dict)
+    if "downsample_layers.0.0.weight" in state_dict:
+        state_dict = rename_keys(state_dict, _OFFICIAL_RENAMES)
     target = model.state_dict()
     out = {}
     for key, value in state_dict.items():
-        if official_layout:
-            for pattern, replacement in _OFFICIAL_RENAMES:
-                key = re.sub(pattern, replacement, key)
         if key.endswith("complex_weight") and key in target and value.shape != target[key].shape:
             value = resize_complex_weight(value.float(), target[key].shape[1:3])
         out[key] = value
@@ -287,8 +276,7 @@ def checkpoint_filter_fn(state_dict: dict, model: HorNet) -> dict[str, torch.Ten
 
 
 def _create_hornet(variant: str, pretrained: bool = False, **kwargs) -> HorNet:
-    num_stages = len(kwargs.get("depths", (2, 3, 18, 2)))
-    return build_backbone(HorNet, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
+    return build_backbone(HorNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("hornet"))

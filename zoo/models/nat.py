@@ -17,8 +17,6 @@ size works.
 
 from __future__ import annotations
 
-import re
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -28,8 +26,9 @@ from timm.models import generate_default_cfgs
 from zoo.kernels import neighborhood_attention2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
 from ._registry import register_model, register_tiny_kwargs
+from ._state_dict import rename_key, rename_keys, unwrap_checkpoint
 
 __all__ = ["NAT"]
 
@@ -233,14 +232,7 @@ class NAT(Backbone):
         self.head = ClassifierHead(
             self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
         )
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        self.apply(init_trunc_normal)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -276,16 +268,19 @@ def _from_transformers(state_dict: dict) -> dict:
         if key.endswith(".layer_scale_parameters"):
             prefix = key.removesuffix("layer_scale_parameters")
             for i, gamma in enumerate(value, start=1):
-                out[_rename(f"{prefix}gamma{i}")] = gamma
+                out[rename_key(f"{prefix}gamma{i}", _TRANSFORMERS_RENAMES)] = gamma
             continue
-        out[_rename(key)] = value
+        out[rename_key(key, _TRANSFORMERS_RENAMES)] = value
     return out
 
 
-def _rename(key: str) -> str:
-    for pattern, replacement in _TRANSFORMERS_RENAMES:
-        key = re.sub(pattern, replacement, key)
-    return key
+# Official (SHI-Labs) key -> ours, applied in order.
+_OFFICIAL_RENAMES = (
+    (r"^levels\.(\d+)\.downsample", lambda m: f"stages.{int(m.group(1)) + 1}.downsample"),
+    (r"^levels\.", "stages."),
+    (r"\.gamma([12])$", r".ls\1.gamma"),
+    (r"^head\.", "head.fc."),
+)
 
 
 def checkpoint_filter_fn(state_dict: dict, model: NAT) -> dict[str, torch.Tensor]:
@@ -296,26 +291,16 @@ def checkpoint_filter_fn(state_dict: dict, model: NAT) -> dict[str, torch.Tensor
     ``gamma1/2`` to ``ls1/2.gamma`` and ``head`` to ``head.fc``. A state dict already in this layout
     passes through unchanged.
     """
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
-    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict)
     if any(k.startswith(("nat.", "dinat.")) for k in state_dict):
         state_dict = _from_transformers(state_dict)
     if not any(k.startswith("levels.") for k in state_dict):
         return state_dict
-    out = {}
-    for key, value in state_dict.items():
-        key = re.sub(r"^levels\.(\d+)\.downsample", lambda m: f"stages.{int(m.group(1)) + 1}.downsample", key)
-        key = re.sub(r"^levels\.", "stages.", key)
-        key = re.sub(r"\.gamma([12])$", r".ls\1.gamma", key)
-        key = re.sub(r"^head\.", "head.fc.", key)
-        out[key] = value
-    return out
+    return rename_keys(state_dict, _OFFICIAL_RENAMES)
 
 
 def _create_nat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
-    num_stages = len(kwargs.get("depths", (3, 4, 6, 5)))
-    return build_backbone(NAT, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
+    return build_backbone(NAT, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 def _create_dinat(variant: str, pretrained: bool = False, **kwargs) -> NAT:

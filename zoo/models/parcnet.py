@@ -40,6 +40,7 @@ from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, build_backbone
 from ._registry import register_model, register_tiny_kwargs
+from ._state_dict import rename_key, unwrap_checkpoint
 
 __all__ = ["ParCNet"]
 
@@ -317,8 +318,7 @@ _OFFICIAL_RENAMES = (
 
 
 def _official_key(key: str, model: ParCNet) -> str:
-    for pattern, replacement in _OFFICIAL_RENAMES:
-        key = re.sub(pattern, replacement, key)
+    key = rename_key(key, _OFFICIAL_RENAMES)
     # The ParC fusion block's trailing BatchNorm is the last entry of the official ``spatial_global_rep``.
     match = re.match(r"^(stages\.\d+\.\d+)\.blocks\.(\d+)\.(.*)$", key)
     if match and int(match.group(2)) == len(model.get_submodule(match.group(1)).blocks):
@@ -334,11 +334,7 @@ def checkpoint_filter_fn(state_dict: dict, model: ParCNet) -> dict[str, torch.Te
     under that name) and reverses the stem's input channels (BGR-trained) so the model takes RGB.
     Checkpoints in this model's layout pass through unchanged.
     """
-    for wrapper in ("model_state_dict", "state_dict", "model"):
-        if isinstance(state_dict.get(wrapper), dict):
-            state_dict = state_dict[wrapper]
-            break
-    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, ("model_state_dict", "state_dict", "model"))
     if "conv_1.block.conv.weight" not in state_dict:
         return state_dict
     out = {}
@@ -352,8 +348,7 @@ def checkpoint_filter_fn(state_dict: dict, model: ParCNet) -> dict[str, torch.Te
 
 
 def _create_parcnet(variant: str, pretrained: bool = False, **kwargs) -> ParCNet:
-    num_stages = len(kwargs.get("dims", (32, 64, 96, 128, 160)))
-    return build_backbone(ParCNet, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
+    return build_backbone(ParCNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("parcnet"))

@@ -22,20 +22,21 @@ Official checkpoints (XuRuihan/ParCNetV2, timm train.py layout) load through
 
 from __future__ import annotations
 
-import re
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, NormMlpClassifierHead, calculate_drop_path_rates, to_2tuple, trunc_normal_
+from timm.layers import DropPath, NormMlpClassifierHead, calculate_drop_path_rates, to_2tuple
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import depthwise_conv2d
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
 from ._registry import register_model, register_tiny_kwargs
+from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["ParCNetV2"]
 
@@ -297,14 +298,7 @@ class ParCNetV2(Backbone):
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()
         self.head = NormMlpClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -338,18 +332,12 @@ def checkpoint_filter_fn(state_dict: dict, model: ParCNetV2) -> dict[str, torch.
     downsampling layers, blocks and head, and resizes oversized kernels trained at another
     resolution to this model's ``2H - 1`` (bilinear, as the official interpolation).
     """
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state_dict.get(wrapper), dict):
-            state_dict = state_dict[wrapper]
-            break
-    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
-    official_layout = "downsample_layers.0.conv.weight" in state_dict
+    state_dict = unwrap_checkpoint(state_dict, ("state_dict", "model"))
+    if "downsample_layers.0.conv.weight" in state_dict:
+        state_dict = rename_keys(state_dict, _OFFICIAL_RENAMES)
     target = model.state_dict()
     out = {}
     for key, value in state_dict.items():
-        if official_layout:
-            for pattern, replacement in _OFFICIAL_RENAMES:
-                key = re.sub(pattern, replacement, key)
         if ".dwconv1.conv_" in key and key in target and value.shape != target[key].shape:
             value = _resize_kernel(value, target[key].shape)
         out[key] = value
@@ -357,8 +345,7 @@ def checkpoint_filter_fn(state_dict: dict, model: ParCNetV2) -> dict[str, torch.
 
 
 def _create_parcnetv2(variant: str, pretrained: bool = False, **kwargs) -> ParCNetV2:
-    num_stages = len(kwargs.get("depths", (3, 3, 12, 3)))
-    return build_backbone(ParCNetV2, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
+    return build_backbone(ParCNetV2, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("parcnetv2"))

@@ -34,6 +34,7 @@ from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_model, register_tiny_kwargs
+from ._state_dict import unwrap_checkpoint
 
 __all__ = ["SHViT"]
 
@@ -385,12 +386,10 @@ def checkpoint_filter_fn(state_dict: dict, model: SHViT) -> dict[str, torch.Tens
     2-D tensors their two trailing unit dimensions (as the official loader does). SHViT has no
     recomputed buffers to drop.
     """
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
     target = model.state_dict()
     out = {}
-    for key, value in state_dict.items():
-        key = _official_to_timm_key(key.removeprefix("module."))
+    for key, value in unwrap_checkpoint(state_dict).items():
+        key = _official_to_timm_key(key)
         if key in target and value.ndim == 2 and target[key].ndim == 4:
             value = value[:, :, None, None]
         out[key] = value
@@ -398,8 +397,7 @@ def checkpoint_filter_fn(state_dict: dict, model: SHViT) -> dict[str, torch.Tens
 
 
 def _create_shvit(variant: str, pretrained: bool = False, **kwargs) -> SHViT:
-    num_stages = len(kwargs.get("depth", (1, 2, 3)))
-    return build_backbone(SHViT, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
+    return build_backbone(SHViT, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("shvit"))

@@ -13,7 +13,6 @@ PyTorch path elsewhere.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 
 import torch
@@ -35,8 +34,9 @@ from timm.models import generate_default_cfgs
 from zoo.kernels import window_attention
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
 from ._registry import register_model, register_tiny_kwargs
+from ._state_dict import rename_key, unwrap_checkpoint
 
 __all__ = ["SwinTransformer"]
 
@@ -214,18 +214,18 @@ class SwinTransformer(Backbone):
         self.head = ClassifierHead(
             self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
         )
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        self.apply(init_trunc_normal)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if "relative_position_bias_table" in n}
+
+
+# Official (microsoft/Swin-Transformer) key -> ours: downsampling ends a stage there, starts the next here.
+_OFFICIAL_RENAMES = (
+    (r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) + 1}.downsample"),
+    (r"^head\.", "head.fc."),
+)
 
 
 def checkpoint_filter_fn(state_dict: dict, model: SwinTransformer) -> dict[str, torch.Tensor]:
@@ -235,17 +235,14 @@ def checkpoint_filter_fn(state_dict: dict, model: SwinTransformer) -> dict[str, 
     official end-of-stage downsampling to the start of the next stage, renames ``head`` to
     ``head.fc`` and resizes patch embedding and relative position bias tables that do not match.
     """
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
+    state_dict = unwrap_checkpoint(state_dict)
     official_layout = "layers.0.downsample.reduction.weight" in state_dict
     out = {}
     for key, value in state_dict.items():
-        key = key.removeprefix("module.")
         if key.endswith(("relative_position_index", "attn_mask", "relative_coords_table")):
             continue
         if official_layout:
-            key = re.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) + 1}.downsample", key)
-            key = re.sub(r"^head\.", "head.fc.", key)
+            key = rename_key(key, _OFFICIAL_RENAMES)
         if key == "patch_embed.proj.weight":
             target = model.patch_embed.proj.weight.shape[-2:]
             if value.shape[-2:] != target:
@@ -262,8 +259,7 @@ def checkpoint_filter_fn(state_dict: dict, model: SwinTransformer) -> dict[str, 
 
 def _create_swin(variant: str, pretrained: bool = False, checkpoint_filter=checkpoint_filter_fn,
                  **kwargs) -> SwinTransformer:
-    num_stages = len(kwargs.get("depths", (2, 2, 6, 2)))
-    return build_backbone(SwinTransformer, variant, pretrained, num_stages, checkpoint_filter, **kwargs)
+    return build_backbone(SwinTransformer, variant, pretrained, checkpoint_filter, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("swin"))

@@ -17,7 +17,6 @@ Hugging Face Hub) load through ``checkpoint_filter_fn``.
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 import torch.nn as nn
@@ -29,6 +28,7 @@ from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_model, register_tiny_kwargs
+from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["VAN"]
 
@@ -215,22 +215,14 @@ _OFFICIAL_RENAMES = (
 def checkpoint_filter_fn(state_dict: dict, model: VAN) -> dict[str, torch.Tensor]:
     """Convert an official VAN checkpoint (``{'state_dict': ...}`` from timm's checkpoint saver, or a
     bare state dict) to this model's layout; a state dict already in this layout passes through."""
-    state_dict = state_dict.get("state_dict", state_dict)
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, ("state_dict", "model"))
     if "patch_embed1.proj.weight" not in state_dict:
         return state_dict
-    out = {}
-    for key, value in state_dict.items():
-        for pattern, replacement in _OFFICIAL_RENAMES:
-            key = re.sub(pattern, replacement, key)
-        out[key] = value
-    return out
+    return rename_keys(state_dict, _OFFICIAL_RENAMES)
 
 
 def _create_van(variant: str, pretrained: bool = False, **kwargs) -> VAN:
-    num_stages = len(kwargs.get("depths", (3, 4, 6, 3)))
-    return build_backbone(VAN, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
+    return build_backbone(VAN, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("van"))
