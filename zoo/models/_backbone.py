@@ -1,6 +1,7 @@
 """The timm backbone contract, written once for every zoo family.
 
-A family's model class subclasses :class:`Backbone` and declares, in ``__init__``:
+A family's model class subclasses :class:`Backbone`, passes ``in_chans``, ``num_classes`` and
+``global_pool`` to ``Backbone.__init__`` and declares, in its own ``__init__``:
 
 - ``self.<stem_name>``: the module that turns the image into the first stage's input
   (``stem_name = None`` when the first stage embeds the image itself, as VAN's does);
@@ -11,8 +12,7 @@ A family's model class subclasses :class:`Backbone` and declares, in ``__init__`
   does, or ends each stage with its own);
 - ``self.head``: a timm classifier head (``ClassifierHead`` / ``NormMlpClassifierHead``), called
   as ``head(x, pre_logits=...)`` and reset with ``head.reset(num_classes, pool_type)``;
-- ``num_classes``, ``in_chans``, ``global_pool``, ``num_features``, ``head_hidden_size`` and
-  ``feature_info`` as timm expects them;
+- ``num_features``, ``head_hidden_size`` and ``feature_info`` as timm expects them;
 
 and, as class attributes, the layout of its stage outputs (``output_fmt``: ``"NCHW"`` or
 ``"NHWC"``) and the smallest input it takes (``min_input_size``). It then has timm's whole feature
@@ -87,6 +87,12 @@ class Backbone(nn.Module):
     min_input_size: int | tuple[int, int] = 1
 
     grad_checkpointing: bool = False
+
+    def __init__(self, in_chans: int, num_classes: int, global_pool: str):
+        super().__init__()
+        self.in_chans = in_chans
+        self.num_classes = num_classes
+        self.global_pool = global_pool
 
     # -- the parts a family declares -------------------------------------------------------------
 

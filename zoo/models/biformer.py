@@ -164,12 +164,9 @@ class BiFormer(Backbone):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool)
         if not len(embed_dims) == len(depths) == len(topks):
             raise ValueError(f"embed_dims {embed_dims}, depths {depths} and topks {topks} need one entry per stage")
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
         self.num_features = self.head_hidden_size = embed_dims[-1]
         # The patchify stem and 2x2 downsampling of the Swin layout need 32 pixels; 3x3 stride-2 convs need 1.
         self.min_input_size = 32 if swin_layout else 1

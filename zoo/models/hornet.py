@@ -200,12 +200,9 @@ class HorNet(Backbone):
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool)
         if len(depths) != len(orders):
             raise ValueError(f"depths {depths} and orders {orders} need one entry per stage")
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
         img_size = to_2tuple(img_size)
         dims = [base_dim * 2**i for i in range(len(depths))]
         self.num_features = self.head_hidden_size = dims[-1]

@@ -193,15 +193,12 @@ class NAT(Backbone):
         drop_path_rate: float = 0.2,
         norm_layer: type[nn.Module] = nn.LayerNorm,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool)
         dilations = dilations or tuple((1,) * d for d in depths)
         if not len(depths) == len(num_heads) == len(dilations):
             raise ValueError(f"depths {depths}, num_heads {num_heads} and dilations must have one entry per stage")
         if tuple(len(d) for d in dilations) != tuple(depths):
             raise ValueError(f"dilations must give one dilation per block: depths {depths}, got {dilations}")
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
         num_stages = len(depths)
         dims = [int(embed_dim * 2**i) for i in range(num_stages)]
         self.num_features = self.head_hidden_size = dims[-1]

@@ -197,12 +197,9 @@ class ParCNet(Backbone):
         drop_rate: float = 0.0,
         proj_drop_rate: float = 0.1,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool)
         if not len(dims) == len(depths) == len(strides) == len(parc_dims) == len(parc_ffn_dims) == len(parc_depths):
             raise ValueError("dims, depths, strides, parc_dims, parc_ffn_dims and parc_depths need one entry per stage")
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
         img_size = to_2tuple(img_size)
         sizes = list(zip(_stage_sizes(img_size[0], strides), _stage_sizes(img_size[1], strides)))
 

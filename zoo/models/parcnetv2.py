@@ -261,14 +261,11 @@ class ParCNetV2(Backbone):
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool)
         if not len(dims) == len(depths) == len(res_scale_stages):
             raise ValueError(
                 f"dims {dims}, depths {depths} and res_scale_stages {res_scale_stages} need one entry per stage"
             )
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
         self.num_features = self.head_hidden_size = dims[-1]
         img_size = to_2tuple(img_size)
         self.kernel_sizes = [

@@ -285,7 +285,7 @@ class SHViT(Backbone):
         drop_path_rate: float = 0.0,
         act_layer: type[nn.Module] = nn.ReLU,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool)
         num_stages = len(embed_dim)
         if not all(len(arg) == num_stages for arg in (partial_dim, qk_dim, depth, types)):
             raise ValueError(
@@ -296,8 +296,6 @@ class SHViT(Backbone):
             raise ValueError(
                 f"embed_dim[0] must be a multiple of 8 (the stem widths are C/8, C/4, C/2), got {embed_dim[0]}"
             )
-        self.num_classes = num_classes
-        self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.num_features = self.head_hidden_size = embed_dim[-1]
 

@@ -179,12 +179,9 @@ class SwinTransformer(Backbone):
         global_blocks: tuple[int, ...] = (0, 0, 0, 0),
         global_attn_layer: Callable[..., nn.Module] | None = None,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool)
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {depths} and num_heads {num_heads} must have one entry per stage")
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
         self.patch_size = patch_size
         self.window_size = to_2tuple(window_size)
         self.min_input_size = patch_size * min(self.window_size)

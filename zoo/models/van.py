@@ -159,14 +159,11 @@ class VAN(Backbone):
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool)
         if not len(embed_dims) == len(depths) == len(mlp_ratios):
             raise ValueError(
                 f"embed_dims {embed_dims}, depths {depths} and mlp_ratios {mlp_ratios} need one entry per stage"
             )
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
         self.num_features = self.head_hidden_size = embed_dims[-1]
 
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
