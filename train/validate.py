@@ -128,6 +128,26 @@ def create_eval_model(args):
     return model, meta
 
 
+def class_outputs(data_classes, trained_classes, checkpoint):
+    """The model output of each class of the data, matched by name to the classes it was trained on.
+
+    Folders may be any subset of the trained classes; a name the model was not trained on is an error
+    (skipping it would silently change what the accuracy measures). Without recorded class names
+    (a plain state dict, a pretrained model) returns None: the i-th class is output i, as in timm.
+    """
+    if not trained_classes:
+        return None
+    output_of = {name: index for index, name in enumerate(trained_classes)}
+    unknown = [name for name in data_classes if name not in output_of]
+    if unknown:
+        shown = ", ".join(trained_classes[:20]) + (" ..." if len(trained_classes) > 20 else "")
+        raise DataError(
+            f"class(es) {unknown[:10]} of the data are not among the {len(trained_classes)} classes checkpoint "
+            f"{checkpoint} was trained on ({shown}); name the class folders as in training, or remove the others"
+        )
+    return [output_of[name] for name in data_classes]
+
+
 def validate(args):
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, meta = create_eval_model(args)
@@ -148,9 +168,14 @@ def validate(args):
     data_dir = args.data_dir or args.data
     kind = resolve_source_kind(args.dataset or meta.get("dataset_kind", ""), data_dir)
     source = create_source(kind, data_dir, args.split, image_key=args.input_key, label_key=args.target_key)
-    if len(source.classes) > model.num_classes:
+    outputs = class_outputs(source.classes, meta.get("class_names"), args.checkpoint)
+    if outputs is None and len(source.classes) > model.num_classes:
         raise DataError(f"the data has {len(source.classes)} classes but the model predicts {model.num_classes}")
-    dataset = ImageClassDataset(source, transform=create_transform(**data_config, is_training=False))
+    dataset = ImageClassDataset(
+        source,
+        transform=create_transform(**data_config, is_training=False),
+        target_transform=outputs.__getitem__ if outputs is not None else None,
+    )
     loader = create_eval_loader(dataset, args.batch_size, args.workers, pin_memory=device.type == "cuda")
     start = time.perf_counter()
     metrics, skipped = evaluate(
