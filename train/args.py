@@ -157,10 +157,15 @@ def load_recipe(path, parser):
 
 def resumed_options(path, parser):
     """The options of the run that wrote checkpoint ``path`` (so ``--resume`` alone continues it)."""
-    from .checkpoint import load_checkpoint_file
+    from .checkpoint import CHECKPOINT_VERSION, CheckpointError, load_checkpoint_file
 
-    checkpoint = load_checkpoint_file(path)
-    saved = checkpoint.get("args", {}) if isinstance(checkpoint, dict) else {}
+    checkpoint = {} if str(path).endswith(".safetensors") else load_checkpoint_file(path)
+    if not isinstance(checkpoint, dict) or checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} is not a zoo-train checkpoint: it holds no run to resume. "
+            f"To start a new run from its weights, pass --initial-checkpoint {path} (and --model)"
+        )
+    saved = checkpoint.get("args", {})
     known = {action.dest for action in parser._actions} - {"config", "resume", "data", "help", "output", "experiment"}
     return {key: value for key, value in saved.items() if key in known}
 

@@ -6,6 +6,7 @@ mean/std), overridable from the command line like timm's validate.py.
 
 import argparse
 import contextlib
+import difflib
 import json
 import logging
 import sys
@@ -15,16 +16,23 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.data import create_transform, resolve_data_config
+from timm.models import parse_model_name
 from timm.utils import ParseKwargs
 
+from zoo.hub import WeightsError
+
 from .args import ConfigError
-from .checkpoint import CheckpointError, load_checkpoint_file, load_model_weights, model_state_from
+from .checkpoint import CheckpointError, load_checkpoint_file, load_weights
 from .data import DataError, ImageClassDataset, SkipReport, create_eval_loader, create_source, resolve_source_kind
 from .distributed import DistInfo, all_reduce_sum
 
 _logger = logging.getLogger("zoo.train.validate")
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError)  # exit status 2
+
+
+class RunError(RuntimeError):
+    """The command cannot go on for a reason outside its options (weights out of reach, a full disk); exit status 1."""
 
 
 def autocast_for(device, amp, amp_dtype):
@@ -107,24 +115,51 @@ def build_parser():
     return parser
 
 
+def training_record(path):
+    """What a zoo-train checkpoint records of its run (architecture, classes, preprocessing); {} for other files."""
+    if not path or str(path).endswith(".safetensors"):
+        return {}
+    checkpoint = load_checkpoint_file(path)
+    return checkpoint if isinstance(checkpoint, dict) and "arch" in checkpoint else {}
+
+
+def check_model_name(name):
+    """Raise ConfigError unless timm knows model ``name`` (``hf-hub:`` / ``local-dir:`` names load as given)."""
+    source, arch = parse_model_name(name)
+    if source is None and not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(f"unknown model {name!r}: {hint}`zoo list` shows the zoo models, `timm` knows the others")
+
+
+@contextlib.contextmanager
+def pretrained_weights_errors(local_file_hint):
+    """Turn a failure to get pretrained weights into a RunError whose advice is command-line options."""
+    try:
+        yield
+    except WeightsError as e:
+        reason = str(e).split("\nWith a local copy")[0].split("; use pretrained=False")[0]
+        raise RunError(f"{reason}\nWith a local copy of the weights file: {local_file_hint}") from e
+
+
 def create_eval_model(args):
     """The model of ``args.model`` or of the checkpoint, with the checkpoint's weights loaded."""
-    checkpoint = load_checkpoint_file(args.checkpoint) if args.checkpoint else None
-    meta = checkpoint if isinstance(checkpoint, dict) and "arch" in checkpoint else {}
+    meta = training_record(args.checkpoint)
     name = args.model or meta.get("arch")
     if not name:
         raise ConfigError("no model: pass --model NAME or a zoo-train --checkpoint")
+    check_model_name(name)
     kwargs = dict(meta.get("model_kwargs") or {})
     kwargs.update(args.model_kwargs)
     num_classes = args.num_classes or meta.get("num_classes")
     if num_classes:
         kwargs["num_classes"] = num_classes
-    model = timm.create_model(name, pretrained=args.pretrained, **kwargs)
-    if checkpoint is not None:
-        if args.use_ema and not checkpoint.get("state_dict_ema"):
+    with pretrained_weights_errors("pass it as --checkpoint FILE instead of --pretrained"):
+        model = timm.create_model(name, pretrained=args.pretrained, **kwargs)
+    if args.checkpoint:
+        if args.use_ema and meta and meta.get("state_dict_ema") is None:
             raise CheckpointError(f"checkpoint {args.checkpoint} holds no EMA weights")
-        state = checkpoint["state_dict_ema"] if args.use_ema else model_state_from(checkpoint)
-        load_model_weights(model, state, args.checkpoint)
+        load_weights(model, args.checkpoint, use_ema=args.use_ema)
     return model, meta
 
 
@@ -203,6 +238,9 @@ def main(argv=None):
     except USER_ERRORS as e:
         print(f"zoo-validate: error: {e}", file=sys.stderr)
         return 2
+    except RunError as e:
+        print(f"zoo-validate: error: {e}", file=sys.stderr)
+        return 1
     print(
         f"{results['model']}: top-1 {results['top1']:.3f}  top-5 {results['top5']:.3f}  "
         f"loss {results['loss']:.4f}  ({results['count']} images, {results['skipped']} skipped)"

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms
-
 from train_helpers import assert_cli_error, run_cli
 
 from zoo.train.checkpoint import atomic_save
