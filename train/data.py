@@ -316,7 +316,15 @@ class ImageClassDataset(torch.utils.data.Dataset):
             with image:
                 image = Image.open(image)
                 image.load()
+        if image.mode.startswith("I;16"):
+            image = to_8bit(image)
         return image.convert(self.input_img_mode) if self.input_img_mode else image
+
+
+def to_8bit(image):
+    """A 16-bit grayscale image scaled to 8 bits over its full range (PIL's convert would clip at 255)."""
+    pixels = np.asarray(image).astype(np.uint32)
+    return Image.fromarray(((pixels + 128) // 257).astype(np.uint8))
 
 
 @contextlib.contextmanager

@@ -778,13 +778,12 @@ def load_weights_file(
     arch = cfg.get("architecture") or type(model).__name__
     family = importlib.import_module(timm.models.model_entrypoint(arch).__module__) if timm.is_model(arch) else None
     checkpoint_filter = getattr(family, "checkpoint_filter_fn", None)
+    filter_failure = None  # a checkpoint of another architecture can break the filter: the key report says more
     if checkpoint_filter is not None:
         try:
             state_dict = checkpoint_filter(dict(state_dict), model)
         except (KeyError, AttributeError, RuntimeError, ValueError, IndexError) as e:
-            raise WeightsError(
-                f"{path} is not a checkpoint of {arch}: its filter cannot convert it ({type(e).__name__}: {e})"
-            ) from e
+            filter_failure = f"  (the {arch} checkpoint filter cannot convert it: {type(e).__name__}: {e})"
     own = model.state_dict()
     for key in _layer_keys(cfg.get("first_conv"), "weight"):
         if key in state_dict and key in own and state_dict[key].shape[1:2] != own[key].shape[1:2]:
@@ -803,7 +802,8 @@ def load_weights_file(
             problem = f"  it has {got[0]} classes, the model has {want[0]}"
         else:
             problem = report.summary()
-        raise WeightsError(f"{path} is not a checkpoint of {arch}:\n{problem}")
+        lines = [f"{path} is not a checkpoint of {arch}:", problem, filter_failure]
+        raise WeightsError("\n".join(line for line in lines if line))
     model.load_state_dict(state_dict, strict=not dropped)
     return report
 

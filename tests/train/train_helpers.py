@@ -27,11 +27,15 @@ def make_image_folder(root, train_per_class=8, val_per_class=4):
     return str(root)
 
 
+def run_python(*argv, env=None, timeout=300):
+    """Run ``python ARGV`` in a new process; returns the CompletedProcess (text output)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, *map(str, argv)], capture_output=True, text=True, timeout=timeout, env=env)
+
+
 def run_cli(module, *argv, env=None, timeout=300):
     """Run ``python -m <module> ARGV`` as a user does; returns the CompletedProcess (text output)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    command = [sys.executable, "-m", module, *map(str, argv)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    return run_python("-m", module, *argv, env=env, timeout=timeout)
 
 
 def assert_cli_error(result, status, *expected):
