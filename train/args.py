@@ -13,6 +13,18 @@ class ConfigError(ValueError):
     """A recipe or option combination that cannot run; the message says what was expected."""
 
 
+class KeyValues(ParseKwargs):
+    """timm's KEY=VALUE option, with a usage error (not a traceback) for a value without ``=``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        malformed = [value for value in values if value and "=" not in value]
+        if malformed:
+            raise argparse.ArgumentError(
+                self, f"expected KEY=VALUE, got {malformed} (a data directory goes before {option_string})"
+            )
+        super().__call__(parser, namespace, values, option_string)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="zoo-train",
@@ -48,7 +60,7 @@ def build_parser():
     group.add_argument("--interpolation", default="", help="eval resize interpolation")
     group.add_argument("--drop", type=float, help="dropout rate before the classifier")
     group.add_argument("--drop-path", type=float, help="stochastic depth rate")
-    group.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE")
+    group.add_argument("--model-kwargs", nargs="*", default={}, action=KeyValues, metavar="KEY=VALUE")
     group.add_argument("--grad-checkpointing", action="store_true")
     group.add_argument("--channels-last", action="store_true")
     group.add_argument("--torchcompile", nargs="?", const="inductor", help="torch.compile backend")
@@ -67,7 +79,7 @@ def build_parser():
     group.add_argument("--momentum", type=float, default=0.9)
     group.add_argument("--weight-decay", type=float, default=0.05)
     group.add_argument("--layer-decay", type=float, help="layer-wise LR decay (e.g. 0.75)")
-    group.add_argument("--opt-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE")
+    group.add_argument("--opt-kwargs", nargs="*", default={}, action=KeyValues, metavar="KEY=VALUE")
     group.add_argument("--clip-grad", type=float, help="gradient clipping threshold")
     group.add_argument("--clip-mode", default="norm", help="'norm', 'value' or 'agc'")
     group.add_argument("--grad-accum-steps", type=int, default=1)

@@ -17,11 +17,10 @@ import torch
 import torch.nn.functional as F
 from timm.data import create_transform, resolve_data_config
 from timm.models import parse_model_name
-from timm.utils import ParseKwargs
 
 from zoo.hub import WeightsError
 
-from .args import ConfigError
+from .args import ConfigError, KeyValues
 from .checkpoint import CheckpointError, load_checkpoint_file, load_weights
 from .data import DataError, ImageClassDataset, SkipReport, create_eval_loader, create_source, resolve_source_kind
 from .distributed import DistInfo, all_reduce_sum
@@ -98,7 +97,7 @@ def build_parser():
     parser.add_argument("--use-ema", action="store_true", help="evaluate the checkpoint's EMA weights")
     parser.add_argument("--pretrained", action="store_true")
     parser.add_argument("--num-classes", type=int)
-    parser.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE")
+    parser.add_argument("--model-kwargs", nargs="*", default={}, action=KeyValues, metavar="KEY=VALUE")
     parser.add_argument("--img-size", type=int)
     parser.add_argument("--crop-pct", type=float)
     parser.add_argument("--crop-mode")

@@ -83,3 +83,12 @@ def test_resume_from_a_plain_state_dict_says_what_it_is(tmp_path):
     result = run_cli("zoo.train", "--resume", tmp_path / "weights.pth")
     assert_cli_error(result, 2, f"{tmp_path / 'weights.pth'} is not a zoo-train checkpoint")
     assert f"--initial-checkpoint {tmp_path / 'weights.pth'}" in result.stderr
+
+
+def test_data_directory_after_model_kwargs_is_a_usage_error(image_folder, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        train_main([*TRAIN, "--model-kwargs", "depth=2", image_folder])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert f"zoo-train: error: argument --model-kwargs: expected KEY=VALUE, got ['{image_folder}']" in error
+    assert "a data directory goes before --model-kwargs" in error
