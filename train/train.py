@@ -321,7 +321,7 @@ class Trainer:
             self.plain_loss = nn.CrossEntropyLoss()
 
     def _prepare_output(self):
-        """The run folder: the resumed run's own, else a new one that never is an earlier run's."""
+        """The run folder: the resumed run's own, else a new one (an earlier run's folder is never reused)."""
         args = self.args
         resumed_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else None
         name = args.experiment or "-".join(
