@@ -16,7 +16,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.data import create_transform, resolve_data_config
-from timm.models import parse_model_name
+from timm.models import parse_model_name, split_model_name_tag
 
 from zoo.hub import WeightsError
 
@@ -123,12 +123,18 @@ def training_record(path):
 
 
 def check_model_name(name):
-    """Raise ConfigError unless timm knows model ``name`` (``hf-hub:`` / ``local-dir:`` names load as given)."""
-    source, arch = parse_model_name(name)
-    if source is None and not timm.is_model(arch):
+    """Raise ConfigError unless timm knows model ``name`` and its tag (``hf-hub:`` / ``local-dir:`` load as given)."""
+    source, model_name = parse_model_name(name)
+    if source is not None:
+        return
+    arch, tag = split_model_name_tag(model_name)
+    if not timm.is_model(arch):
         close = difflib.get_close_matches(arch, timm.list_models(), n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ConfigError(f"unknown model {name!r}: {hint}`zoo list` shows the zoo models, `timm` knows the others")
+    tags = [released.split(".", 1)[1] for released in timm.list_pretrained(f"{arch}.*")]
+    if tag and tag not in tags:
+        raise ConfigError(f"model {arch} has no weights tagged {tag!r}; its tags: {', '.join(tags) or 'none'}")
 
 
 @contextlib.contextmanager

@@ -41,6 +41,8 @@ def test_unknown_model_is_a_usage_error(image_folder, tmp_path, capsys):
     assert errors[0].startswith("zoo-train: error: unknown model 'zoo_swin_tiyn': did you mean zoo_swin_tiny")
     assert errors[1].startswith("zoo-validate: error: unknown model 'zoo_swin_tiyn': did you mean zoo_swin_tiny")
     assert not os.path.exists(tmp_path / "out")
+    assert validate_main([image_folder, "--model", "test_convnext.bogus", "-j", "0"]) == 2
+    assert "model test_convnext has no weights tagged 'bogus'; its tags: r160_in1k" in capsys.readouterr().err
 
 
 def test_output_that_is_a_file_is_a_usage_error(image_folder, tmp_path):
