@@ -737,23 +737,28 @@ def train(args):
         shutdown_distributed()
 
 
-def main(argv=None):
+def run(argv=None):
+    """``zoo-train ARGV``: returns the exit status and the run folder (None when no run started)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         args = parse_args(argv)
         metrics, output_dir = train(args)
     except USER_ERRORS as e:
         print(f"zoo-train: error: {e}", file=sys.stderr)
-        return 2
+        return 2, None
     except RunError as e:
         print(f"zoo-train: error: {e}", file=sys.stderr)
-        return 1
+        return 1, None
     except TrainingStopped as e:
         print(f"zoo-train: {e}", file=sys.stderr)
-        return 1
+        return 1, None
     if output_dir:
         print(f"checkpoints in {output_dir} ({LAST} to resume)")
-    return 0
+    return 0, output_dir
+
+
+def main(argv=None):
+    return run(argv)[0]
 
 
 if __name__ == "__main__":

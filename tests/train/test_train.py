@@ -17,7 +17,7 @@ from train_helpers import run_cli
 from zoo.train.args import ConfigError, parse_args
 from zoo.train.checkpoint import atomic_save, load_checkpoint_file
 from zoo.train.export import main as export_main
-from zoo.train.train import main
+from zoo.train.train import main, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = [
@@ -240,7 +240,7 @@ def test_reused_experiment_keeps_the_earlier_run_and_resume_continues_in_place(i
     argv = [*BASE, image_folder, "--epochs", "1", "--output", str(out), "--experiment", "run"]
     assert main(argv) == 0
     first = (out / "run" / "last.pth").read_bytes()
-    assert main([*argv, "--seed", "1"]) == 0
+    assert run([*argv, "--seed", "1"]) == (0, str(out / "run-1"))
     assert (out / "run" / "last.pth").read_bytes() == first
     assert sorted(os.listdir(out)) == ["run", "run-1"]
     assert f"{out / 'run'} holds an earlier run, which is kept" in caplog.text
