@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from test_validate import manual_metrics
 
 import zoo  # noqa: F401  (registers the zoo models)
-from zoo.train.checkpoint import load_checkpoint_file
+from zoo.train.checkpoint import load_checkpoint_file, load_weights
 from zoo.train.train import main as train_main
 from zoo.train.validate import main as validate_main
 
@@ -66,3 +66,15 @@ def test_validate_loads_an_official_checkpoint_as_pretrained_does(image_folder, 
     expected = manual_metrics(model, os.path.join(image_folder, "val"), 64, model.pretrained_cfg["crop_pct"])
     assert results["count"] == expected["count"] == 12
     assert abs(results["loss"] - expected["loss"]) < 1e-5 and results["top1"] == pytest.approx(expected["top1"])
+
+
+def test_rgb_weights_load_into_a_one_channel_stem_as_pretrained_does(tmp_path):
+    torch.manual_seed(0)
+    torch.save(timm.create_model("test_convnext").state_dict(), tmp_path / "rgb.pth")
+    model = timm.create_model("test_convnext", in_chans=1)
+    load_weights(model, tmp_path / "rgb.pth")
+    overlay = dict(file=str(tmp_path / "rgb.pth"))
+    expected = timm.create_model("test_convnext", in_chans=1, pretrained=True, pretrained_cfg_overlay=overlay)
+    assert model.stem[0].weight.shape[1] == 1
+    for key, value in expected.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
