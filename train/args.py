@@ -13,6 +13,18 @@ class ConfigError(ValueError):
     """A recipe or option combination that cannot run; the message says what was expected."""
 
 
+class KeyValues(ParseKwargs):
+    """timm's KEY=VALUE option, with a usage error (not a traceback) for a value without ``=``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        malformed = [value for value in values if value and "=" not in value]
+        if malformed:
+            raise argparse.ArgumentError(
+                self, f"expected KEY=VALUE, got {malformed} (a data directory goes before {option_string})"
+            )
+        super().__call__(parser, namespace, values, option_string)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="zoo-train",
@@ -48,7 +60,7 @@ def build_parser():
     group.add_argument("--interpolation", default="", help="eval resize interpolation")
     group.add_argument("--drop", type=float, help="dropout rate before the classifier")
     group.add_argument("--drop-path", type=float, help="stochastic depth rate")
-    group.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE")
+    group.add_argument("--model-kwargs", nargs="*", default={}, action=KeyValues, metavar="KEY=VALUE")
     group.add_argument("--grad-checkpointing", action="store_true")
     group.add_argument("--channels-last", action="store_true")
     group.add_argument("--torchcompile", nargs="?", const="inductor", help="torch.compile backend")
@@ -67,7 +79,7 @@ def build_parser():
     group.add_argument("--momentum", type=float, default=0.9)
     group.add_argument("--weight-decay", type=float, default=0.05)
     group.add_argument("--layer-decay", type=float, help="layer-wise LR decay (e.g. 0.75)")
-    group.add_argument("--opt-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE")
+    group.add_argument("--opt-kwargs", nargs="*", default={}, action=KeyValues, metavar="KEY=VALUE")
     group.add_argument("--clip-grad", type=float, help="gradient clipping threshold")
     group.add_argument("--clip-mode", default="norm", help="'norm', 'value' or 'agc'")
     group.add_argument("--grad-accum-steps", type=int, default=1)
@@ -157,10 +169,15 @@ def load_recipe(path, parser):
 
 def resumed_options(path, parser):
     """The options of the run that wrote checkpoint ``path`` (so ``--resume`` alone continues it)."""
-    from .checkpoint import load_checkpoint_file
+    from .checkpoint import CHECKPOINT_VERSION, CheckpointError, load_checkpoint_file
 
-    checkpoint = load_checkpoint_file(path)
-    saved = checkpoint.get("args", {}) if isinstance(checkpoint, dict) else {}
+    checkpoint = {} if str(path).endswith(".safetensors") else load_checkpoint_file(path)
+    if not isinstance(checkpoint, dict) or checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path} is not a zoo-train checkpoint: it holds no run to resume. "
+            f"To start a new run from its weights, pass --initial-checkpoint {path} (and --model)"
+        )
+    saved = checkpoint.get("args", {})
     known = {action.dest for action in parser._actions} - {"config", "resume", "data", "help", "output", "experiment"}
     return {key: value for key, value in saved.items() if key in known}
 

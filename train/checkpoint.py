@@ -11,8 +11,11 @@ import shutil
 import numpy as np
 import torch
 
+from zoo.hub import SAFE_CHECKPOINT_GLOBALS, WeightsError, load_weights_file
+
 _logger = logging.getLogger(__name__)
 
+CHECKPOINT_VERSION = 1
 LAST = "last.pth"
 BEST = "model_best.pth"
 
@@ -41,10 +44,15 @@ def atomic_save(obj, path):
 def atomic_copy(src, dst):
     folder = os.path.dirname(os.path.abspath(dst))
     tmp = os.path.join(folder, f".{os.path.basename(dst)}.tmp-{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, dst)
+    try:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     _fsync_dir(folder)
 
 
@@ -65,38 +73,34 @@ def load_checkpoint_file(path):
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(SAFE_CHECKPOINT_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
 
 
-def model_state_from(checkpoint):
-    """The model weights inside a zoo-train checkpoint or a plain / wrapped state dict."""
-    for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
-        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
-            checkpoint = checkpoint[key]
-            break
-    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in checkpoint.items()}
+def load_weights(model, path, use_ema=False, new_classifier=False):
+    """Load a weights file into ``model`` through the loader of ``pretrained=True``.
 
-
-def load_model_weights(model, state_dict, source, ignore_classifier=False):
-    """Load ``state_dict`` strictly into ``model``; raise CheckpointError naming what does not fit.
-
-    With ``ignore_classifier`` the classifier weights are left as initialized when their shapes
-    differ (fine-tuning a checkpoint on a data set with another number of classes).
+    :func:`zoo.hub.load_weights_file` reads official layouts, timm / zoo state dicts and safetensors,
+    applies the family's checkpoint filter (resizing what it resizes) and reports keys that do not fit.
     """
+    try:
+        return load_weights_file(model, path, use_ema=use_ema, new_classifier=new_classifier)
+    except WeightsError as e:
+        raise CheckpointError(str(e)) from e
+
+
+def load_model_weights(model, state_dict, source):
+    """Load the state dict of a zoo-train checkpoint strictly into ``model``; raise CheckpointError naming
+    what does not fit."""
     own = model.state_dict()
-    classifier = _classifier_keys(model)
-    if ignore_classifier:
-        state_dict = {k: v for k, v in state_dict.items() if not (k in classifier and v.shape != own.get(k, v).shape)}
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     mismatched = sorted(k for k in set(own) & set(state_dict) if own[k].shape != state_dict[k].shape)
-    if ignore_classifier:
-        missing = [k for k in missing if k not in classifier]
     if missing or unexpected or mismatched:
         raise CheckpointError(_mismatch_message(model, source, own, state_dict, missing, unexpected, mismatched))
-    model.load_state_dict(state_dict, strict=not ignore_classifier)
+    model.load_state_dict(state_dict)
 
 
 def _classifier_keys(model):
@@ -165,6 +169,7 @@ class CheckpointKeeper:
         self.keep = keep
         self.decreasing = decreasing
         self.best = []  # [metric, epoch] pairs, best first
+        self.last_written = None  # (epoch, batch in epoch, updates) that last.pth holds
 
     def path(self, name):
         return os.path.join(self.output_dir, name)
@@ -177,6 +182,7 @@ class CheckpointKeeper:
 
     def save_last(self, checkpoint):
         atomic_save(checkpoint, self.path(LAST))
+        self.last_written = (checkpoint["epoch"], checkpoint["batch_in_epoch"], checkpoint["num_updates"])
 
     def save_epoch(self, checkpoint, epoch, metric):
         """Write last.pth; if ``metric`` ranks among the best ``keep``, also keep a copy of it."""
@@ -185,7 +191,7 @@ class CheckpointKeeper:
             dropped = self.best[self.keep :]
             self.best = self.best[: self.keep]
             checkpoint["keeper"] = self.state_dict()
-            atomic_save(checkpoint, self.path(LAST))
+            self.save_last(checkpoint)
             atomic_copy(self.path(LAST), self.path(f"checkpoint-{epoch}.pth"))
             if self.best[0][1] == epoch:
                 atomic_copy(self.path(LAST), self.path(BEST))
@@ -195,7 +201,7 @@ class CheckpointKeeper:
                     os.remove(old)
         else:
             checkpoint["keeper"] = self.state_dict()
-            atomic_save(checkpoint, self.path(LAST))
+            self.save_last(checkpoint)
 
     def _ranks(self, metric):
         if len(self.best) < self.keep:

@@ -281,11 +281,13 @@ class ImageClassDataset(torch.utils.data.Dataset):
 
     Indexed by an int, or by ``(index, seed)`` to run the transform under a private RNG seeded with
     ``seed`` (the global python, numpy and torch RNG states are left as they were).
+    ``target_transform`` maps the source's class index to the model's output index.
     """
 
-    def __init__(self, source, transform=None, input_img_mode="RGB"):
+    def __init__(self, source, transform=None, input_img_mode="RGB", target_transform=None):
         self.source = source
         self.transform = transform
+        self.target_transform = target_transform
         self.input_img_mode = input_img_mode
 
     @property
@@ -305,6 +307,8 @@ class ImageClassDataset(torch.utils.data.Dataset):
         if self.transform is not None:
             with seeded_rng(seed):
                 image = self.transform(image)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
         return image, target
 
     def _decode(self, image):
@@ -312,7 +316,15 @@ class ImageClassDataset(torch.utils.data.Dataset):
             with image:
                 image = Image.open(image)
                 image.load()
+        if image.mode.startswith("I;16"):
+            image = to_8bit(image)
         return image.convert(self.input_img_mode) if self.input_img_mode else image
+
+
+def to_8bit(image):
+    """A 16-bit grayscale image scaled to 8 bits over its full range (PIL's convert would clip at 255)."""
+    pixels = np.asarray(image).astype(np.uint32)
+    return Image.fromarray(((pixels + 128) // 257).astype(np.uint8))
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import zoo  # noqa: F401  (registers the zoo models)
 from .checkpoint import BEST
 from .data import DigitsSource
 from .export import export_hub
-from .train import main as train_main
+from .train import run as run_training
 
 DEMO_MODEL = "zoo_van_b0"
 DEMO_MODEL_KWARGS = ["embed_dims=(16,32)", "depths=(1,1)", "mlp_ratios=(4,4)"]  # two stages, 28k parameters
@@ -74,13 +74,12 @@ def main(argv=None):
     parser.add_argument("--output", default="output/demo", help="folder for checkpoints and the export")
     args, extra = parser.parse_known_args(argv)
 
-    run_dir = os.path.join(args.output, "train")
     train_args = ["--model", args.model, "--output", args.output, "--experiment", "train", *DEMO_TRAIN_ARGS]
     if args.model == DEMO_MODEL:
         train_args += ["--model-kwargs", *DEMO_MODEL_KWARGS]
     print(f"== training {args.model} on the digits (1437 train / 360 validation images, CPU)")
     start = time.perf_counter()
-    status = train_main(train_args + extra)
+    status, run_dir = run_training(train_args + extra)  # output/demo/train, or train-1, ... when it exists
     if status:
         return status
     print(f"== trained in {time.perf_counter() - start:.0f} s")

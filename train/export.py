@@ -27,10 +27,22 @@ def model_from_checkpoint(checkpoint, source, use_ema=False):
     return model.eval()
 
 
+def exported_weights_cfg(pretrained_cfg, run_args):
+    """The model's pretrained cfg less what describes a released weight that the export is not.
+
+    Its ``tag`` names that release (``in1k``), and a run trained from scratch does not carry the
+    release's ``license`` either.
+    """
+    from_weights = run_args.get("pretrained") or run_args.get("initial_checkpoint")
+    dropped = {"tag"} if from_weights else {"tag", "license"}
+    return {key: value for key, value in pretrained_cfg.items() if key not in dropped}
+
+
 def export_hub(checkpoint_path, output_dir, use_ema=False):
     """Write ``output_dir/config.json`` and ``output_dir/model.safetensors``; returns the model."""
     checkpoint = load_checkpoint_file(checkpoint_path)
     model = model_from_checkpoint(checkpoint, checkpoint_path, use_ema=use_ema)
+    model.pretrained_cfg = exported_weights_cfg(model.pretrained_cfg, checkpoint.get("args") or {})
     data_config = checkpoint.get("data_config") or {}
     save_for_hf(
         model,

@@ -11,11 +11,14 @@ A run writes ``last.pth`` (every epoch and every ``--checkpoint-interval`` updat
 """
 
 import contextlib
+import functools
+import itertools
 import logging
 import os
 import signal
 import sys
 import time
+from collections import Counter
 from datetime import datetime
 
 import timm
@@ -39,15 +42,16 @@ from timm.utils import (
     update_summary,
 )
 
-from .args import parse_args, plain_args
+from .args import ConfigError, parse_args, plain_args
 from .checkpoint import (
+    CHECKPOINT_VERSION,
     LAST,
     CheckpointError,
     CheckpointKeeper,
     capture_rng_state,
     load_checkpoint_file,
     load_model_weights,
-    model_state_from,
+    load_weights,
     restore_rng_state,
 )
 from .data import (
@@ -60,11 +64,9 @@ from .data import (
     resolve_source_kind,
 )
 from .distributed import DistInfo, all_reduce_sum, gather_objects, init_distributed, shutdown_distributed
-from .validate import USER_ERRORS, autocast_for, evaluate
+from .validate import USER_ERRORS, RunError, autocast_for, check_model_name, evaluate, pretrained_weights_errors
 
 _logger = logging.getLogger("zoo.train")
-
-CHECKPOINT_VERSION = 1
 
 
 class TrainingStopped(RuntimeError):
@@ -91,6 +93,7 @@ class Trainer:
         random_seed(args.seed, info.rank)
         self._build_data()
         self._build_model()
+        self._check_batch_size()
         self._build_optimization()
         if args.resume:
             self._resume(args.resume)
@@ -136,17 +139,18 @@ class Trainer:
             extra["drop_rate"] = args.drop
         if args.drop_path is not None:
             extra["drop_path_rate"] = args.drop_path
-        model, self.model_kwargs = create_sized_model(
-            args.model,
-            args.img_size,
-            args.model_kwargs,
-            pretrained=args.pretrained,
-            num_classes=self.num_classes,
-            **extra,
-        )
+        check_model_name(args.model)
+        with pretrained_weights_errors("pass it as --initial-checkpoint FILE instead of --pretrained"):
+            model, self.model_kwargs = create_sized_model(
+                args.model,
+                args.img_size,
+                args.model_kwargs,
+                pretrained=args.pretrained,
+                num_classes=self.num_classes,
+                **extra,
+            )
         if args.initial_checkpoint:
-            state = model_state_from(load_checkpoint_file(args.initial_checkpoint))
-            load_model_weights(model, state, args.initial_checkpoint, ignore_classifier=True)
+            load_weights(model, args.initial_checkpoint, new_classifier=True)
         if args.grad_checkpointing:
             model.set_grad_checkpointing(enable=True)
         self.has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -169,6 +173,25 @@ class Trainer:
         if self.info.is_primary:
             params = sum(p.numel() for p in model.parameters())
             self._log(f"model {args.model}: {params / 1e6:.2f}M parameters, {self.num_classes} classes")
+
+    @functools.cached_property
+    def single_value_batchnorms(self):
+        """The BatchNorm layers that cannot train on a batch of one image (one value per channel)."""
+        return batchnorm_single_values(self.model, self.data_config["input_size"], self.device)
+
+    def _check_batch_size(self):
+        """Refuse a batch size of one that the model cannot train on, before anything runs."""
+        if self.args.batch_size > 1:
+            return
+        if self.args.mixup > 0 or self.args.cutmix > 0 or self.args.cutmix_minmax is not None:
+            raise ConfigError("--mixup / --cutmix mix pairs of images: they need --batch-size 2 or more")
+        layers = self.single_value_batchnorms
+        if layers:
+            raise ConfigError(
+                f"{self.args.model} cannot train on batches of one image: in training mode BatchNorm needs more "
+                f"than one value per channel, and at input size {self.data_config['input_size'][-1]} its layer(s) "
+                f"{', '.join(layers[:3])} see a single one; use --batch-size 2 or more"
+            )
 
     def _build_optimization(self):
         args = self.args
@@ -194,7 +217,7 @@ class Trainer:
     def _resume(self, path):
         checkpoint = load_checkpoint_file(path)
         if not isinstance(checkpoint, dict) or checkpoint.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError(f"{path} is not a zoo-train checkpoint (use --initial-checkpoint for weights)")
+            raise CheckpointError(f"{path} is not a zoo-train checkpoint (use --initial-checkpoint for its weights)")
         if checkpoint["arch"] != self.args.model:
             raise CheckpointError(
                 f"checkpoint {path} was written for model {checkpoint['arch']}, this run builds {self.args.model}"
@@ -209,6 +232,7 @@ class Trainer:
         if self.scaler is not None and checkpoint.get("scaler"):
             self.scaler.load_state_dict(checkpoint["scaler"])
         self.keeper.load_state_dict(checkpoint.get("keeper", {}))
+        self.keeper.last_written = (checkpoint["epoch"], checkpoint["batch_in_epoch"], checkpoint["num_updates"])
         self.epoch = checkpoint["epoch"]
         self.batch_in_epoch = checkpoint["batch_in_epoch"]
         self.num_updates = checkpoint["num_updates"]
@@ -297,18 +321,34 @@ class Trainer:
             self.plain_loss = nn.CrossEntropyLoss()
 
     def _prepare_output(self):
+        """The run folder: the resumed run's own, else a new one (an earlier run's folder is never reused)."""
         args = self.args
-        if args.resume and not args.experiment:
-            self.output_dir = os.path.dirname(os.path.abspath(args.resume))
-        else:
-            name = args.experiment or "-".join(
-                [datetime.now().strftime("%Y%m%d-%H%M%S"), args.model, str(self.data_config["input_size"][-1])]
-            )
-            self.output_dir = os.path.join(args.output, name)
-        os.makedirs(self.output_dir, exist_ok=True)
+        resumed_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else None
+        name = args.experiment or "-".join(
+            [datetime.now().strftime("%Y%m%d-%H%M%S"), args.model, str(self.data_config["input_size"][-1])]
+        )
+        try:
+            if resumed_dir and (not args.experiment or os.path.abspath(os.path.join(args.output, name)) == resumed_dir):
+                self.output_dir = resumed_dir
+            else:
+                self.output_dir = create_run_folder(args.output, name)
+                if os.path.basename(self.output_dir) != name:
+                    self._log(
+                        f"{os.path.join(args.output, name)} holds an earlier run, which is kept: this run writes to "
+                        f"{self.output_dir} (continue a run with --resume)",
+                        logging.WARNING,
+                    )
+            # the options record where this run lives, also when it was resumed
+            args.output, args.experiment = os.path.dirname(self.output_dir), os.path.basename(self.output_dir)
+            with open(os.path.join(self.output_dir, "args.yaml"), "w") as f:
+                yaml.safe_dump(plain_args(args), f)
+        except OSError as e:
+            not_folder = os.path.exists(args.output) and not os.path.isdir(args.output)
+            raise ConfigError(
+                f"cannot write the run folder under --output {args.output}: "
+                f"{'it is not a directory' if not_folder else e.strerror or e}; --output must be a writable directory"
+            ) from e
         self.keeper.output_dir = self.output_dir
-        with open(os.path.join(self.output_dir, "args.yaml"), "w") as f:
-            yaml.safe_dump(plain_args(args), f)
         self.summary_path = os.path.join(self.output_dir, "summary.csv")
         trim_summary(self.summary_path, self.epoch)
         try:
@@ -340,14 +380,17 @@ class Trainer:
         sampler = self.train_loader.sampler
         sampler.set_epoch(self.epoch, start_batch=self.batch_in_epoch)
         mixup_on = self.mixup is not None and not (args.mixup_off_epoch and self.epoch >= args.mixup_off_epoch)
-        skipped = SkipReport()
+        skipped, dropped = SkipReport(), Counter()
         progress = self._progress(self.batches_per_epoch, self.batch_in_epoch)
         seen, start = 0, time.perf_counter()
         self.optimizer.zero_grad()
         for batch_idx, (images, targets, unreadable) in enumerate(self.train_loader, start=self.batch_in_epoch):
             skipped.update(unreadable)
-            with_data, stopping = self._ranks_with(len(images) > 1, self.stop_signal is not None)
+            unusable = self._unusable_batch(len(images), mixup_on)
+            with_data, stopping = self._ranks_with(unusable is None, self.stop_signal is not None)
             has_data, stop = with_data == self.info.world_size, stopping > 0
+            if not has_data:
+                dropped[unusable or "another process had no usable image in its share"] += 1
             need_update = (batch_idx + 1) % args.grad_accum_steps == 0 or batch_idx + 1 == self.batches_per_epoch
             if has_data:
                 self._train_step(images, targets, mixup_on, need_update)
@@ -373,8 +416,19 @@ class Trainer:
         if progress is not None:
             progress.close()
         self._report_skipped(skipped, "training")
+        self._report_dropped(dropped)
         loss_sum, count = all_reduce_sum(self.epoch_loss, self.info).tolist()
         return {"loss": loss_sum / max(count, 1)}
+
+    def _unusable_batch(self, size, mixup_on):
+        """Why a batch (shrunk by unreadable images) cannot be trained on, or None when it can."""
+        if size == 0:
+            return "no readable image"
+        if size == 1 and mixup_on:
+            return "a single readable image, which mixup/cutmix cannot pair"
+        if size == 1 and self.single_value_batchnorms:
+            return "a single readable image, too few for BatchNorm in training mode"
+        return None
 
     def _train_step(self, images, targets, mixup_on, need_update):
         args = self.args
@@ -498,11 +552,26 @@ class Trainer:
             return
         checkpoint = self.checkpoint_state()
         checkpoint["rng"] = rng
-        if finished_epoch is None:
-            checkpoint["keeper"] = self.keeper.state_dict()
-            self.keeper.save_last(checkpoint)
+        try:
+            if finished_epoch is None:
+                checkpoint["keeper"] = self.keeper.state_dict()
+                self.keeper.save_last(checkpoint)
+            else:
+                self.keeper.save_epoch(checkpoint, finished_epoch, epoch_metric)
+        except OSError as e:
+            raise RunError(self._write_failure(e)) from e
+
+    def _write_failure(self, error):
+        last = self._last_path()
+        if self.keeper.last_written is None:
+            kept = "no checkpoint of this run was written before"
         else:
-            self.keeper.save_epoch(checkpoint, finished_epoch, epoch_metric)
+            epoch, batch, updates = self.keeper.last_written
+            kept = f"{last} is kept as last written (epoch {epoch}, batch {batch}, update {updates})"
+        return (
+            f"cannot write a checkpoint in {self.output_dir}: {error.strerror or error}. The run stopped; {kept}. "
+            f"Free space (or copy the folder elsewhere) and continue with --resume {last}"
+        )
 
     # ----------------------------------------------------------------------------------- helpers
 
@@ -559,6 +628,13 @@ class Trainer:
         if all_paths and self.info.is_primary:
             self._log(SkipReport(all_paths).message(what), logging.WARNING)
 
+    def _report_dropped(self, dropped):
+        """Warn about the batches of this epoch that were not trained on, by reason (summed over ranks)."""
+        total = sum(gather_objects(dropped, self.info), Counter())
+        if total and self.info.is_primary:
+            reasons = "; ".join(f"{count} with {reason}" for reason, count in total.most_common())
+            self._log(f"{sum(total.values())} training batch(es) not trained on: {reasons}", logging.WARNING)
+
     def _log(self, message, level=logging.INFO):
         if self.info.is_primary or level >= logging.WARNING:
             prefix = f"[rank {self.info.rank}] " if self.info.distributed and not self.info.is_primary else ""
@@ -566,11 +642,12 @@ class Trainer:
 
     def _log_step(self, batch_idx, seen, elapsed):
         rate = seen * self.info.world_size / max(elapsed, 1e-9)
-        left = (self.batches_per_epoch - batch_idx - 1) * self.args.batch_size * self.info.world_size / rate
+        images_left = (self.batches_per_epoch - batch_idx - 1) * self.args.batch_size * self.info.world_size
+        eta = f"{images_left / rate:.0f}s" if rate > 0 else "unknown"
         loss = self.epoch_loss[0] / max(self.epoch_loss[1], 1)
         self._log(
             f"epoch {self.epoch + 1} [{batch_idx + 1}/{self.batches_per_epoch}] loss {loss:.4f} "
-            f"lr {self._lr():.2e} {rate:.0f} img/s eta {left:.0f}s"
+            f"lr {self._lr():.2e} {rate:.0f} img/s eta {eta}"
         )
         if self.tb_writer is not None:
             self.tb_writer.add_scalar("train/loss", loss, self.num_updates)
@@ -588,6 +665,48 @@ class Trainer:
                 self.tb_writer.add_scalar(f"train/{k}", v, epoch)
             for k, v in eval_metrics.items():
                 self.tb_writer.add_scalar(f"val/{k}", v, epoch)
+
+
+@torch.no_grad()
+def batchnorm_single_values(model, input_size, device):
+    """Names of the BatchNorm layers that see one value per channel when ``model`` gets a one-image batch.
+
+    Runs one forward pass in eval mode (no running statistics change, no random draws) with hooks that
+    measure each BatchNorm input; in training mode those layers would fail on a batch of one image.
+    """
+    batchnorm = nn.modules.batchnorm._BatchNorm
+    names = {module: name for name, module in model.named_modules() if isinstance(module, batchnorm)}
+    if not names:
+        return []
+    single = []
+
+    def measure(module, inputs):
+        x = inputs[0]
+        if x.numel() // max(x.shape[1], 1) <= 1:
+            single.append(names[module])
+
+    hooks = [module.register_forward_pre_hook(measure) for module in names]
+    was_training = model.training
+    try:
+        model.eval()
+        model(torch.zeros(1, *input_size, device=device))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return single
+
+
+def create_run_folder(parent, name):
+    """Create ``parent/name``, or ``name-1``, ``name-2``, ... when it exists (timm train.py's rule); returns it."""
+    os.makedirs(parent, exist_ok=True)
+    for suffix in itertools.count():
+        path = os.path.join(parent, f"{name}-{suffix}" if suffix else name)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        return path
 
 
 def create_sized_model(name, img_size, model_kwargs, **kwargs):
@@ -618,20 +737,28 @@ def train(args):
         shutdown_distributed()
 
 
-def main(argv=None):
+def run(argv=None):
+    """``zoo-train ARGV``: returns the exit status and the run folder (None when no run started)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         args = parse_args(argv)
         metrics, output_dir = train(args)
     except USER_ERRORS as e:
         print(f"zoo-train: error: {e}", file=sys.stderr)
-        return 2
+        return 2, None
+    except RunError as e:
+        print(f"zoo-train: error: {e}", file=sys.stderr)
+        return 1, None
     except TrainingStopped as e:
         print(f"zoo-train: {e}", file=sys.stderr)
-        return 1
+        return 1, None
     if output_dir:
         print(f"checkpoints in {output_dir} ({LAST} to resume)")
-    return 0
+    return 0, output_dir
+
+
+def main(argv=None):
+    return run(argv)[0]
 
 
 if __name__ == "__main__":

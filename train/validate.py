@@ -6,6 +6,7 @@ mean/std), overridable from the command line like timm's validate.py.
 
 import argparse
 import contextlib
+import difflib
 import json
 import logging
 import sys
@@ -15,16 +16,22 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.data import create_transform, resolve_data_config
-from timm.utils import ParseKwargs
+from timm.models import parse_model_name, split_model_name_tag
 
-from .args import ConfigError
-from .checkpoint import CheckpointError, load_checkpoint_file, load_model_weights, model_state_from
+from zoo.hub import WeightsError
+
+from .args import ConfigError, KeyValues
+from .checkpoint import CheckpointError, load_checkpoint_file, load_weights
 from .data import DataError, ImageClassDataset, SkipReport, create_eval_loader, create_source, resolve_source_kind
 from .distributed import DistInfo, all_reduce_sum
 
 _logger = logging.getLogger("zoo.train.validate")
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError)
+USER_ERRORS = (ConfigError, DataError, CheckpointError)  # exit status 2
+
+
+class RunError(RuntimeError):
+    """The command cannot go on for a reason outside its options (weights out of reach, a full disk); exit status 1."""
 
 
 def autocast_for(device, amp, amp_dtype):
@@ -90,7 +97,7 @@ def build_parser():
     parser.add_argument("--use-ema", action="store_true", help="evaluate the checkpoint's EMA weights")
     parser.add_argument("--pretrained", action="store_true")
     parser.add_argument("--num-classes", type=int)
-    parser.add_argument("--model-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE")
+    parser.add_argument("--model-kwargs", nargs="*", default={}, action=KeyValues, metavar="KEY=VALUE")
     parser.add_argument("--img-size", type=int)
     parser.add_argument("--crop-pct", type=float)
     parser.add_argument("--crop-mode")
@@ -107,25 +114,78 @@ def build_parser():
     return parser
 
 
+def training_record(path):
+    """What a zoo-train checkpoint records of its run (architecture, classes, preprocessing); {} for other files."""
+    if not path or str(path).endswith(".safetensors"):
+        return {}
+    checkpoint = load_checkpoint_file(path)
+    return checkpoint if isinstance(checkpoint, dict) and "arch" in checkpoint else {}
+
+
+def check_model_name(name):
+    """Raise ConfigError unless timm knows model ``name`` and its tag (``hf-hub:`` / ``local-dir:`` load as given)."""
+    source, model_name = parse_model_name(name)
+    if source is not None:
+        return
+    arch, tag = split_model_name_tag(model_name)
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(f"unknown model {name!r}: {hint}`zoo list` shows the zoo models, `timm` knows the others")
+    tags = [released.split(".", 1)[1] for released in timm.list_pretrained(f"{arch}.*")]
+    if tag and tag not in tags:
+        raise ConfigError(f"model {arch} has no weights tagged {tag!r}; its tags: {', '.join(tags) or 'none'}")
+
+
+@contextlib.contextmanager
+def pretrained_weights_errors(local_file_hint):
+    """Turn a failure to get pretrained weights into a RunError whose advice is command-line options."""
+    try:
+        yield
+    except WeightsError as e:
+        reason = str(e).split("\nWith a local copy")[0].split("; use pretrained=False")[0]
+        raise RunError(f"{reason}\nWith a local copy of the weights file: {local_file_hint}") from e
+
+
 def create_eval_model(args):
     """The model of ``args.model`` or of the checkpoint, with the checkpoint's weights loaded."""
-    checkpoint = load_checkpoint_file(args.checkpoint) if args.checkpoint else None
-    meta = checkpoint if isinstance(checkpoint, dict) and "arch" in checkpoint else {}
+    meta = training_record(args.checkpoint)
     name = args.model or meta.get("arch")
     if not name:
         raise ConfigError("no model: pass --model NAME or a zoo-train --checkpoint")
+    check_model_name(name)
     kwargs = dict(meta.get("model_kwargs") or {})
     kwargs.update(args.model_kwargs)
     num_classes = args.num_classes or meta.get("num_classes")
     if num_classes:
         kwargs["num_classes"] = num_classes
-    model = timm.create_model(name, pretrained=args.pretrained, **kwargs)
-    if checkpoint is not None:
-        if args.use_ema and not checkpoint.get("state_dict_ema"):
+    with pretrained_weights_errors("pass it as --checkpoint FILE instead of --pretrained"):
+        model = timm.create_model(name, pretrained=args.pretrained, **kwargs)
+    if args.checkpoint:
+        if args.use_ema and meta and meta.get("state_dict_ema") is None:
             raise CheckpointError(f"checkpoint {args.checkpoint} holds no EMA weights")
-        state = checkpoint["state_dict_ema"] if args.use_ema else model_state_from(checkpoint)
-        load_model_weights(model, state, args.checkpoint)
+        load_weights(model, args.checkpoint, use_ema=args.use_ema)
     return model, meta
+
+
+def class_outputs(data_classes, trained_classes, checkpoint):
+    """The model output of each class of the data, matched by name to the classes it was trained on.
+
+    Folders may be any subset of the trained classes; a name the model was not trained on is an error
+    (skipping it would silently change what the accuracy measures). Without recorded class names
+    (a plain state dict, a pretrained model) returns None: the i-th class is output i, as in timm.
+    """
+    if not trained_classes:
+        return None
+    output_of = {name: index for index, name in enumerate(trained_classes)}
+    unknown = [name for name in data_classes if name not in output_of]
+    if unknown:
+        shown = ", ".join(trained_classes[:20]) + (" ..." if len(trained_classes) > 20 else "")
+        raise DataError(
+            f"class(es) {unknown[:10]} of the data are not among the {len(trained_classes)} classes checkpoint "
+            f"{checkpoint} was trained on ({shown}); name the class folders as in training, or remove the others"
+        )
+    return [output_of[name] for name in data_classes]
 
 
 def validate(args):
@@ -148,9 +208,14 @@ def validate(args):
     data_dir = args.data_dir or args.data
     kind = resolve_source_kind(args.dataset or meta.get("dataset_kind", ""), data_dir)
     source = create_source(kind, data_dir, args.split, image_key=args.input_key, label_key=args.target_key)
-    if len(source.classes) > model.num_classes:
+    outputs = class_outputs(source.classes, meta.get("class_names"), args.checkpoint)
+    if outputs is None and len(source.classes) > model.num_classes:
         raise DataError(f"the data has {len(source.classes)} classes but the model predicts {model.num_classes}")
-    dataset = ImageClassDataset(source, transform=create_transform(**data_config, is_training=False))
+    dataset = ImageClassDataset(
+        source,
+        transform=create_transform(**data_config, is_training=False),
+        target_transform=outputs.__getitem__ if outputs is not None else None,
+    )
     loader = create_eval_loader(dataset, args.batch_size, args.workers, pin_memory=device.type == "cuda")
     start = time.perf_counter()
     metrics, skipped = evaluate(
@@ -178,6 +243,9 @@ def main(argv=None):
     except USER_ERRORS as e:
         print(f"zoo-validate: error: {e}", file=sys.stderr)
         return 2
+    except RunError as e:
+        print(f"zoo-validate: error: {e}", file=sys.stderr)
+        return 1
     print(
         f"{results['model']}: top-1 {results['top1']:.3f}  top-5 {results['top5']:.3f}  "
         f"loss {results['loss']:.4f}  ({results['count']} images, {results['skipped']} skipped)"

@@ -747,3 +747,68 @@ def add_weights_commands(subparsers: argparse._SubParsersAction) -> argparse.Arg
     p.add_argument("--message", help="commit message")
     p.set_defaults(func=_cmd_push)
     return parser
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading a weights file into a built model
+
+
+def load_weights_file(
+    model: torch.nn.Module, path: str | os.PathLike, use_ema: bool = False, new_classifier: bool = False
+) -> KeyReport:
+    """Load the weights in ``path`` into ``model`` as ``pretrained=True`` loads a pretrained file.
+
+    Accepts what ``pretrained_cfg_overlay=dict(file=...)`` accepts: official-layout checkpoints,
+    timm / zoo state dicts (wrapped in ``state_dict`` / ``model`` or not, ``module.`` prefixes) and
+    safetensors files, read safely (:func:`check_readable`); ``use_ema`` takes a training checkpoint's
+    EMA weights when it has them. The model family's ``checkpoint_filter_fn`` (the filter its
+    ``pretrained=True`` uses) converts official layouts and resizes position-bias tables and patch
+    embeddings to the model's size, and a stem built for other input channels is adapted as timm does.
+    With ``new_classifier``, a classifier of another size is left as initialized (fine-tuning on
+    other classes). Returns the key report; raises :class:`WeightsError` with it when keys or shapes
+    do not fit.
+    """
+    check_readable(path)
+    try:
+        with torch.serialization.safe_globals(SAFE_CHECKPOINT_GLOBALS):
+            state_dict = load_state_dict(str(path), use_ema=use_ema, weights_only=True)
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as e:
+        raise WeightsError(f"cannot read {path} as a checkpoint (truncated, corrupted or not weights): {e}") from e
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    arch = cfg.get("architecture") or type(model).__name__
+    family = importlib.import_module(timm.models.model_entrypoint(arch).__module__) if timm.is_model(arch) else None
+    checkpoint_filter = getattr(family, "checkpoint_filter_fn", None)
+    filter_failure = None  # a checkpoint of another architecture can break the filter: the key report says more
+    if checkpoint_filter is not None:
+        try:
+            state_dict = checkpoint_filter(dict(state_dict), model)
+        except (KeyError, AttributeError, RuntimeError, ValueError, IndexError) as e:
+            filter_failure = f"  (the {arch} checkpoint filter cannot convert it: {type(e).__name__}: {e})"
+    own = model.state_dict()
+    for key in _layer_keys(cfg.get("first_conv"), "weight"):
+        if key in state_dict and key in own and state_dict[key].shape[1:2] != own[key].shape[1:2]:
+            state_dict[key] = timm.models.adapt_input_conv(own[key].shape[1], state_dict[key])
+    classifier = _layer_keys(cfg.get("classifier"), "weight", "bias")
+    dropped = set()
+    if new_classifier:
+        dropped = {k for k in classifier if k in state_dict and k in own and state_dict[k].shape != own[k].shape}
+        state_dict = {k: v for k, v in state_dict.items() if k not in dropped}
+    report = KeyReport.compare(state_dict, model)
+    report.missing = [k for k in report.missing if k not in dropped]
+    if not report.ok:
+        head_only = not (report.missing or report.unexpected) and all(k in classifier for k, *_ in report.mismatched)
+        if head_only:
+            _, got, want = report.mismatched[0]
+            problem = f"  it has {got[0]} classes, the model has {want[0]}"
+        else:
+            problem = report.summary()
+        lines = [f"{path} is not a checkpoint of {arch}:", problem, filter_failure]
+        raise WeightsError("\n".join(line for line in lines if line))
+    model.load_state_dict(state_dict, strict=not dropped)
+    return report
+
+
+def _layer_keys(names: str | tuple | list | None, *suffixes: str) -> list[str]:
+    """``name.suffix`` of each layer a pretrained cfg names (``first_conv``, ``classifier``: one or several)."""
+    names = names if isinstance(names, (list, tuple)) else [names] if names else []
+    return [f"{name}.{suffix}" for name in names for suffix in suffixes]

@@ -13,6 +13,7 @@ from zoo.train.checkpoint import (
     capture_rng_state,
     load_checkpoint_file,
     load_model_weights,
+    load_weights,
     restore_rng_state,
 )
 
@@ -60,13 +61,16 @@ def test_checkpoint_of_another_model_lists_keys():
     assert "missing in checkpoint" in str(error.value) and "not in model" in str(error.value)
 
 
-def test_checkpoint_with_other_class_count():
+def test_checkpoint_with_other_class_count(tmp_path):
     model = timm.create_model("test_convnext", num_classes=3)
     trained = timm.create_model("test_convnext", num_classes=5)
     with pytest.raises(CheckpointError, match="it has 5 classes, the model has 3"):
         load_model_weights(model, trained.state_dict(), "five.pth")
+    torch.save(trained.state_dict(), tmp_path / "five.pth")
+    with pytest.raises(CheckpointError, match="it has 5 classes, the model has 3"):
+        load_weights(model, tmp_path / "five.pth")
     head_before = model.get_classifier().weight.clone()
-    load_model_weights(model, trained.state_dict(), "five.pth", ignore_classifier=True)
+    load_weights(model, tmp_path / "five.pth", new_classifier=True)
     assert torch.equal(model.get_classifier().weight, head_before)
     assert torch.equal(model.stem[0].weight, trained.stem[0].weight)
 
@@ -74,8 +78,8 @@ def test_checkpoint_with_other_class_count():
 def test_keeper_keeps_best_k(tmp_path):
     keeper = CheckpointKeeper(str(tmp_path), keep=2)
     for epoch, top1 in enumerate([50.0, 70.0, 60.0, 40.0, 80.0]):
-        keeper.save_epoch({"epoch": torch.tensor(epoch)}, epoch, top1)
+        keeper.save_epoch({"epoch": epoch, "batch_in_epoch": 0, "num_updates": epoch}, epoch, top1)
     assert keeper.best == [[80.0, 4], [70.0, 1]]
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-1.pth", "checkpoint-4.pth", "last.pth", "model_best.pth"]
-    assert load_checkpoint_file(tmp_path / "model_best.pth")["epoch"].item() == 4
+    assert load_checkpoint_file(tmp_path / "model_best.pth")["epoch"] == 4
     assert load_checkpoint_file(tmp_path / "last.pth")["keeper"] == {"best": [[80.0, 4], [70.0, 1]]}

@@ -135,3 +135,13 @@ def test_hf_dataset_directory(tmp_path):
     assert target == 1 and np.asarray(image)[0, 0, 0] == 240
     with pytest.raises(DataError, match="no 'test-x' split"):
         create_source("hf", root, "test-x")
+
+
+def test_16_bit_grayscale_png_keeps_its_full_range(tmp_path):
+    levels = np.array([[0, 257, 32896], [51400, 65278, 65535]], dtype=np.uint16)  # 0, 1, 128, 200, 254, 255
+    os.makedirs(tmp_path / "gray")
+    Image.fromarray(levels).save(tmp_path / "gray" / "depth.png")
+    assert Image.open(tmp_path / "gray" / "depth.png").mode == "I;16"
+    image, _ = ImageClassDataset(create_source("folder", str(tmp_path), "train"))[0]
+    expected = np.array([[0, 1, 128], [200, 254, 255]], dtype=np.uint8)
+    np.testing.assert_array_equal(np.asarray(image), np.repeat(expected[..., None], 3, axis=-1))

@@ -1,5 +1,6 @@
 import csv
 import glob
+import json
 import logging
 import os
 import signal
@@ -11,10 +12,12 @@ import pytest
 import timm
 import torch
 import yaml
+from train_helpers import run_cli
 
 from zoo.train.args import ConfigError, parse_args
 from zoo.train.checkpoint import atomic_save, load_checkpoint_file
-from zoo.train.train import main
+from zoo.train.export import main as export_main
+from zoo.train.train import main, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = [
@@ -169,7 +172,8 @@ def test_initial_checkpoint_of_another_model_is_reported(image_folder, tmp_path,
     torch.save(timm.create_model("test_efficientnet").state_dict(), tmp_path / "effnet.pth")
     argv = [*BASE, image_folder, "--initial-checkpoint", str(tmp_path / "effnet.pth"), "--output", str(tmp_path)]
     assert main(argv) == 2
-    assert "does not fit model test_convnext" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "is not a checkpoint of test_convnext" in error and "missing: stem.0.weight" in error
 
 
 def test_recipe_sets_options_and_command_line_wins(tmp_path):
@@ -206,3 +210,52 @@ def test_torchrun_two_processes_write_one_checkpoint(image_folder, tmp_path):
     # 24 images over 2 ranks, batches of 4: 3 updates per epoch
     assert checkpoint["num_updates"] == 3 and checkpoint["args"]["model"] == "test_efficientnet"
     assert not [f for f in os.listdir(tmp_path / "out" / "ddp") if ".tmp" in f]
+
+
+def test_batch_size_one_trains_and_batches_without_images_are_reported(image_folder, tmp_path):
+    with open(os.path.join(image_folder, "train", "red", "corrupt.jpg"), "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not really a jpeg")
+    argv = [*BASE, image_folder, "-b", "1", "--epochs", "1", "--output", tmp_path, "--experiment", "b1"]
+    result = run_cli("zoo.train", *argv)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 training batch(es) not trained on: 1 with no readable image" in result.stderr
+    assert "corrupt.jpg" in result.stderr
+    checkpoint = load_checkpoint_file(tmp_path / "b1" / "last.pth")
+    assert checkpoint["num_updates"] == 25  # 24 images and the unreadable one, one batch each
+    steps = {state["step"].item() for state in checkpoint["optimizer"]["state"].values()}
+    assert steps == {24.0}  # every readable image made an optimizer step
+    assert float(read_summary(tmp_path / "b1")[0]["train_loss"]) > 0
+
+
+def test_batch_size_one_is_refused_where_batchnorm_sees_one_value(image_folder, tmp_path, capsys):
+    argv = [*BASE, image_folder, "--model", "test_efficientnet", "-b", "1", "--output", str(tmp_path / "out")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "test_efficientnet cannot train on batches of one image" in error and "bn2" in error
+    assert "--batch-size 2 or more" in error and not os.path.exists(tmp_path / "out")
+
+
+def test_reused_experiment_keeps_the_earlier_run_and_resume_continues_in_place(image_folder, tmp_path, caplog):
+    out = tmp_path / "out"
+    argv = [*BASE, image_folder, "--epochs", "1", "--output", str(out), "--experiment", "run"]
+    assert main(argv) == 0
+    first = (out / "run" / "last.pth").read_bytes()
+    assert run([*argv, "--seed", "1"]) == (0, str(out / "run-1"))
+    assert (out / "run" / "last.pth").read_bytes() == first
+    assert sorted(os.listdir(out)) == ["run", "run-1"]
+    assert f"{out / 'run'} holds an earlier run, which is kept" in caplog.text
+
+    assert main([*BASE, image_folder, "--epochs", "2", "--resume", str(out / "run" / "last.pth")]) == 0
+    assert sorted(os.listdir(out)) == ["run", "run-1"]
+    assert load_checkpoint_file(out / "run" / "last.pth")["epoch"] == 2
+    recorded = yaml.safe_load((out / "run" / "args.yaml").read_text())
+    assert (recorded["output"], recorded["experiment"]) == (str(out), "run")
+
+
+def test_export_of_a_model_trained_from_scratch_names_no_release(image_folder, tmp_path):
+    assert timm.create_model("test_convnext").pretrained_cfg["tag"] == "r160_in1k"
+    assert main([*BASE, image_folder, "--epochs", "1", "--output", str(tmp_path), "--experiment", "scratch"]) == 0
+    assert export_main([str(tmp_path / "scratch" / "last.pth"), str(tmp_path / "hub")]) == 0
+    exported = json.loads((tmp_path / "hub" / "config.json").read_text())["pretrained_cfg"]
+    assert "tag" not in exported and "license" not in exported
+    assert exported["num_classes"] == 3
