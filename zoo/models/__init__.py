@@ -7,6 +7,7 @@ from . import hornet
 from . import nat
 from . import parcnet
 from . import parcnetv2
+from . import replknet
 from . import shvit
 from . import swin
 from . import van
