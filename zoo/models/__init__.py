@@ -9,6 +9,7 @@ from . import parcnet
 from . import parcnetv2
 from . import replknet
 from . import shvit
+from . import slak
 from . import swin
 from . import van
 from ._registry import register_model, register_tiny_kwargs, tiny_kwargs
