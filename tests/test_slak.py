@@ -92,7 +92,7 @@ def test_training_time_checkpoint_loads():
     source = _tiny()
     state_dict = _official_layout(source.state_dict())
     expected_keys = {
-        "downsample_layers.0.0.weight", "downsample_layers.3.1.bias", "stages.2.1.large_kernel.LoRA2.bn.running_var",
+        "downsample_layers.0.0.weight", "downsample_layers.3.1.bias", "stages.2.0.large_kernel.LoRA2.bn.running_var",
         "stages.0.0.pwconv1.weight", "stages.0.0.gamma", "norm.weight", "head.weight",
     }  # fmt: skip
     assert expected_keys <= set(state_dict)

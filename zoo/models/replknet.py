@@ -174,7 +174,7 @@ def _create_replknet(variant: str, pretrained: bool = False, **kwargs) -> RepLKN
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("replknet"))
 
-register_tiny_kwargs("zoo_replknet", dims=(8, 16, 16, 24), depths=(1, 1, 2, 1), large_kernel_sizes=(13, 13, 7, 5))
+register_tiny_kwargs("zoo_replknet", dims=(8, 16, 16, 24), depths=(1, 1, 1, 1), large_kernel_sizes=(13, 11, 7, 5))
 
 
 @register_model

@@ -166,7 +166,7 @@ def _create_slak(variant: str, pretrained: bool = False, **kwargs) -> SLaK:
 default_cfgs = generate_default_cfgs(pretrained_cfgs("slak"))
 
 register_tiny_kwargs(
-    "zoo_slak", dims=(8, 16, 16, 24), width_factor=1.0, depths=(1, 1, 2, 1), kernel_sizes=(13, 11, 7, 5),
+    "zoo_slak", dims=(8, 16, 16, 24), width_factor=1.0, depths=(1, 1, 1, 1), kernel_sizes=(13, 11, 7, 5),
     small_kernel=3,
 )
 
