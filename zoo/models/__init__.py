@@ -4,6 +4,7 @@ from . import agent_swin
 from . import biformer
 from . import flatten_swin
 from . import hornet
+from . import lkca
 from . import nat
 from . import parcnet
 from . import parcnetv2
