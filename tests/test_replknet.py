@@ -161,3 +161,17 @@ def test_grad_checkpointing_gives_the_same_gradients():
     model(x).sum().backward()
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.grad, expected[name], msg=name)
+
+
+def test_bfloat16_autocast_forward_backward():
+    model = _tiny()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert _relative_difference(model(x).float(), expected) < 2e-2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.train()(x)
+    out.float().logsumexp(-1).sum().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name

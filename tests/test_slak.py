@@ -150,3 +150,17 @@ def test_every_branch_runs_through_the_zoo_kernel(monkeypatch, channels_last):
         model.reparameterize()
         model(x.to(memory_format=memory_format))
         assert sorted(shape for shape, _ in calls) == [(13, 13)] * 3 + [(47, 47)] * 9 + [(49, 49)] * 3 + [(51, 51)] * 3
+
+
+def test_bfloat16_autocast_forward_backward():
+    model = _tiny()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert _relative_difference(model(x).float(), expected) < 2e-2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.train()(x)
+    out.float().logsumexp(-1).sum().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
