@@ -135,6 +135,11 @@ class LKCAViT(Backbone):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed"}
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """The patch and position embeddings, then one group per block."""
+        return dict(stem=r"^patch_embed|^pos_embed", blocks=r"^blocks\.(\d+)")
+
     def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
         x = super().stem_forward(x)
         pos_embed = self.pos_embed
