@@ -175,3 +175,25 @@ def test_bfloat16_autocast_forward_backward():
     out.float().logsumexp(-1).sum().backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
+
+
+@pytest.mark.parametrize("layout", ["official_deploy", "mmpretrain"])
+def test_pretrained_file_loads_through_timm(tmp_path, layout):
+    """``pretrained=True`` with a local file in either layout: timm's loader runs the filter (which folds
+    the model for a deploy checkpoint) and gives the source model's outputs."""
+    source = _tiny()
+    if layout == "official_deploy":
+        source.reparameterize()
+        checkpoint = {"model": _official_layout(source.state_dict())}
+    else:
+        checkpoint = {"state_dict": _official_layout(source.state_dict(), mmpretrain=True), "meta": {}}
+    path = tmp_path / "replknet.pth"
+    torch.save(checkpoint, path)
+    name = "zoo_replknet_31b"
+    model = timm.create_model(
+        name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **tiny_kwargs(name)
+    ).eval()
+    assert hasattr(model.stages[0].blocks[0].large_kernel, "lkb_reparam") == (layout == "official_deploy")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)

@@ -164,3 +164,15 @@ def test_bfloat16_autocast_forward_backward():
     out.float().logsumexp(-1).sum().backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
+
+
+def test_pretrained_file_loads_through_timm(tmp_path):
+    source = _tiny()
+    path = tmp_path / "slak.pth"
+    torch.save({"model": _official_layout(source.state_dict()), "epoch": 299}, path)
+    model = timm.create_model(
+        "zoo_slak_tiny", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **tiny_kwargs("zoo_slak_tiny")
+    ).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
