@@ -17,12 +17,19 @@ pytest.importorskip("onnxscript")
 MODELS = [
     "zoo_swin_tiny", "zoo_flatten_swin_tiny", "zoo_agent_swin_tiny", "zoo_biformer_tiny", "zoo_nat_mini",
     "zoo_dinat_mini", "zoo_shvit_s1", "zoo_van_b0", "zoo_hornet_tiny_gf", "zoo_parcnet_s", "zoo_parcnetv2_b",
+    "zoo_replknet_31b", "zoo_slak_tiny", "zoo_lkca_vit",
 ]  # fmt: skip
+# Re-parameterizable families, exported again after reparameterize().
+FOLDED_MODELS = ["zoo_replknet_31b", "zoo_slak_tiny"]
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_exported_graph_matches_pytorch_at_any_batch_size(tmp_path, name):
+@pytest.mark.parametrize(
+    "name, folded", [(name, False) for name in MODELS] + [(name, True) for name in FOLDED_MODELS]
+)
+def test_exported_graph_matches_pytorch_at_any_batch_size(tmp_path, name, folded):
     model = timm.create_model(name, num_classes=0, **tiny_kwargs(name)).eval()
+    if folded:
+        model.reparameterize()
     input_size = model.pretrained_cfg["input_size"]
     path = export_onnx(model, tmp_path / f"{name}.onnx", input_size)
     assert path.is_file() and not list(tmp_path.glob("*.partial"))

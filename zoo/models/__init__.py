@@ -4,10 +4,13 @@ from . import agent_swin
 from . import biformer
 from . import flatten_swin
 from . import hornet
+from . import lkca
 from . import nat
 from . import parcnet
 from . import parcnetv2
+from . import replknet
 from . import shvit
+from . import slak
 from . import swin
 from . import van
 from ._registry import register_model, register_tiny_kwargs, tiny_kwargs

@@ -1,0 +1,192 @@
+"""SLaK: More ConvNets in the 2020s: Scaling up Kernels Beyond 51x51 using Sparsity (Liu et al., ICLR 2023).
+
+https://arxiv.org/abs/2207.03620
+
+ConvNeXt's macro design with each block's 7x7 depthwise convolution replaced by a decomposed large
+kernel: a ``K x 5`` and a ``5 x K`` depthwise strip beside a 5x5 kernel, each followed by BatchNorm
+(K = 51, 49, 47, 13 per stage), and widths scaled by 1.3. The official model always runs MegEngine's
+implicit-GEMM convolution, which ignores the padding it is given and pads ``(kh // 2, kw // 2)``
+(the 51x5 strip pads (25, 2)): every branch here keeps the map size the same way, through
+``zoo.kernels.depthwise_conv2d``. The released weights come from dynamic sparse training (40% of the
+large-kernel weights are zero); they are stored, and run, dense.
+
+Official checkpoints (VITA-Group/SLaK) load through ``checkpoint_filter_fn``. ``reparameterize()``
+(also reached by ``timm.utils.reparameterize_model``) folds each block's three branches and their
+BatchNorms into one ``K x K`` convolution, the official module's deployed layout (``lkb_reparam``),
+whose checkpoints load too. The folded kernel has more taps than the three branches together
+(``K^2`` against ``10 K + 25``), so it trades arithmetic for a single convolution.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, calculate_drop_path_rates, trunc_normal_
+from timm.models import checkpoint_seq, generate_default_cfgs, reparameterize_model
+
+from zoo.layers.reparam import ReparamLargeKernelConv
+from zoo.weights import pretrained_cfgs
+
+from ._backbone import Backbone, build_backbone
+from ._registry import register_model, register_tiny_kwargs
+
+__all__ = ["SLaK"]
+
+
+class SLaKBlock(nn.Module):
+    """``x + drop_path(gamma * MLP(LN(LK(x))))``, LK the sum of the large-kernel branches."""
+
+    def __init__(self, dim: int, kernel_size: int, small_kernel: int, decomposed: bool = True,
+                 drop_path: float = 0.0, layer_scale_init_value: float = 1e-6):
+        super().__init__()
+        self.large_kernel = ReparamLargeKernelConv(dim, kernel_size, small_kernel, decomposed=decomposed)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, 4 * dim)
+        self.gamma = nn.Parameter(torch.full((dim,), layer_scale_init_value))
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.large_kernel(x).permute(0, 2, 3, 1)
+        y = (self.gamma * self.mlp(self.norm(y))).permute(0, 3, 1, 2)
+        return x + self.drop_path(y)
+
+
+class SLaKStage(nn.Module):
+    """Optional 2x downsampling (LayerNorm, 2x2 stride-2 conv), then ``depth`` SLaK blocks."""
+
+    def __init__(self, in_dim: int, dim: int, kernel_size: int, small_kernel: int, decomposed: bool,
+                 drop_path: list[float], layer_scale_init_value: float, downsample: bool):
+        super().__init__()
+        self.grad_checkpointing = False
+        self.downsample = nn.Sequential(
+            LayerNorm2d(in_dim, eps=1e-6), nn.Conv2d(in_dim, dim, kernel_size=2, stride=2)
+        ) if downsample else nn.Identity()
+        self.blocks = nn.Sequential(*[
+            SLaKBlock(dim, kernel_size, small_kernel, decomposed, rate, layer_scale_init_value) for rate in drop_path
+        ])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return checkpoint_seq(self.blocks, x)
+        return self.blocks(x)
+
+
+class SLaK(Backbone):
+    """SLaK: a 4x4 stride-4 patch stem, four stages of SLaK blocks, pooling, LayerNorm and a linear
+    classifier. Stage widths are ``int(dim * width_factor)``; ``decomposed=False`` gives the plain
+    ``K x K`` + small-kernel block of the official ablations."""
+
+    min_input_size = 32
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        depths: tuple[int, ...] = (3, 3, 9, 3),
+        dims: tuple[int, ...] = (96, 192, 384, 768),
+        width_factor: float = 1.3,
+        kernel_sizes: tuple[int, ...] = (51, 49, 47, 13),
+        small_kernel: int = 5,
+        decomposed: bool = True,
+        layer_scale_init_value: float = 1e-6,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        if not len(depths) == len(dims) == len(kernel_sizes):
+            raise ValueError(f"depths {depths}, dims {dims} and kernel_sizes {kernel_sizes} need one entry per stage")
+        dims = [int(d * width_factor) for d in dims]
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6))
+        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages, self.feature_info = [], []
+        for i, (dim, kernel_size) in enumerate(zip(dims, kernel_sizes)):
+            stages.append(SLaKStage(
+                dims[max(i - 1, 0)], dim, kernel_size, small_kernel, decomposed, drop_path[i], layer_scale_init_value,
+                downsample=i > 0,
+            ))
+            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.Identity()
+        self.head = NormMlpClassifierHead(dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold every block's branches and their BatchNorms into one ``K x K`` depthwise convolution
+        (``lkb_reparam``), in place; the outputs in eval mode do not change."""
+        reparameterize_model(self, inplace=True)
+
+
+def checkpoint_filter_fn(state_dict: dict, model: SLaK) -> dict[str, torch.Tensor]:
+    """Convert an official (VITA-Group/SLaK) checkpoint to this model's layout.
+
+    Unwraps ``model`` / ``state_dict`` and ``module.``, moves ``downsample_layers.0`` to ``stem`` and
+    ``downsample_layers.{i}`` to ``stages.{i}.downsample``, puts the blocks under ``blocks``, renames
+    ``pwconv1/2`` to ``mlp.fc1/2`` and the final norm and classifier to ``head.norm`` / ``head.fc``.
+    A checkpoint in the re-parameterized form (``lkb_reparam`` weights) folds ``model`` so that it
+    takes them.
+    """
+    state_dict = state_dict.get("model", state_dict)
+    state_dict = state_dict.get("state_dict", state_dict)
+    out = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("module.")
+        key = re.sub(r"^downsample_layers\.0\.", "stem.", key)
+        key = re.sub(r"^downsample_layers\.(\d+)\.", r"stages.\1.downsample.", key)
+        key = re.sub(r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2.", key)
+        key = key.replace(".pwconv1.", ".mlp.fc1.").replace(".pwconv2.", ".mlp.fc2.")
+        key = re.sub(r"^norm\.", "head.norm.", key)
+        key = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)
+        out[key] = value
+    if any(".lkb_reparam." in key for key in out):
+        model.reparameterize()
+    return out
+
+
+def _create_slak(variant: str, pretrained: bool = False, **kwargs) -> SLaK:
+    num_stages = len(kwargs.get("depths", (3, 3, 9, 3)))
+    return build_backbone(SLaK, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
+
+
+default_cfgs = generate_default_cfgs(pretrained_cfgs("slak"))
+
+register_tiny_kwargs(
+    "zoo_slak", dims=(8, 16, 16, 24), width_factor=1.0, depths=(1, 1, 1, 1), kernel_sizes=(13, 11, 7, 5),
+    small_kernel=3,
+)
+
+
+@register_model
+def zoo_slak_tiny(pretrained: bool = False, **kwargs) -> SLaK:
+    """SLaK-T: kernels 51-49-47-13 as Kx5 + 5xK + 5x5, C=124 (96 x 1.3), depths 3-3-9-3, 224²."""
+    args = dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), width_factor=1.3, kernel_sizes=(51, 49, 47, 13))
+    return _create_slak("zoo_slak_tiny", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_slak_small(pretrained: bool = False, **kwargs) -> SLaK:
+    """SLaK-S: kernels 51-49-47-13 as Kx5 + 5xK + 5x5, C=124 (96 x 1.3), depths 3-3-27-3, 224²."""
+    args = dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768), width_factor=1.3, kernel_sizes=(51, 49, 47, 13))
+    return _create_slak("zoo_slak_small", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_slak_base(pretrained: bool = False, **kwargs) -> SLaK:
+    """SLaK-B: kernels 51-49-47-13 as Kx5 + 5xK + 5x5, C=166 (128 x 1.3), depths 3-3-27-3, 224²."""
+    args = dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024), width_factor=1.3, kernel_sizes=(51, 49, 47, 13))
+    return _create_slak("zoo_slak_base", pretrained, **dict(args, **kwargs))
