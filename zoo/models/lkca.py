@@ -102,10 +102,7 @@ class LKCAViT(Backbone):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
-        super().__init__()
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
+        super().__init__(in_chans, num_classes, global_pool)
         self.min_input_size = patch_size
         self.num_features = self.head_hidden_size = dim
         self.patch_embed = PatchEmbed(
@@ -191,7 +188,7 @@ def checkpoint_filter_fn(state_dict: dict, model: LKCAViT) -> dict[str, torch.Te
 
 
 def _create_lkca(variant: str, pretrained: bool = False, **kwargs) -> LKCAViT:
-    return build_backbone(LKCAViT, variant, pretrained, kwargs.get("depth", 9), checkpoint_filter_fn, **kwargs)
+    return build_backbone(LKCAViT, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("lkca"))

@@ -108,14 +108,11 @@ class RepLKNet(Backbone):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool)
         if not len(large_kernel_sizes) == len(depths) == len(dims):
             raise ValueError(
                 f"large_kernel_sizes {large_kernel_sizes}, depths {depths} and dims {dims} need one entry per stage"
             )
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
         self.num_features = self.head_hidden_size = dims[-1]
         stem_dim = dims[0]
         self.stem = nn.Sequential(
@@ -168,8 +165,7 @@ def checkpoint_filter_fn(state_dict: dict, model: RepLKNet) -> dict[str, torch.T
 
 
 def _create_replknet(variant: str, pretrained: bool = False, **kwargs) -> RepLKNet:
-    num_stages = len(kwargs.get("depths", (2, 2, 18, 2)))
-    return build_backbone(RepLKNet, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
+    return build_backbone(RepLKNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("replknet"))

@@ -96,13 +96,10 @@ class SLaK(Backbone):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(in_chans, num_classes, global_pool)
         if not len(depths) == len(dims) == len(kernel_sizes):
             raise ValueError(f"depths {depths}, dims {dims} and kernel_sizes {kernel_sizes} need one entry per stage")
         dims = [int(d * width_factor) for d in dims]
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.global_pool = global_pool
         self.num_features = self.head_hidden_size = dims[-1]
         self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6))
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
@@ -159,8 +156,7 @@ def checkpoint_filter_fn(state_dict: dict, model: SLaK) -> dict[str, torch.Tenso
 
 
 def _create_slak(variant: str, pretrained: bool = False, **kwargs) -> SLaK:
-    num_stages = len(kwargs.get("depths", (3, 3, 9, 3)))
-    return build_backbone(SLaK, variant, pretrained, num_stages, checkpoint_filter_fn, **kwargs)
+    return build_backbone(SLaK, variant, pretrained, checkpoint_filter_fn, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("slak"))
