@@ -2,6 +2,7 @@
 
 from . import agent_swin
 from . import biformer
+from . import cswin
 from . import flatten_swin
 from . import hornet
 from . import nat
