@@ -17,6 +17,7 @@ pytest.importorskip("onnxscript")
 MODELS = [
     "zoo_swin_tiny", "zoo_flatten_swin_tiny", "zoo_agent_swin_tiny", "zoo_biformer_tiny", "zoo_nat_mini",
     "zoo_dinat_mini", "zoo_shvit_s1", "zoo_van_b0", "zoo_hornet_tiny_gf", "zoo_parcnet_s", "zoo_parcnetv2_b",
+    "zoo_cswin_tiny", "zoo_flatten_cswin_tiny", "zoo_agent_cswin_tiny",
 ]  # fmt: skip
 
 
