@@ -75,8 +75,8 @@ class CrossShapedWindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def stripes(self, size: tuple[int, int]) -> list[tuple[int, int]]:
-        """The window of each branch for an ``(H, W)`` map."""
-        h, w = size
+        """The window of each branch for an ``(H, W)`` map (plain ints, also while tracing)."""
+        h, w = int(size[0]), int(size[1])
         return [(h, w)] if self.full_map else [(h, self.split_size), (self.split_size, w)]
 
     def _branch(self, qkv: torch.Tensor, window: tuple[int, int], lepe: nn.Module) -> torch.Tensor:
