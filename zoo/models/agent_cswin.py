@@ -42,8 +42,8 @@ def _create_agent_cswin(variant: str, pretrained: bool = False, **kwargs) -> CSW
 default_cfgs = generate_default_cfgs(pretrained_cfgs("agent_cswin"))
 
 register_tiny_kwargs(
-    "zoo_agent_cswin", img_size=64, embed_dim=16, depths=(1, 2, 1, 1), split_size=(1, 2, 2, 2),
-    num_heads=(2, 2, 4, 4), global_blocks=(1, 2, 0, 0), agent_num=(4, 4, 4, 1),
+    "zoo_agent_cswin", img_size=64, embed_dim=16, depths=(1, 1, 1, 1), split_size=(1, 2, 2, 2),
+    num_heads=(2, 2, 4, 4), global_blocks=(1, 1, 0, 0), agent_num=(4, 4, 4, 1),
 )
 
 

@@ -293,7 +293,7 @@ def _create_cswin(variant: str, pretrained: bool = False, checkpoint_filter=chec
 default_cfgs = generate_default_cfgs(pretrained_cfgs("cswin"))
 
 register_tiny_kwargs(
-    "zoo_cswin", img_size=64, embed_dim=16, depths=(1, 2, 1, 1), split_size=(1, 2, 2, 2), num_heads=(2, 2, 4, 4)
+    "zoo_cswin", img_size=64, embed_dim=16, depths=(1, 1, 1, 1), split_size=(1, 2, 2, 2), num_heads=(2, 2, 4, 4)
 )
 
 

@@ -55,8 +55,8 @@ def _create_flatten_cswin(variant: str, pretrained: bool = False, **kwargs) -> C
 default_cfgs = generate_default_cfgs(pretrained_cfgs("flatten_cswin"))
 
 register_tiny_kwargs(
-    "zoo_flatten_cswin", img_size=64, embed_dim=16, depths=(1, 2, 1, 1), split_size=(1, 2, 2, 2),
-    num_heads=(2, 2, 4, 4), global_blocks=(1, 2, 0, 0),
+    "zoo_flatten_cswin", img_size=64, embed_dim=16, depths=(1, 1, 1, 1), split_size=(1, 2, 2, 2),
+    num_heads=(2, 2, 4, 4), global_blocks=(1, 1, 0, 0),
 )
 
 
