@@ -49,7 +49,7 @@ def _stripe_merge(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class CrossShapedWindowAttention(nn.Module):
-    """Cross-shaped window self-attention with LePE (paper Eq. 2-4 and 6).
+    """Cross-shaped window self-attention (paper Sec. 3.2) with LePE (Sec. 3.3).
 
     The first half of the heads attends within vertical stripes ``(H, split_size)``, the second
     within horizontal stripes ``(split_size, W)``; with ``full_map`` all heads attend over the whole
@@ -100,7 +100,7 @@ class CrossShapedWindowAttention(nn.Module):
 
 
 class CSWinBlock(nn.Module):
-    """Pre-norm block: token mixing then MLP, each with a residual connection (paper Eq. 5)."""
+    """Pre-norm block: token mixing then MLP, each with a residual connection (paper Sec. 3.4)."""
 
     def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, proj_drop: float = 0.0,
                  drop_path: float = 0.0, norm_layer: type[nn.Module] = nn.LayerNorm):
