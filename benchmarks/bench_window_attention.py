@@ -1,4 +1,4 @@
-"""Shifted-window attention (Swin W-MSA / SW-MSA) at the Swin-T stage shapes.
+"""Shifted-window attention (Swin W-MSA / SW-MSA) at the Swin-T stage shapes, and CSWin-T's stripes.
 
 Implementations, all on the same ``(B, H, W, heads, head_dim)`` q, k, v (slices of one qkv tensor):
 
@@ -10,7 +10,11 @@ Implementations, all on the same ``(B, H, W, heads, head_dim)`` q, k, v (slices 
 * ``flex``: ``torch.compile(flex_attention)`` on the partitioned windows packed along the sequence,
   with a block mask (same window and same shift region) and the bias as a ``score_mod``.
 
-On CPU (``quick``) only ``timm_sdpa`` and ``reference`` run, at a small batch.
+CSWin-T's cross-shaped stripes are rectangular windows without bias or shift; their baseline,
+``cswin_matmul``, is the official formulation (stripes partitioned, ``softmax(q k^T) v`` with the
+scores materialized), against ``reference`` and ``triton``.
+
+On CPU (``quick``) only the baselines and ``reference`` run, at a small batch.
 """
 
 from __future__ import annotations
@@ -34,6 +38,14 @@ WINDOW = 7
 HEAD_DIM = 32
 # Swin-T at 224x224: (stage, map size, heads); the last stage has one window, so no shift.
 SWIN_T_STAGES = [(1, 56, 3), (2, 28, 6), (3, 14, 12), (4, 7, 24)]
+# CSWin-T at 224x224: (stage, map size, heads per branch, stripe); each stage's heads split into a
+# vertical (H, sw) and a horizontal (sw, W) branch; the last stage attends over its whole 7x7 map.
+CSWIN_T_STRIPES = [
+    (1, 56, 1, (56, 1)), (1, 56, 1, (1, 56)),
+    (2, 28, 2, (28, 2)), (2, 28, 2, (2, 28)),
+    (3, 14, 4, (14, 7)), (3, 14, 4, (7, 14)),
+    (4, 7, 16, (7, 7)),
+]  # fmt: skip
 
 
 def _partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -126,6 +138,24 @@ def zoo_triton(size: int, shift: int, device):
     return lambda q, k, v, rpb: window_attention(q, k, v, WINDOW, shift, rpb)
 
 
+def cswin_matmul(window: tuple[int, int]):
+    """The official CSWin formulation: partition into stripes, scores materialized, softmax, merge."""
+
+    def attention(q, k, v, rpb):
+        b, h, w, heads, d = q.shape
+        wh, ww = window
+        parts = [
+            t.reshape(b, h // wh, wh, w // ww, ww, heads, d).permute(0, 1, 3, 5, 2, 4, 6).reshape(-1, heads, wh * ww, d)
+            for t in (q, k, v)
+        ]
+        scores = (parts[0] * d**-0.5) @ parts[1].transpose(-2, -1)
+        out = scores.softmax(dim=-1) @ parts[2]
+        out = out.reshape(b, h // wh, w // ww, heads, wh, ww, d).permute(0, 1, 4, 2, 5, 3, 6)
+        return out.reshape(b, h, w, heads, d)
+
+    return attention
+
+
 def _inputs(batch: int, size: int, heads: int, dtype: torch.dtype, device, grad: bool):
     """q, k, v as slices of a qkv tensor (as a Linear makes them) and an fp32 bias table (as under AMP)."""
     qkv = torch.randn(batch, size, size, 3, heads, HEAD_DIM, device=device, dtype=dtype)
@@ -142,7 +172,7 @@ def _timed(attention, inputs, mode: str, device):
             with torch.no_grad():
                 return attention(q, k, v, rpb)
     else:
-        leaves = (q, k, v, rpb)
+        leaves = tuple(t for t in (q, k, v, rpb) if t is not None)  # CSWin stripes have no bias
         grad_out = torch.randn(q.shape, device=q.device, dtype=q.dtype)
 
         def step():
@@ -181,11 +211,26 @@ def run(device: torch.device, quick: bool) -> list[dict]:
                 for mode in ("fwd", "fwd+bwd"):
                     inputs = _inputs(batch, size, heads, dtype, device, grad=mode != "fwd")
                     rows += _case_rows(case, built, notes, inputs, mode, device)
+    stripes = CSWIN_T_STRIPES[4:5] if quick else CSWIN_T_STRIPES
+    for stage, size, heads, window in stripes:
+        case = f"cswin_t.s{stage} b{batch} {size}x{size}x{heads}h d{HEAD_DIM} stripe{window[0]}x{window[1]}"
+        built = {
+            "cswin_matmul": cswin_matmul(window),
+            "reference": lambda q, k, v, rpb, window=window: window_attention_reference(q, k, v, window),
+        }
+        notes = {"cswin_matmul": "baseline: official CSWin stripes, (stripes, heads, N, N) scores", "reference": ""}
+        if on_cuda:
+            built["triton"] = lambda q, k, v, rpb, window=window: window_attention(q, k, v, window)
+            notes["triton"] = ""
+        for dtype in dtypes:
+            for mode in ("fwd", "fwd+bwd"):
+                q, k, v, _ = _inputs(batch, size, heads, dtype, device, grad=mode != "fwd")
+                rows += _case_rows(case, built, notes, (q, k, v, None), mode, device)
     return rows
 
 
 def _case_rows(case: str, built: dict, notes: dict, inputs, mode: str, device) -> list[dict]:
-    """One row per implementation named in ``notes``, the baseline (timm_sdpa) first."""
+    """One row per implementation named in ``notes``, the baseline (the first) first."""
     rows, baseline_ms = [], float("nan")
     for name, note in notes.items():
         ms, peak_mb = float("nan"), float("nan")
@@ -196,7 +241,7 @@ def _case_rows(case: str, built: dict, notes: dict, inputs, mode: str, device) -
                     note = autotuned_choice(fwd=window_module._fwd_tuned, bwd=window_module._bwd_tuned)
             except Exception as error:  # noqa: BLE001 - report the failure in the table, keep going
                 note = f"failed: {type(error).__name__}: {error}"[:200]
-        if name == "timm_sdpa":
+        if not rows:
             baseline_ms = ms
         rows.append(
             dict(

@@ -1,7 +1,10 @@
 """Model families; importing this package registers every zoo model in timm."""
 
+from . import agent_cswin
 from . import agent_swin
 from . import biformer
+from . import cswin
+from . import flatten_cswin
 from . import flatten_swin
 from . import hornet
 from . import lkca

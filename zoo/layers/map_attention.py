@@ -1,0 +1,51 @@
+"""The frame shared by attention modules that several trunks reuse (FLatten, Agent attention).
+
+A :class:`MapAttention` maps a ``(B, H, W, C)`` map to a ``(B, H, W, C)`` map in three steps:
+``project`` makes the query map and the key/value maps, ``mix`` (the attention itself, defined by
+the subclass) mixes the tokens, and ``proj`` projects the result. By default one ``qkv`` Linear
+makes all three at the input's resolution (Swin, CSWin). A trunk whose keys and values come from a
+reduced map (PVT's spatial reduction) overrides ``build_projection`` and ``project``; ``mix``
+then receives key/value maps smaller than the query map, sized ``kv_resolution`` at construction.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+__all__ = ["MapAttention"]
+
+
+class MapAttention(nn.Module):
+    """``proj(mix(project(x)))`` over a ``(B, H, W, C)`` map; subclasses define ``mix``."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"{type(self).__name__}: dim {dim} must be a multiple of num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.build_projection(dim, qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def build_projection(self, dim: int, qkv_bias: bool) -> None:
+        """Create the modules ``project`` uses: one Linear for queries, keys and values."""
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(B, H, W, C)`` -> the query map ``(B, H, W, C)`` and the key and value maps ``(B, h, w, C)``."""
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        return q, k, v
+
+    def mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The token mixing: query, key and value maps -> a ``(B, H, W, C)`` map before ``proj``."""
+        raise NotImplementedError
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, h, w, C)`` -> ``(B, heads, h * w, head_dim)``."""
+        b, h, w, _ = x.shape
+        return x.reshape(b, h * w, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj_drop(self.proj(self.mix(*self.project(x))))
