@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: test test-slow test-all demo lint bench list clean
+.PHONY: test test-slow test-all demo lint bench bench-gpu list clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/kernels.py
+
+# Kernel cases, then one model per family (Triton vs reference vs timm, eager and compiled, bf16),
+# inside a wall-clock budget that includes compilation: about 5 minutes on a fresh GPU machine.
+BENCH_KERNELS_S ?= 80
+BENCH_MODELS_S ?= 180
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/kernels.py --budget-s $(BENCH_KERNELS_S)
+	$(BIN)/python benchmarks/models.py --prewarm --budget-s $(BENCH_MODELS_S) --plot
 
 list: $(STAMP)
 	$(BIN)/zoo list

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -51,3 +52,9 @@ def autotuned_choice(**tuners) -> str:
             blocks = "".join(f" {k}={v}" for k, v in best.kwargs.items())
             picks.append(f"{name}:{blocks} warps={best.num_warps} stages={best.num_stages}")
     return "; ".join(picks)
+
+
+def flex_enabled() -> bool:
+    """Whether the FlexAttention baselines run (``kernels.py --flex``): each compiles per shape,
+    dtype and direction, minutes on a fresh machine, so they are opt-in."""
+    return os.environ.get("ZOO_BENCH_FLEX", "0") not in ("", "0")

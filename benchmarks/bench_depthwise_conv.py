@@ -14,6 +14,7 @@ On CPU (``quick``) only the reference path (which is ``F.conv2d``) runs, at tiny
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -143,23 +144,22 @@ def _case_rows(case, batch, channels, size, kernel, dilation, dtype, channels_la
     return rows
 
 
-def run(device: torch.device, quick: bool) -> list[dict]:
+def run(device: torch.device, quick: bool) -> Iterator[dict]:
     previous = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     try:
-        return _run(torch.device(device), quick)
+        yield from _run(torch.device(device), quick)
     finally:
         torch.backends.cudnn.benchmark = previous
 
 
-def _run(device: torch.device, quick: bool) -> list[dict]:
+def _run(device: torch.device, quick: bool) -> Iterator[dict]:
     on_cuda = device.type == "cuda"
     dtypes = [torch.float32, torch.bfloat16] if on_cuda else [torch.float32]
     impls = {"torch": (torch_conv, "reference")} if on_cuda else {"reference": (zoo_conv, "reference")}
     if on_cuda:
         impls["triton"] = (zoo_conv, "triton")
 
-    rows = []
     for family, batch, channels, size, kernel, dilation in QUICK_CASES if quick else CASES:
         for channels_last in (False, True):
             layout = "nhwc" if channels_last else "nchw"
@@ -168,5 +168,4 @@ def _run(device: torch.device, quick: bool) -> list[dict]:
             shape = (batch, channels, size, kernel, dilation)
             for dtype in dtypes:
                 for mode in ("fwd", "fwd+bwd"):
-                    rows += _case_rows(case, *shape, dtype, channels_last, mode, device, impls)
-    return rows
+                    yield from _case_rows(case, *shape, dtype, channels_last, mode, device, impls)

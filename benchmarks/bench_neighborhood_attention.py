@@ -16,8 +16,10 @@ On CPU (``quick``) only ``reference`` runs, at a small batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
-from _timing import autotuned_choice, measure
+from _timing import autotuned_choice, flex_enabled, measure
 
 from zoo.kernels import neighborhood_attention as na
 from zoo.kernels.neighborhood_attention import neighborhood_attention2d, neighborhood_attention2d_reference
@@ -137,7 +139,7 @@ def _natten_available() -> bool:
     return hasattr(natten, "na2d")
 
 
-def run(device: torch.device, quick: bool) -> list[dict]:
+def run(device: torch.device, quick: bool) -> Iterator[dict]:
     device = torch.device(device)
     on_cuda = device.type == "cuda"
     batch = 2 if quick else 64
@@ -145,9 +147,9 @@ def run(device: torch.device, quick: bool) -> list[dict]:
     dtypes = [torch.float32, torch.bfloat16] if on_cuda else [torch.float32]
     impls = ["reference"]
     if on_cuda:
-        impls += ["triton", "triton_no_rpb", "natten", "flex"] if _natten_available() else ["triton", "flex"]
+        impls += ["triton", "triton_no_rpb", "natten"] if _natten_available() else ["triton"]
+        impls += ["flex"] if flex_enabled() else []
 
-    rows = []
     for stage, size, heads, dilation in cases:
         case = f"nat_t.s{stage} b{batch} {size}x{size}x{heads}h d{HEAD_DIM} k{KERNEL} dil{dilation}"
         built, build_errors = {}, {}
@@ -158,8 +160,7 @@ def run(device: torch.device, quick: bool) -> list[dict]:
                 build_errors[name] = f"skipped: {type(error).__name__}: {error}"[:200]
         for dtype in dtypes:
             for mode in ("fwd", "fwd+bwd"):
-                rows += _case_rows(case, built, build_errors, batch, size, heads, dtype, mode, device)
-    return rows
+                yield from _case_rows(case, built, build_errors, batch, size, heads, dtype, mode, device)
 
 
 def _case_rows(case, built, build_errors, batch, size, heads, dtype, mode, device) -> list[dict]:

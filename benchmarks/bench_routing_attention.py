@@ -10,6 +10,8 @@ matmul), re-written here on ``(B, H, W, heads, d)`` tensors.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from _timing import measure
 
@@ -104,7 +106,7 @@ def _case_rows(device, case, dtype, mode, impls, warmup, iters):
     return rows
 
 
-def run(device: torch.device, quick: bool) -> list[dict]:
+def run(device: torch.device, quick: bool) -> Iterator[dict]:
     """Benchmark rows: the full table on CUDA; small shapes with ``quick``, and fp32 PyTorch paths on CPU."""
     device = torch.device(device)
     on_cuda = device.type == "cuda"
@@ -115,12 +117,10 @@ def run(device: torch.device, quick: bool) -> list[dict]:
     cases = CASES if on_cuda and not quick else QUICK_CASES
     dtypes = (torch.float16, torch.bfloat16, torch.float32) if on_cuda else (torch.float32,)
     warmup, iters = (3, 10) if on_cuda else (1, 3)
-    rows = []
     for case in cases:
         for dtype in dtypes:
             for mode in ("fwd", "fwd+bwd"):
-                rows.extend(_case_rows(device, case, dtype, mode, impls, warmup, iters))
-    return rows
+                yield from _case_rows(device, case, dtype, mode, impls, warmup, iters)
 
 
 if __name__ == "__main__":

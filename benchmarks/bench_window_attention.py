@@ -20,10 +20,11 @@ On CPU (``quick``) only the baselines and ``reference`` run, at a small batch.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from _timing import autotuned_choice, measure
+from _timing import autotuned_choice, flex_enabled, measure
 
 from zoo.kernels.window_attention import (
     relative_position_index,
@@ -182,7 +183,7 @@ def _timed(attention, inputs, mode: str, device):
     return measure(step, device, warmup=3 if on_cuda else 1, iters=10 if on_cuda else 3)
 
 
-def run(device: torch.device, quick: bool) -> list[dict]:
+def run(device: torch.device, quick: bool) -> Iterator[dict]:
     device = torch.device(device)
     on_cuda = device.type == "cuda"
     batch = 2 if quick else 64
@@ -190,9 +191,10 @@ def run(device: torch.device, quick: bool) -> list[dict]:
     dtypes = [torch.float32, torch.bfloat16] if on_cuda else [torch.float32]
     impls = {"timm_sdpa": timm_sdpa, "reference": zoo_reference}
     if on_cuda:
-        impls.update(triton=zoo_triton, flex=flex)
+        impls.update(triton=zoo_triton)
+    if on_cuda and flex_enabled():
+        impls.update(flex=flex)
 
-    rows = []
     for stage, size, heads in stages:
         for shift in (0, WINDOW // 2) if size > WINDOW else (0,):
             case = f"swin_t.s{stage} b{batch} {size}x{size}x{heads}h d{HEAD_DIM} w{WINDOW} s{shift}"
@@ -210,7 +212,7 @@ def run(device: torch.device, quick: bool) -> list[dict]:
             for dtype in dtypes:
                 for mode in ("fwd", "fwd+bwd"):
                     inputs = _inputs(batch, size, heads, dtype, device, grad=mode != "fwd")
-                    rows += _case_rows(case, built, notes, inputs, mode, device)
+                    yield from _case_rows(case, built, notes, inputs, mode, device)
     stripes = CSWIN_T_STRIPES[4:5] if quick else CSWIN_T_STRIPES
     for stage, size, heads, window in stripes:
         case = f"cswin_t.s{stage} b{batch} {size}x{size}x{heads}h d{HEAD_DIM} stripe{window[0]}x{window[1]}"
@@ -225,8 +227,7 @@ def run(device: torch.device, quick: bool) -> list[dict]:
         for dtype in dtypes:
             for mode in ("fwd", "fwd+bwd"):
                 q, k, v, _ = _inputs(batch, size, heads, dtype, device, grad=mode != "fwd")
-                rows += _case_rows(case, built, notes, (q, k, v, None), mode, device)
-    return rows
+                yield from _case_rows(case, built, notes, (q, k, v, None), mode, device)
 
 
 def _case_rows(case: str, built: dict, notes: dict, inputs, mode: str, device) -> list[dict]:
