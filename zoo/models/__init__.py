@@ -3,6 +3,7 @@
 from . import agent_swin
 from . import biformer
 from . import flatten_swin
+from . import gfnet
 from . import hornet
 from . import nat
 from . import parcnet
