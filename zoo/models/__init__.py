@@ -9,6 +9,7 @@ from . import nat
 from . import parcnet
 from . import parcnetv2
 from . import shvit
+from . import spectformer
 from . import swin
 from . import van
 from ._registry import register_model, register_tiny_kwargs, tiny_kwargs
