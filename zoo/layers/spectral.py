@@ -1,4 +1,4 @@
-"""Learned frequency-domain filters shared by the spectral token mixers (GFNet, SpectFormer, SVT).
+"""Learned frequency-domain filters shared by the spectral token mixers (GFNet, SpectFormer, SVT, AFFNet).
 
 GFNet's global filter (Rao et al., NeurIPS 2021, Eq. 3-4) mixes tokens by a learned elementwise
 product in the 2D Fourier domain, ``x <- irfft2(K * rfft2(x))``: a circular convolution of the map
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from zoo.layers.precision import autocast_disabled
 
-__all__ = ["GlobalFilter", "filter_shape", "global_filter", "resize_filter"]
+__all__ = ["GlobalFilter", "block_complex_linear", "filter_shape", "global_filter", "resize_filter"]
 
 
 def filter_shape(height: int, width: int) -> tuple[int, int]:
@@ -72,3 +72,21 @@ class GlobalFilter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return global_filter(x, self.complex_weight)
+
+
+def block_complex_linear(
+    real: torch.Tensor, imag: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block-diagonal complex linear layer over the last two dimensions ``(..., blocks, d)``
+    (AFNO, Guibas et al. 2022): ``z @ W + b`` per block with ``z = real + i imag``.
+
+    ``weight``: ``(2, blocks, d, k)`` and ``bias``: ``(2, blocks, k)``, real and imaginary parts
+    stacked first. Returns the real and imaginary parts ``(..., blocks, k)``.
+    """
+
+    def matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("...bd,bdk->...bk", x, w)
+
+    out_real = matmul(real, weight[0]) - matmul(imag, weight[1]) + bias[0]
+    out_imag = matmul(real, weight[1]) + matmul(imag, weight[0]) + bias[1]
+    return out_real, out_imag

@@ -10,6 +10,7 @@ from . import parcnet
 from . import parcnetv2
 from . import shvit
 from . import spectformer
+from . import svt
 from . import swin
 from . import van
 from ._registry import register_model, register_tiny_kwargs, tiny_kwargs

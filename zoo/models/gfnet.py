@@ -279,7 +279,7 @@ def checkpoint_filter_fn(state_dict: dict, model: GFNet | GFNetH) -> dict[str, t
     for key, value in state_dict.items():
         key = key.removeprefix("module.")
         key = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)
-        key = re.sub(r"\.gamma$", ".ls.gamma", key)
+        key = re.sub(r"(?<!\.ls)\.gamma$", ".ls.gamma", key)
         if isinstance(model, GFNetH):
             key = re.sub(r"^patch_embed\.0\.", "patch_embed.", key)
             key = re.sub(r"^patch_embed\.(\d)\.", r"stages.\1.downsample.", key)
