@@ -1,6 +1,6 @@
 """Learned frequency-domain filters shared by the spectral token mixers (GFNet, SpectFormer, SVT, AFFNet).
 
-GFNet's global filter (Rao et al., NeurIPS 2021, Eq. 3-4) mixes tokens by a learned elementwise
+GFNet's global filter (Rao et al., NeurIPS 2021, Sec. 3.2) mixes tokens by a learned elementwise
 product in the 2D Fourier domain, ``x <- irfft2(K * rfft2(x))``: a circular convolution of the map
 with a kernel as large as the map. ``K`` is stored as the real view ``(h, w // 2 + 1, C, 2)`` of a
 complex ``(h, w // 2 + 1, C)`` tensor, where ``(h, w)`` is the map size it was learned for.
@@ -13,8 +13,8 @@ dimensions (real and imaginary parts alike):
 - once, bicubically with aligned corners, when a checkpoint is loaded into a model built for
   another ``img_size`` (``resize_filter(..., mode="bicubic")``), as their ``--finetune`` does.
 
-The FFTs run in float32 with autocast off: half-precision FFTs only take power-of-two sizes and
-lose the filter's precision.
+The FFTs run in float32 with autocast off: half-precision FFTs (cuFFT) only take power-of-two
+sizes and lose the filter's precision.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def resize_pos_embed(pos_embed: torch.Tensor, old_size: tuple[int, int], new_siz
 
 
 class GlobalFilterBlock(nn.Module):
-    """``x + DropPath(gamma * MLP(LN(GF(LN(x)))))`` on ``(B, H, W, C)`` maps (paper Eq. 5); ``gamma``
+    """``x + DropPath(gamma * MLP(LN(GF(LN(x)))))`` on ``(B, H, W, C)`` maps (paper Sec. 3.2); ``gamma``
     (LayerScale) only where ``init_values`` is given (GFNet-H)."""
 
     def __init__(self, dim: int, filter_size: tuple[int, int], mlp_ratio: float = 4.0, drop: float = 0.0,

@@ -24,6 +24,7 @@ and an odd-sized map is padded by one row or column for the transform and croppe
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -48,7 +49,9 @@ def _dtcwt() -> tuple[nn.Module, nn.Module]:
     """pytorch_wavelets' forward and inverse one-level DTCWT of the official model (near_sym_b /
     qshift_b filters); they hold the filters (``h0o``, ``h1o``, ``g0o``, ``g1o``)."""
     try:
-        from pytorch_wavelets import DTCWTForward, DTCWTInverse
+        with warnings.catch_warnings():  # its import of pkg_resources warns on every load
+            warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
+            from pytorch_wavelets import DTCWTForward, DTCWTInverse
     except ImportError as error:
         raise ImportError(
             f"SVT's scattering layer needs pytorch_wavelets (the dual-tree complex wavelet transform): {WAVELETS_EXTRA}"
