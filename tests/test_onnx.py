@@ -13,12 +13,14 @@ from zoo.onnx_export import export_onnx, onnx_difference
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-# One per model file; HorNet's global-filter variant for its FFTs, NAT and DiNAT for both dilations.
+# One per model file; HorNet's global-filter variant for its FFTs, NAT and DiNAT for both dilations. The
+# spectral families export their rfft2 / irfft2 (ONNX DFT) and SVT its wavelet transform (convolutions).
 MODELS = [
     "zoo_swin_tiny", "zoo_flatten_swin_tiny", "zoo_agent_swin_tiny", "zoo_biformer_tiny", "zoo_nat_mini",
     "zoo_dinat_mini", "zoo_shvit_s1", "zoo_van_b0", "zoo_hornet_tiny_gf", "zoo_parcnet_s", "zoo_parcnetv2_b",
     "zoo_replknet_31b", "zoo_slak_tiny", "zoo_lkca_vit",
     "zoo_cswin_tiny", "zoo_flatten_cswin_tiny", "zoo_agent_cswin_tiny",
+    "zoo_gfnet_h_ti", "zoo_spectformer_h_s", "zoo_svt_h_s",
 ]  # fmt: skip
 # Re-parameterizable families, exported again after reparameterize().
 FOLDED_MODELS = ["zoo_replknet_31b", "zoo_slak_tiny"]

@@ -6,6 +6,7 @@ from . import biformer
 from . import cswin
 from . import flatten_cswin
 from . import flatten_swin
+from . import gfnet
 from . import hornet
 from . import lkca
 from . import nat
@@ -14,6 +15,8 @@ from . import parcnetv2
 from . import replknet
 from . import shvit
 from . import slak
+from . import spectformer
+from . import svt
 from . import swin
 from . import van
 from ._registry import register_model, register_tiny_kwargs, tiny_kwargs
