@@ -155,7 +155,7 @@ def checkpoint_filter_fn(state_dict: dict, model: RepLKNet) -> dict[str, torch.T
     for key, value in state_dict.items():
         key = key.removeprefix("module.")
         if key.startswith("backbone."):
-            key = key.removeprefix("backbone.").replace(f"stages.{last_stage}.norm.", "norm.")
+            key = re.sub(rf"^stages\.{last_stage}\.norm\.", "norm.", key.removeprefix("backbone."))
         key = re.sub(r"^transitions\.(\d+)\.", lambda m: f"stages.{int(m.group(1)) + 1}.downsample.", key)
         key = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)
         out[key] = value
