@@ -64,6 +64,7 @@ class Case:
     timm_model: str | None = None
     batch: int = 64
     img_size: int = 224
+    folded: bool = False  # re-parameterized (``reparameterize()``) before timing; inference only
 
 
 # One variant per family (the tiny/small one the families' papers lead with), with the batch the
@@ -85,8 +86,11 @@ CASES = (
     Case("zoo_parcnetv2_t"),
     Case("zoo_parcnet_s", batch=64, img_size=256),
     Case("zoo_replknet_31b"),
+    Case("zoo_replknet_31b", folded=True),
     Case("zoo_unireplknet_t"),
+    Case("zoo_unireplknet_t", folded=True),
     Case("zoo_slak_tiny"),
+    Case("zoo_slak_tiny", folded=True),
     Case("zoo_gfnet_xs"),
     Case("zoo_gfnet_h_ti"),
     Case("zoo_spectformer_h_s"),
@@ -119,6 +123,8 @@ def build(case: Case, impl: str, quick: bool, device: torch.device) -> tuple[tor
     else:
         kwargs = tiny_kwargs(case.model) if quick else {}
         model = timm.create_model(case.model, **kwargs)
+        if case.folded:
+            model.eval().reparameterize()
     img_size = kwargs.get("img_size", QUICK_IMG_SIZE) if quick else case.img_size
     img_size = img_size[0] if isinstance(img_size, tuple) else img_size
     return model.to(device), img_size
@@ -226,7 +232,7 @@ def run_case(case: Case, impl: str, compiled: bool, mode: str, args, device: tor
 def prewarm(cases: list[Case], args, workers: int) -> None:
     """One step of every (model, compiled) in parallel processes, to fill Triton's and inductor's disk caches."""
     jobs = []
-    for case in cases:
+    for case in (case for case in cases if not case.folded):
         for compiled in args.compiled:
             command = [sys.executable, __file__, "--warm-only", "--models", case.model,
                        "--batch", str(args.batch or case.batch), "--img-size", str(case.img_size)]
@@ -282,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     wanted = args.models or [case.model for case in CASES]
     cases = [case for case in CASES if case.model in wanted and case.model in registered]
     cases += [Case(name) for name in wanted if name in registered and name not in {c.model for c in CASES}]
-    if args.quick:  # one tiny instance per model: the cases at other sizes would repeat it
-        cases = [case for i, case in enumerate(cases) if case.model not in {c.model for c in cases[:i]}]
+    if args.quick:  # one tiny instance per model and form: the cases at other sizes would repeat it
+        cases = [case for i, case in enumerate(cases)
+                 if (case.model, case.folded) not in {(c.model, c.folded) for c in cases[:i]}]
     skipped = [f"{name}: not registered" for name in dict.fromkeys(wanted) if name not in registered]
 
     budget = Budget(args.budget_s)
@@ -298,15 +305,16 @@ def main(argv: list[str] | None = None) -> int:
     cost: dict[str, float] = {}  # the last measured cost of a case per model, the estimate for the next
     for case in cases:
         for compiled in args.compiled:
-            for mode in ("train", "infer"):
+            for mode in ("infer",) if case.folded else ("train", "infer"):
                 baselines: dict[str, float] = {}
                 for impl in impls_for(case, device):
-                    row = dict(model=case.model, impl=impl, compiled="compile" if compiled else "eager", mode=mode,
+                    row = dict(model=case.model + (" (folded)" if case.folded else ""), impl=impl,
+                               compiled="compile" if compiled else "eager", mode=mode,
                                dtype=str(dtype).removeprefix("torch."),
                                notes=f"timm's {case.timm_model}" if impl == "timm" else "")
-                    key = f"{case.model}:{case.batch}:{impl}:{compiled}"
+                    key = f"{row['model']}:{case.batch}:{impl}:{compiled}"
                     if not budget.fits(cost.get(key, first_case_estimate(args.quick, compiled))):
-                        skipped.append(f"{case.model} {impl} {row['compiled']} {mode} {case.img_size}px: budget")
+                        skipped.append(f"{row['model']} {impl} {row['compiled']} {mode} {case.img_size}px: budget")
                         log.write(row | dict(notes=f"skipped: {budget.left():.0f} s of the budget left"))
                         continue
                     started = time.monotonic()
