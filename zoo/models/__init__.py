@@ -1,6 +1,7 @@
 """Model families; importing this package registers every zoo model in timm."""
 
 from . import agent_cswin
+from . import agent_deit
 from . import agent_pvt
 from . import agent_swin
 from . import biformer
