@@ -79,10 +79,10 @@ def test_class_token_rides_on_top_of_the_patch_map():
     assert features.shape == (2, 1 + 5, 7, 16)
     assert torch.equal(features[:, 0], features[:, 0, :1].expand(-1, 7, -1))  # the class token, repeated
     assert [m.shape for m in maps] == [(2, 5, 7, 16)] * 2
-    torch.testing.assert_close(logits, model.head(features[:, 0, 0]))
+    torch.testing.assert_close(logits, model.head.fc(features[:, 0, 0]))
     model.reset_classifier(3, "avg")
     with torch.no_grad():
-        torch.testing.assert_close(model(x), model.head(model.forward_features(x)[:, 1:].mean(dim=(1, 2))))
+        torch.testing.assert_close(model(x), model.head.fc(model.forward_features(x)[:, 1:].mean(dim=(1, 2))))
     with pytest.raises(ValueError, match="global_pool"):
         model.reset_classifier(3, "max")
 

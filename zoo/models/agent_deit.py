@@ -22,7 +22,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import (
-    ClassifierHead,
     DropPath,
     Mlp,
     PatchEmbed,
@@ -115,6 +114,37 @@ class DeiTBlock(nn.Module):
         return join_class_token(x[:, :1], x[:, 1:].reshape(b, h, w, c))
 
 
+class ClassTokenHead(nn.Module):
+    """Pools the packed tokens, the class token (``"token"``) or the mean patch (``"avg"``; ``""`` passes
+    them through), then dropout and a linear classifier."""
+
+    def __init__(self, in_features: int, num_classes: int, pool_type: str = "token", drop_rate: float = 0.0):
+        super().__init__()
+        self.in_features = in_features
+        self.global_pool = _checked_pool(pool_type)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def reset(self, num_classes: int, pool_type: str | None = None) -> None:
+        if pool_type is not None:
+            self.global_pool = _checked_pool(pool_type)
+        self.fc = nn.Linear(self.in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == "token":
+            x = x[:, 0, 0]
+        elif self.global_pool == "avg":
+            x = x[:, 1:].mean(dim=(1, 2))
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
+
+
+def _checked_pool(pool_type: str) -> str:
+    if pool_type not in ("token", "avg", ""):
+        raise ValueError(f"AgentDeiT: global_pool must be 'token', 'avg' or '', got {pool_type!r}")
+    return pool_type
+
+
 class AgentDeiT(Backbone):
     """DeiT whose first ``agent_blocks`` blocks (all by default) use agent attention with ``agent_num``
     agents. Classifies the class token (``global_pool="token"``) or the mean patch (``"avg"``)."""
@@ -140,7 +170,6 @@ class AgentDeiT(Backbone):
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
     ):
-        _check_pool(global_pool)
         super().__init__(in_chans, num_classes, global_pool)
         self.min_input_size = patch_size
         self.num_features = self.head_hidden_size = embed_dim
@@ -161,7 +190,7 @@ class AgentDeiT(Backbone):
         self.blocks = nn.Sequential(*blocks)
         self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)]
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.head = ClassifierHead(embed_dim, num_classes, pool_type="", drop_rate=drop_rate)
+        self.head = ClassTokenHead(embed_dim, num_classes, global_pool, drop_rate)
         trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_trunc_normal)
@@ -187,25 +216,6 @@ class AgentDeiT(Backbone):
 
     def stage_feature_map(self, x: torch.Tensor) -> torch.Tensor:
         return split_class_token(x)[1]
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == "token":
-            x = x[:, 0, 0]
-        elif self.global_pool == "avg":
-            x = x[:, 1:].mean(dim=(1, 2))
-        return self.head(x, pre_logits=pre_logits)
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        if global_pool is not None:
-            _check_pool(global_pool)
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.head.reset(num_classes)
-
-
-def _check_pool(global_pool: str) -> None:
-    if global_pool not in ("token", "avg", ""):
-        raise ValueError(f"AgentDeiT: global_pool must be 'token', 'avg' or '', got {global_pool!r}")
 
 
 def checkpoint_filter_fn(state_dict: dict, model: AgentDeiT) -> dict[str, torch.Tensor]:
