@@ -3,30 +3,14 @@ spatial reduction), against the official PVT formulations written out plainly.""
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from zoo.layers.agent_attention import AgentAttention
 from zoo.layers.flatten_attention import FocusedLinearAttention
-from zoo.layers.map_attention import MapAttention
+from zoo.layers.map_attention import MapAttention, SpatialReduction
 
 SIZE, SR = (6, 8), 2
 KV_SIZE = (SIZE[0] // SR, SIZE[1] // SR)
-
-
-class SpatialReduction:
-    """Keys and values from a strided-convolution reduced map, as a PVT trunk makes them."""
-
-    def build_projection(self, dim, qkv_bias):
-        self.q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
-        self.sr = nn.Conv2d(dim, dim, SR, SR)
-        self.norm = nn.LayerNorm(dim)
-
-    def project(self, x):
-        reduced = self.norm(self.sr(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
-        k, v = self.kv(reduced).chunk(2, dim=-1)
-        return self.q(x), k, v
 
 
 class ReducedAgentAttention(SpatialReduction, AgentAttention):
@@ -89,8 +73,8 @@ def official_flatten_pvt(attn, x):
 @pytest.mark.parametrize(
     "build, official",
     [
-        (lambda: ReducedAgentAttention(32, 2, SIZE, agent_num=4, kv_resolution=KV_SIZE), official_agent_pvt),
-        (lambda: ReducedFocusedLinearAttention(32, 2, SIZE, kv_resolution=KV_SIZE), official_flatten_pvt),
+        (lambda: ReducedAgentAttention(32, 2, SIZE, agent_num=4, sr_ratio=SR), official_agent_pvt),
+        (lambda: ReducedFocusedLinearAttention(32, 2, SIZE, sr_ratio=SR), official_flatten_pvt),
     ],
     ids=["agent", "flatten"],
 )

@@ -4,8 +4,9 @@ A :class:`MapAttention` maps a ``(B, H, W, C)`` map to a ``(B, H, W, C)`` map in
 ``project`` makes the query map and the key/value maps, ``mix`` (the attention itself, defined by
 the subclass) mixes the tokens, and ``proj`` projects the result. By default one ``qkv`` Linear
 makes all three at the input's resolution (Swin, CSWin). A trunk whose keys and values come from a
-reduced map (PVT's spatial reduction) overrides ``build_projection`` and ``project``; ``mix``
-then receives key/value maps smaller than the query map, sized ``kv_resolution`` at construction.
+reduced map (PVT's spatial reduction, :class:`SpatialReduction`) overrides ``build_projection`` and
+``project``; ``mix`` then receives key/value maps smaller than the query map, sized ``kv_resolution``
+at construction.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-__all__ = ["MapAttention"]
+__all__ = ["MapAttention", "SpatialReduction"]
 
 
 class MapAttention(nn.Module):
@@ -49,3 +50,34 @@ class MapAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj_drop(self.proj(self.mix(*self.project(x))))
+
+
+class SpatialReduction:
+    """Mixin for a :class:`MapAttention` taking ``(dim, num_heads, resolution, ...)``: queries from the
+    map, keys and values from the map reduced ``sr_ratio`` times by a strided convolution and a
+    LayerNorm (PVT's spatial-reduction attention, Wang et al. 2021, Eq. 3-4; no reduction at
+    ``sr_ratio=1``). Module names are PVT's: ``q``, ``kv``, ``sr``, ``norm``.
+
+    Usage: ``class ReducedAttention(SpatialReduction, SomeMapAttention)``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, resolution: tuple[int, int], *args, sr_ratio: int = 1, **kwargs):
+        if sr_ratio < 1:
+            raise ValueError(f"{type(self).__name__}: sr_ratio must be a positive integer, got {sr_ratio}")
+        self.sr_ratio = sr_ratio  # read by build_projection, which the base __init__ calls
+        kv_resolution = tuple(r // sr_ratio for r in resolution)
+        super().__init__(dim, num_heads, resolution, *args, kv_resolution=kv_resolution, **kwargs)
+
+    def build_projection(self, dim: int, qkv_bias: bool) -> None:
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        if self.sr_ratio > 1:
+            self.sr = nn.Conv2d(dim, dim, self.sr_ratio, self.sr_ratio)
+            self.norm = nn.LayerNorm(dim)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q = self.q(x)
+        if self.sr_ratio > 1:
+            x = self.norm(self.sr(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return q, k, v

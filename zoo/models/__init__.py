@@ -1,10 +1,13 @@
 """Model families; importing this package registers every zoo model in timm."""
 
 from . import agent_cswin
+from . import agent_deit
+from . import agent_pvt
 from . import agent_swin
 from . import biformer
 from . import cswin
 from . import flatten_cswin
+from . import flatten_pvt
 from . import flatten_swin
 from . import gfnet
 from . import hornet
@@ -12,6 +15,7 @@ from . import lkca
 from . import nat
 from . import parcnet
 from . import parcnetv2
+from . import pvt
 from . import replknet
 from . import shvit
 from . import slak

@@ -1,0 +1,129 @@
+"""FLatten-PVT, FLatten-PVTv2 and Agent-PVT: the official checkpoint layout, position embeddings at other
+input sizes, spatial reduction, parameter counts."""
+
+import re
+
+import pytest
+import timm
+import torch
+
+import zoo  # noqa: F401
+from zoo.models._registry import tiny_kwargs
+
+FAMILIES = ["zoo_flatten_pvt_tiny", "zoo_flatten_pvtv2_b0", "zoo_agent_pvt_tiny"]
+
+
+def _random_model(name, **kwargs):
+    torch.manual_seed(0)
+    model = timm.create_model(name, **kwargs).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0, 0.05, generator=generator)
+    return model
+
+
+def _official_layout(state_dict: dict) -> dict:
+    """Our weights under the official key names (LeapLabTHU's PVT / PVTv2 models): per-stage
+    ``patch_embed{i}.{proj,norm}``, ``pos_embed{i}``, ``block{i}.{j}``, PVTv2's stage norm ``norm{i}`` and
+    ``mlp.dwconv.dwconv``, classifier ``head``."""
+    official = {}
+    for key, value in state_dict.items():
+        key = re.sub(r"^stages\.(\d+)\.downsample\.conv\.", lambda m: f"patch_embed{int(m.group(1)) + 1}.proj.", key)
+        key = re.sub(r"^stages\.(\d+)\.downsample\.norm\.", lambda m: f"patch_embed{int(m.group(1)) + 1}.norm.", key)
+        key = re.sub(r"^stages\.(\d+)\.pos_embed$", lambda m: f"pos_embed{int(m.group(1)) + 1}", key)
+        key = re.sub(r"^stages\.(\d+)\.blocks\.", lambda m: f"block{int(m.group(1)) + 1}.", key)
+        key = re.sub(r"^stages\.(\d+)\.norm\.", lambda m: f"norm{int(m.group(1)) + 1}.", key)
+        key = key.replace(".mlp.dwconv.", ".mlp.dwconv.dwconv.")
+        official[key.replace("head.fc.", "head.")] = value
+    return official
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_official_checkpoint_loads(name, tmp_path):
+    kwargs = tiny_kwargs(name)
+    source = _random_model(name, **kwargs)
+    official = _official_layout(source.state_dict())
+    v2 = "pvtv2" in name
+    expected_keys = {"patch_embed1.proj.weight", "patch_embed4.norm.bias", "block1.0.attn.q.weight",
+                     "block3.0.attn.kv.bias", "block4.0.attn.dwc.weight", "block2.0.mlp.fc2.weight", "head.weight"}
+    expected_keys |= {"norm4.weight", "block1.0.mlp.dwconv.dwconv.weight"} if v2 else {"pos_embed1", "pos_embed4"}
+    assert expected_keys <= set(official)
+    assert not [k for k in official if k.startswith(("stages", "head.fc"))]
+    if name == "zoo_flatten_pvt_tiny":  # the official FLatten-PVT declares a final norm it never applies
+        official |= {"norm.weight": torch.ones(32), "norm.bias": torch.zeros(32)}
+    path = tmp_path / "official.pth"
+    torch.save({"model": official, "epoch": 299}, path)
+    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_checkpoint_resized_for_another_resolution(name, tmp_path):
+    kwargs = tiny_kwargs(name)
+    path = tmp_path / "official.pth"
+    torch.save({"model": _official_layout(_random_model(name, **kwargs).state_dict())}, path)
+    model = timm.create_model(
+        name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **dict(kwargs, img_size=96)
+    ).eval()
+    if "pvtv2" not in name:
+        assert model.stages[0].pos_embed.shape == (1, 24 * 24, 16)
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 3, 96, 96))).all()
+
+
+def test_position_embedding_is_interpolated_to_the_input():
+    model = _random_model("zoo_agent_pvt_tiny", **tiny_kwargs("zoo_agent_pvt_tiny"))
+    stage = model.stages[0]
+    with torch.no_grad():
+        at_size = stage._pos_embed((16, 16))
+        assert torch.equal(at_size, stage.pos_embed.reshape(1, 16, 16, 16))
+        resized = stage._pos_embed((8, 12))
+    expected = torch.nn.functional.interpolate(at_size.permute(0, 3, 1, 2), size=(8, 12), mode="bilinear")
+    torch.testing.assert_close(resized, expected.permute(0, 2, 3, 1))
+    feats = model.forward_intermediates(torch.randn(1, 3, 32, 48), intermediates_only=True)
+    assert [tuple(f.shape[2:]) for f in feats] == [(8, 12), (4, 6), (2, 3), (1, 1)]
+
+
+@pytest.mark.parametrize("name", ["zoo_flatten_pvt_tiny", "zoo_agent_pvt_tiny"])
+def test_spatial_reduction_builds_reduced_keys_and_values(name):
+    model = timm.create_model(name, **tiny_kwargs(name), sr_ratios=(8, 4, 2, 1)).eval()
+    attn = model.stages[0].blocks[0].attn
+    assert attn.sr.stride == (8, 8)
+    with torch.no_grad():
+        q, k, v = attn.project(torch.randn(1, 16, 16, 16))
+    assert q.shape == (1, 16, 16, 16) and k.shape == v.shape == (1, 2, 2, 16)
+    assert not hasattr(model.stages[3].blocks[0].attn, "sr")
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 80)).shape == (1, 1000)
+    with pytest.raises(ValueError, match="sr_ratio"):
+        timm.create_model(name, **tiny_kwargs(name), sr_ratios=(0, 1, 1, 1))
+
+
+def test_stage_arguments_must_agree():
+    with pytest.raises(ValueError, match="one entry per stage"):
+        timm.create_model("zoo_agent_pvt_tiny", **dict(tiny_kwargs("zoo_agent_pvt_tiny"), sr_ratios=(1, 1)))
+
+
+# Parameter counts of the official models, measured by building LeapLabTHU's flatten_pvt_tiny,
+# flatten_pvt_v2_b0 and agent_pvt_* with their official configs (no key/value reduction). The official
+# FLatten-PVT-T declares a final LayerNorm (2 x 512 parameters) that its forward never applies, which
+# this model leaves out: the official count is 12_150_504.
+OFFICIAL_PARAMS = {
+    "zoo_flatten_pvt_tiny": 12_150_504 - 2 * 512,
+    "zoo_flatten_pvtv2_b0": 3_594_824,
+    "zoo_agent_pvt_tiny": 11_570_352,
+    "zoo_agent_pvt_small": 20_635_066,
+    "zoo_agent_pvt_medium": 35_921_746,
+    "zoo_agent_pvt_medium_256": 36_083_682,
+    "zoo_agent_pvt_large": 48_738_180,
+}
+
+
+@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
+def test_parameter_count_matches_official(name):
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]

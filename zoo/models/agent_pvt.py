@@ -1,0 +1,86 @@
+"""Agent-PVT: PVT with agent attention (Han et al., ECCV 2024).
+
+https://arxiv.org/abs/2312.08874
+
+Every block uses agent attention (the official configs' attention types ``AAAA``) with 9, 16, 49
+and 49 agent tokens per stage and no spatial reduction of keys and values
+(``PVT_LA_SR_RATIOS=1111``); ``sr_ratios`` builds reduced versions. Official checkpoints
+(LeapLabTHU/Agent-Attention) load through ``checkpoint_filter_fn``; for other input sizes the
+position embeddings and biases are interpolated to the maps.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.models import generate_default_cfgs
+
+from zoo.layers.agent_attention import AgentAttention, resize_agent_biases
+from zoo.layers.map_attention import SpatialReduction
+from zoo.weights import pretrained_cfgs
+
+from ._backbone import build_backbone
+from ._registry import register_model, register_tiny_kwargs
+from .pvt import PyramidVisionTransformer
+from .pvt import checkpoint_filter_fn as pvt_checkpoint_filter_fn
+
+__all__ = ["ReducedAgentAttention"]
+
+
+class ReducedAgentAttention(SpatialReduction, AgentAttention):
+    """Agent attention with keys and values from PVT's spatially reduced map."""
+
+
+def checkpoint_filter_fn(state_dict: dict, model: PyramidVisionTransformer) -> dict[str, torch.Tensor]:
+    """PVT's conversion, then per-row/column agent biases resized to the model's stage resolutions."""
+    return resize_agent_biases(pvt_checkpoint_filter_fn(state_dict, model), model)
+
+
+def _create_agent_pvt(variant: str, pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
+    agent_nums = kwargs.pop("agent_num", (9, 16, 49, 49))
+
+    def attn_layer(dim: int, num_heads: int, resolution: tuple[int, int], sr_ratio: int, stage: int):
+        return ReducedAgentAttention(dim, num_heads, resolution, agent_num=agent_nums[stage], sr_ratio=sr_ratio)
+
+    return build_backbone(PyramidVisionTransformer, variant, pretrained, checkpoint_filter_fn,
+                          attn_layer=attn_layer, **kwargs)
+
+
+default_cfgs = generate_default_cfgs(pretrained_cfgs("agent_pvt"))
+
+register_tiny_kwargs(
+    "zoo_agent_pvt", img_size=64, embed_dims=(16, 16, 32, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
+    agent_num=(4, 4, 4, 1),
+)
+
+_PVT = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4))
+
+
+@register_model
+def zoo_agent_pvt_tiny(pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
+    """Agent-PVT-T: C=64-128-320-512, depths 2-2-2-2, agents 9-16-49-49."""
+    return _create_agent_pvt("zoo_agent_pvt_tiny", pretrained, **dict(_PVT, depths=(2, 2, 2, 2)) | kwargs)
+
+
+@register_model
+def zoo_agent_pvt_small(pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
+    """Agent-PVT-S: depths 3-4-6-3."""
+    return _create_agent_pvt("zoo_agent_pvt_small", pretrained, **dict(_PVT, depths=(3, 4, 6, 3)) | kwargs)
+
+
+@register_model
+def zoo_agent_pvt_medium(pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
+    """Agent-PVT-M: depths 3-4-18-3."""
+    return _create_agent_pvt("zoo_agent_pvt_medium", pretrained, **dict(_PVT, depths=(3, 4, 18, 3)) | kwargs)
+
+
+@register_model
+def zoo_agent_pvt_medium_256(pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
+    """Agent-PVT-M at 256²: biases and position embeddings for 64-32-16-8 maps."""
+    args = dict(_PVT, img_size=256, depths=(3, 4, 18, 3))
+    return _create_agent_pvt("zoo_agent_pvt_medium_256", pretrained, **args | kwargs)
+
+
+@register_model
+def zoo_agent_pvt_large(pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
+    """Agent-PVT-L: depths 3-8-27-3."""
+    return _create_agent_pvt("zoo_agent_pvt_large", pretrained, **dict(_PVT, depths=(3, 8, 27, 3)) | kwargs)
