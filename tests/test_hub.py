@@ -20,8 +20,9 @@ from huggingface_hub import constants
 from safetensors.torch import save_file
 
 import zoo  # noqa: F401
-from zoo.hub import WeightsError, convert_checkpoint, read_checkpoint, verify_checkpoint
+from zoo.hub import WeightsError, read_checkpoint
 from zoo.weights import check_manifest, families, iter_weights, manifest, pretrained_cfgs
+from zoo.weights.convert import convert_checkpoint, verify_checkpoint
 
 SHALLOW = dict(depths=(1, 2, 1, 1))  # full widths (the checkpoint shapes), fewer blocks
 SWIN_TINY = next(entry for _, entry in iter_weights("swin") if entry["model"] == "zoo_swin_tiny")

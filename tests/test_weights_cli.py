@@ -9,9 +9,8 @@ import torch
 from safetensors.torch import load_file
 
 import zoo  # noqa: F401
-from zoo import hub
 from zoo.cli import main
-from zoo.weights import iter_weights
+from zoo.weights import iter_weights, publish
 
 
 def zoo_weights(*argv: str) -> int:
@@ -118,7 +117,7 @@ class RecordingApi:
 
 def test_push_dry_run_then_upload(converted, capsys, monkeypatch):
     _, out_dir, _ = converted
-    monkeypatch.setattr(hub, "HfApi", RecordingApi)
+    monkeypatch.setattr(publish, "HfApi", RecordingApi)
     monkeypatch.setattr(RecordingApi, "calls", [])
 
     assert zoo_weights("push", out_dir, "--dry-run") == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +16,12 @@ from rich.progress import track
 from rich.table import Table
 
 import zoo
-from zoo.hub import add_weights_commands, count_gmacs
+from zoo.hub import WeightsError
 from zoo.onnx_export import add_export_command
-from zoo.weights import families, manifest
+from zoo.weights import families, manifest, weights_table
+from zoo.weights.card import count_gmacs
+from zoo.weights.convert import convert_checkpoint, verify_checkpoint
+from zoo.weights.publish import push_folder
 
 
 @dataclass
@@ -134,6 +138,92 @@ def _cmd_info(args: argparse.Namespace) -> int:
     }
     print(json.dumps(info, indent=2, default=str))
     return 0
+
+
+def _reports_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except WeightsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+@_reports_errors
+def _cmd_weights_convert(args: argparse.Namespace) -> int:
+    report = convert_checkpoint(args.weight, args.src, args.out_dir, overwrite=args.overwrite)
+    print(f"keys: {report.summary()}")
+    print(f"wrote {args.out_dir}: config.json, model.safetensors, README.md")
+    print(f'load it with timm.create_model("local-dir:{args.out_dir}", pretrained=True) after `import zoo`')
+    return 0
+
+
+@_reports_errors
+def _cmd_weights_verify(args: argparse.Namespace) -> int:
+    print("\n".join(verify_checkpoint(args.file, args.weight)))
+    return 0
+
+
+@_reports_errors
+def _cmd_weights_push(args: argparse.Namespace) -> int:
+    lines = push_folder(
+        args.folder,
+        args.repo_id,
+        dry_run=args.dry_run,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.message,
+    )
+    print("\n".join(lines))
+    return 0
+
+
+@_reports_errors
+def _cmd_weights_list(args: argparse.Namespace) -> int:
+    if args.family and args.family not in families():
+        raise WeightsError(f"no weights manifest for family {args.family!r}; known: {', '.join(families())}")
+    lines = weights_table(args.pattern, args.family)
+    print("\n".join(lines))
+    return 0 if len(lines) > 1 else 1
+
+
+def add_weights_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``weights`` (with ``list``, ``convert``, ``verify``, ``push``) to the ``zoo`` command's subparsers."""
+    parser = subparsers.add_parser(
+        "weights",
+        help="list, convert, verify and publish pretrained weights",
+        description="Pretrained weights: the manifest, conversion of official files, verification, Hub upload.",
+    )
+    commands = parser.add_subparsers(dest="weights_command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("list", help="the released weights in the manifest")
+    p.add_argument("pattern", nargs="?", default="*", help="MODEL.TAG glob (default: all)")
+    p.add_argument("--family", help="only this family's manifest")
+    p.set_defaults(func=_cmd_weights_list)
+
+    p = commands.add_parser("convert", help="official checkpoint -> Hub-ready folder (safetensors, config, card)")
+    p.add_argument("weight", metavar="MODEL.TAG", help="the manifest weight the file is, e.g. zoo_swin_tiny.ms_in1k")
+    p.add_argument("src", metavar="SRC", help="the official checkpoint file")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
+    p.set_defaults(func=_cmd_weights_convert)
+
+    p = commands.add_parser("verify", help="check a file's sha256 against the manifest and its keys against the model")
+    p.add_argument("file", metavar="FILE", help="a checkpoint file, or a converted folder")
+    p.add_argument("weight", metavar="MODEL.TAG")
+    p.set_defaults(func=_cmd_weights_verify)
+
+    p = commands.add_parser("push", help="upload a converted folder to the Hugging Face Hub")
+    p.add_argument("folder", metavar="OUT_DIR", help="a folder written by `zoo weights convert`")
+    p.add_argument("repo_id", metavar="REPO_ID", nargs="?", help="target repo (default: the manifest's zoo_hub_id)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be uploaded, send nothing")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--revision", help="branch to upload to (default: main)")
+    p.add_argument("--message", help="commit message")
+    p.set_defaults(func=_cmd_weights_push)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
