@@ -38,6 +38,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.utils import get_session
 from safetensors import SafetensorError, safe_open
 from timm.models import build_model_with_cfg as timm_build_model_with_cfg
 from timm.models import load_state_dict, resolve_pretrained_cfg
@@ -155,9 +156,9 @@ def _model_and_tag(cfg: dict) -> str:
     return f"{cfg.get('architecture')}.{cfg.get('tag')}" if cfg.get("tag") else str(cfg.get("architecture"))
 
 
-def _hub_reason(error: Exception, repo_id: str) -> str:
+def _hub_reason(error: Exception, repo_id: str, unreachable: str = "the Hub could not be reached") -> str:
     if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
-        where = "offline (HF_HUB_OFFLINE is set)" if constants.is_offline_mode() else "the Hub could not be reached"
+        where = "offline (HF_HUB_OFFLINE is set)" if constants.is_offline_mode() else unreachable
         return f"{where} and the file is not in the local Hugging Face cache"
     if isinstance(error, GatedRepoError):
         return f"the repo is gated: accept its terms at https://huggingface.co/{repo_id} and log in (hf auth login)"
@@ -170,15 +171,43 @@ def _hub_reason(error: Exception, repo_id: str) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def _hub_unreachable() -> str | None:
+    """Why the Hub endpoint gives no answer at all (refused, unresolvable, timed out), or None if it answers.
+
+    One request without retries: ``hf_hub_download`` retries a failed connection with backoff for about
+    25 s per file, so without this probe a machine offline without ``HF_HUB_OFFLINE`` would wait that
+    long for every candidate file before the cache is consulted.
+    """
+    try:
+        get_session().head(constants.ENDPOINT, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception as e:  # the transport errors of whichever HTTP client huggingface_hub uses
+        return f"the Hub ({constants.ENDPOINT}) could not be reached ({type(e).__name__}: {e})"
+    return None
+
+
 def _download_from_hub(cfg: dict, cache_dir) -> tuple[Path, str]:
-    """``(local path, filename)`` of the Hub copy; raises WeightsError with the reason."""
+    """``(local path, filename)`` of the Hub copy; raises WeightsError with the reason.
+
+    When the Hub cannot be reached, every candidate file is looked up in the local cache only.
+    """
     repo_id, revision = hf_split(cfg["hf_hub_id"])
     filenames = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else HUB_FILENAMES
+    unreachable = None if constants.is_offline_mode() else _hub_unreachable()
     tried: dict[str, list[str]] = {}  # reason -> file names
     for filename in filenames:
         try:
-            path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, library_name="zoo")
+            path = hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                cache_dir=cache_dir,
+                library_name="zoo",
+                local_files_only=unreachable is not None,
+            )
             return Path(path), filename
+        except LocalEntryNotFoundError as e:  # offline or unreachable, and not cached: the cache only from here
+            unreachable = unreachable or "the Hub could not be reached"
+            tried.setdefault(_hub_reason(e, repo_id, unreachable), []).append(filename)
         except (EntryNotFoundError, OSError, ValueError) as e:
             tried.setdefault(_hub_reason(e, repo_id), []).append(filename)
             if not isinstance(e, EntryNotFoundError):
