@@ -118,6 +118,7 @@ class RecordingApi:
 def test_push_dry_run_then_upload(converted, capsys, monkeypatch):
     _, out_dir, _ = converted
     monkeypatch.setattr(publish, "HfApi", RecordingApi)
+    monkeypatch.setattr(publish, "hub_unreachable", lambda: None)
     monkeypatch.setattr(RecordingApi, "calls", [])
 
     assert zoo_weights("push", out_dir, "--dry-run") == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import timm
 import torch
+from safetensors import SafetensorError
 from timm.models import split_model_name_tag
 from timm.models._hub import save_for_hf
 
@@ -37,16 +38,33 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise WeightsError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def _staging_dir(out_dir: Path):
-    """A sibling temporary folder that replaces ``out_dir`` only when the block succeeds."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    """A sibling temporary folder that replaces ``out_dir`` only when the block succeeds.
+
+    The folder gets the permissions of any new folder (``0o777`` less the umask), not the ``0o700`` of
+    a temporary one. A failed write (a full disk, a read-only folder) removes it and is a WeightsError.
+    """
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as e:
+        raise WeightsError(f"cannot create {out_dir}: {e}") from e
     try:
         yield staging
+    except (OSError, SafetensorError) as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise WeightsError(f"cannot write {out_dir} ({e}); nothing was written there") from e
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    staging.chmod(0o777 & ~_umask())
     if out_dir.is_dir():
         shutil.rmtree(out_dir)
     elif out_dir.exists():

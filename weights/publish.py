@@ -6,10 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-from zoo.hub import WeightsError, check_readable, sha256_file
+from zoo.hub import WeightsError, check_readable, hub_unreachable, sha256_file
 from zoo.weights import weight_entry
 
 __all__ = ["push_folder"]
@@ -60,6 +60,9 @@ def push_folder(
     ]
     if dry_run:
         return lines
+    unreachable = None if constants.is_offline_mode() else hub_unreachable()
+    if unreachable:  # fail at once instead of after huggingface_hub's retries
+        raise WeightsError(f"upload to {repo_id} failed: {unreachable}")
     api = api or HfApi(library_name="zoo")
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)

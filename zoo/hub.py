@@ -53,6 +53,7 @@ __all__ = [
     "check_fits",
     "check_readable",
     "fetch_weights",
+    "hub_unreachable",
     "read_checkpoint",
     "sha256_file",
 ]
@@ -171,7 +172,7 @@ def _hub_reason(error: Exception, repo_id: str, unreachable: str = "the Hub coul
     return f"{type(error).__name__}: {error}"
 
 
-def _hub_unreachable() -> str | None:
+def hub_unreachable() -> str | None:
     """Why the Hub endpoint gives no answer at all (refused, unresolvable, timed out), or None if it answers.
 
     One request without retries: ``hf_hub_download`` retries a failed connection with backoff for about
@@ -192,7 +193,7 @@ def _download_from_hub(cfg: dict, cache_dir) -> tuple[Path, str]:
     """
     repo_id, revision = hf_split(cfg["hf_hub_id"])
     filenames = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else HUB_FILENAMES
-    unreachable = None if constants.is_offline_mode() else _hub_unreachable()
+    unreachable = None if constants.is_offline_mode() else hub_unreachable()
     tried: dict[str, list[str]] = {}  # reason -> file names
     for filename in filenames:
         try:
@@ -311,6 +312,10 @@ def build_model_with_cfg(model_cls: type | Callable, variant: str, pretrained: b
 # Matching a checkpoint to a model
 
 
+def _first(keys: list[str], limit: int = 8) -> str:
+    return ", ".join(keys[:limit]) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
 @dataclass
 class KeyReport:
     """How a (filtered) state dict fits a model: keys the model lacks, has extra, or of other shapes."""
@@ -344,8 +349,7 @@ class KeyReport:
         ]
         for title, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
             if keys:
-                more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-                lines.append(f"  {title}: {', '.join(keys[:limit])}{more}")
+                lines.append(f"  {title}: {_first(keys, limit)}")
         for key, got, want in self.mismatched[:limit]:
             lines.append(f"  {key}: checkpoint {list(got)}, model {list(want)}")
         if len(self.mismatched) > limit:
@@ -396,9 +400,19 @@ def _same_family_matches(model_name: str, state_dict: dict, model_kwargs: dict, 
     return matches
 
 
+def _foreign_keys(state_dict: dict, model: torch.nn.Module) -> list[str]:
+    """The keys of ``state_dict`` that belong to submodules ``model`` does not have (a deeper model's blocks)."""
+    modules = {name for name, _ in model.named_modules()}
+    return [key for key in state_dict if key.removeprefix("module.").rpartition(".")[0] not in modules]
+
+
 def check_fits(model_name: str, state_dict: dict, model: torch.nn.Module, model_kwargs: dict, source) -> dict:
-    """The filtered state dict, or a WeightsError listing what does not fit (and which model it fits)."""
-    keys = None
+    """The filtered state dict, or a WeightsError listing what does not fit (and which model it fits).
+
+    When the family's filter cannot even convert the checkpoint, the keys of modules the model lacks
+    come first and the filter's own error last.
+    """
+    keys, filter_error = None, None
     try:
         filtered = _apply_filter(model_name, state_dict, model)
         report = KeyReport.compare(filtered, model)
@@ -406,9 +420,18 @@ def check_fits(model_name: str, state_dict: dict, model: torch.nn.Module, model_
             return filtered
         problem, keys = report.summary(), set(filtered)
     except WeightsError as e:
-        problem = str(e)
+        foreign = _foreign_keys(state_dict, model)
+        problem, filter_error = str(e), None
+        if foreign:
+            problem = (
+                f"{len(foreign)} of its {len(state_dict)} keys belong to modules {model_name} does not have: "
+                f"{_first(foreign)}"
+            )
+            filter_error = e
     lines = [f"{source} is not a checkpoint of {model_name}:", problem]
     matches = _same_family_matches(model_name, state_dict, model_kwargs, keys)
     if matches:
         lines.append(f"It fits {', '.join(matches)}: convert it as that model.")
+    if filter_error:
+        lines.append(f"({filter_error})")
     raise WeightsError("\n".join(lines))

@@ -81,7 +81,7 @@ class AgentAttention(nn.Module):
         n = h * w
         q, k, v = self.qkv(x).reshape(b, n, 3, c).unbind(2)
         agents = self.pool(q.transpose(1, 2).reshape(b, c, h, w)).reshape(b, c, self.agent_num).transpose(1, 2)
-        q, k, v, agents = (t.reshape(b, -1, self.num_heads, c // self.num_heads).transpose(1, 2)
+        q, k, v, agents = (t.reshape(b, t.shape[1], self.num_heads, c // self.num_heads).transpose(1, 2)
                            for t in (q, k, v, agents))
         to_tokens, to_agents = self._biases((h, w))
         agent_values = F.scaled_dot_product_attention(agents, k, v, attn_mask=to_tokens.to(q.dtype))

@@ -73,11 +73,11 @@ class FocusedLinearAttention(nn.Module):
             scale = F.softplus(self.scale.float())
             q = self._focus(q, scale)
             k = self._focus(k + self._positional_encoding((h, w)).float(), scale)
-            q, k, v = (t.reshape(b, n, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+            q, k, v = (t.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2) for t in (q, k, v))
             normalizer = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + 1e-6)
             kv = (k.transpose(-2, -1) * n**-0.5) @ (v * n**-0.5)
             out = (q @ kv * normalizer).transpose(1, 2).reshape(b, n, c)
-        v_map = v.reshape(b * self.num_heads, h, w, -1).permute(0, 3, 1, 2).to(x.dtype)
+        v_map = v.reshape(b * self.num_heads, h, w, c // self.num_heads).permute(0, 3, 1, 2).to(x.dtype)
         out = out.to(x.dtype) + self.dwc(v_map).reshape(b, c, n).transpose(1, 2)
         return self.proj_drop(self.proj(out)).reshape(b, h, w, c)
 
