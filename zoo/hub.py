@@ -400,17 +400,27 @@ def _same_family_matches(model_name: str, state_dict: dict, model_kwargs: dict, 
     return matches
 
 
-def _foreign_keys(state_dict: dict, model: torch.nn.Module) -> list[str]:
-    """The keys of ``state_dict`` that belong to submodules ``model`` does not have (a deeper model's blocks)."""
-    modules = {name for name, _ in model.named_modules()}
-    return [key for key in state_dict if key.removeprefix("module.").rpartition(".")[0] not in modules]
+def _keys_beyond_depth(state_dict: dict, model: torch.nn.Module) -> list[str]:
+    """The keys of ``state_dict`` that index past the end of one of ``model``'s block lists: a deeper model's."""
+    beyond = []
+    for key in state_dict:
+        module = model
+        for part in key.removeprefix("module.").split(".")[:-1]:
+            is_list = isinstance(module, (torch.nn.Sequential, torch.nn.ModuleList))
+            if is_list and part.isdigit() and int(part) >= len(module):
+                beyond.append(key)
+                break
+            module = module._modules.get(part)
+            if module is None:
+                break
+    return beyond
 
 
 def check_fits(model_name: str, state_dict: dict, model: torch.nn.Module, model_kwargs: dict, source) -> dict:
     """The filtered state dict, or a WeightsError listing what does not fit (and which model it fits).
 
-    When the family's filter cannot even convert the checkpoint, the keys of modules the model lacks
-    come first and the filter's own error last.
+    When the family's filter cannot even convert the checkpoint because it has more blocks than the
+    model, those keys come first and the filter's own error last.
     """
     keys, filter_error = None, None
     try:
@@ -420,14 +430,11 @@ def check_fits(model_name: str, state_dict: dict, model: torch.nn.Module, model_
             return filtered
         problem, keys = report.summary(), set(filtered)
     except WeightsError as e:
-        foreign = _foreign_keys(state_dict, model)
+        beyond = _keys_beyond_depth(state_dict, model)
         problem, filter_error = str(e), None
-        if foreign:
-            problem = (
-                f"{len(foreign)} of its {len(state_dict)} keys belong to modules {model_name} does not have: "
-                f"{_first(foreign)}"
-            )
-            filter_error = e
+        if beyond:
+            problem = f"{len(beyond)} of its {len(state_dict)} keys belong to blocks {model_name} does not have: "
+            problem, filter_error = problem + _first(beyond), e
     lines = [f"{source} is not a checkpoint of {model_name}:", problem]
     matches = _same_family_matches(model_name, state_dict, model_kwargs, keys)
     if matches:
