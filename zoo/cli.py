@@ -99,9 +99,7 @@ class CommandError(Exception):
 
 
 def _check_model_name(name: str) -> str:
-    """``name`` (``model`` or ``model.tag``) if timm has it; ``hf-hub:`` and ``local-dir:`` names pass as they are."""
-    if name.startswith(("hf-hub:", "local-dir:")):
-        return name
+    """``name`` (``model`` or ``model.tag``) if timm has it."""
     arch, tag = split_model_name_tag(name)
     if not timm.is_model(arch):
         raise CommandError(f"unknown model {arch!r}; `zoo list` shows the registered ones")
@@ -248,7 +246,8 @@ def _add_weights_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
-    model = timm.create_model(_check_model_name(args.model), pretrained=args.pretrained, **kwargs)
+    name = args.model if args.model.startswith(("hf-hub:", "local-dir:")) else _check_model_name(args.model)
+    model = timm.create_model(name, pretrained=args.pretrained, **kwargs)
     input_size = tuple(args.input_size or model.pretrained_cfg.get("input_size", (3, 224, 224)))
     try:
         path = export_onnx(model, args.output, input_size, batch_size=args.batch_size, opset=args.opset)
