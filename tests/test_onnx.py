@@ -23,10 +23,15 @@ MODELS = [
 ]  # fmt: skip
 
 
+# Memory budgets of the reference kernels that split the tiny models' maps into several chunks. The
+# neighborhood kernel's budget covers a few rows of the whole batch, so its rows per chunk depend on
+# the batch size, as they do at full size; the other two chunk by image and by region.
+SMALL_BUDGETS = {"neighborhood_attention": 2**16, "routing_attention": 1, "window_attention": 1}
+
+
 @pytest.fixture
 def reference_chunks(monkeypatch):
-    """The reference kernels with a 1-byte memory budget, so that every map needs many chunks (one row,
-    image or region each); returns the chunk counts of the eager calls."""
+    """The reference kernels on :data:`SMALL_BUDGETS`; returns the chunk counts of the eager calls."""
     counts = []
 
     def counting_chunks(total, size):
@@ -35,9 +40,9 @@ def reference_chunks(monkeypatch):
             counts.append(len(slices))
         return slices
 
-    for op in ("neighborhood_attention", "routing_attention", "window_attention"):
+    for op, budget in SMALL_BUDGETS.items():
         module = importlib.import_module(f"zoo.kernels.{op}")  # zoo.kernels.<op> is also the op's function
-        monkeypatch.setattr(module, "_REFERENCE_CHUNK_BYTES", 1)
+        monkeypatch.setattr(module, "_REFERENCE_CHUNK_BYTES", budget)
         monkeypatch.setattr(module, "chunks", counting_chunks)
     return counts
 
