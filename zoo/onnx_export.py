@@ -84,7 +84,9 @@ def onnx_difference(model: torch.nn.Module, path: str | Path, images: torch.Tens
     _require("onnxruntime")
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # a failing node raises with its message; no second copy in the log
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = model.eval()(images)
     got = torch.from_numpy(session.run(None, {"image": images.numpy()})[0])
