@@ -67,11 +67,12 @@ def chunks(total: int, size: int) -> list[slice]:
     """Slices of ``size`` items covering ``range(total)``, as the reference paths bound their memory.
 
     One slice for all in a graph being exported (``torch.export``, ONNX): looping over a batch
-    would fix its size there, where it should stay symbolic.
+    would fix its size there, where it should stay symbolic. One empty slice when ``total`` is 0, so
+    that an empty batch gives an empty result.
     """
     if torch.compiler.is_exporting():
         return [slice(None)]
-    return [slice(start, start + size) for start in range(0, total, size)]
+    return [slice(start, start + size) for start in range(0, max(total, 1), size)]
 
 
 def pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:

@@ -31,7 +31,7 @@ import math
 
 import torch
 
-from ._dispatch import check_qkv, dot_precision, interpreting, pair, use_triton
+from ._dispatch import check_qkv, chunks, dot_precision, interpreting, pair, use_triton
 
 try:
     import triton
@@ -79,24 +79,24 @@ def neighborhood_attention2d_reference(q, k, v, kernel_size, dilation=1, rpb=Non
     key_rows, bias_rows = neighborhood_indices(h, kh, dh, q.device)
     key_cols, bias_cols = neighborhood_indices(w, kw, dw, q.device)
     per_row = b * w * kh * kw * nh * d * max(q.element_size(), 4)
-    chunk = max(1, _REFERENCE_CHUNK_BYTES // per_row)
+    # sym_max: no guard on a symbolic batch while exporting, where chunks() gives one slice anyway.
+    chunk = torch.sym_max(1, _REFERENCE_CHUNK_BYTES // torch.sym_max(per_row, 1))
     softmax_dtype = torch.promote_types(q.dtype, torch.float32)
 
     outputs = []
-    for r0 in range(0, h, chunk):
-        r1 = min(r0 + chunk, h)
-        ri, ci = _flat_neighborhood(key_rows[r0:r1], key_cols)
+    for rows in chunks(h, chunk):
+        ri, ci = _flat_neighborhood(key_rows[rows], key_cols)
         k_nb = k[:, ri, ci].flatten(1, 2).flatten(2, 3)  # (B, R*W, kh*kw, heads, d)
         v_nb = v[:, ri, ci].flatten(1, 2).flatten(2, 3)
-        q_rows = q[:, r0:r1].flatten(1, 2)  # (B, R*W, heads, d)
+        q_rows = q[:, rows].flatten(1, 2)  # (B, R*W, heads, d)
         logits = torch.einsum("bqnd,bqknd->bqnk", q_rows, k_nb).to(softmax_dtype) * scale
         if rpb is not None:
-            bi, bj = _flat_neighborhood(bias_rows[r0:r1], bias_cols)
+            bi, bj = _flat_neighborhood(bias_rows[rows], bias_cols)
             bias = rpb[:, bi, bj].flatten(1, 2).flatten(2, 3)  # (heads, R*W, kh*kw)
             logits = logits + bias.permute(1, 0, 2).to(softmax_dtype)
         attn = logits.softmax(dim=-1).to(v.dtype)
         out = torch.einsum("bqnk,bqknd->bqnd", attn, v_nb)
-        outputs.append(out.reshape(b, r1 - r0, w, nh, d))
+        outputs.append(out.unflatten(1, (-1, w)))  # (B, R, W, heads, d)
     return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
 
 

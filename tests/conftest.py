@@ -1,5 +1,7 @@
 import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -21,3 +23,15 @@ def _seeded_rngs():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def zoo_command():
+    """Run the ``zoo`` command in a subprocess as a user does: ``run(*args, env=..., preexec_fn=...)``
+    returns the completed process (text stdout and stderr, exit status)."""
+
+    def run(*args, **kwargs) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "zoo.cli", *(str(a) for a in args)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600, **kwargs)
+
+    return run

@@ -20,8 +20,9 @@ from huggingface_hub import constants
 from safetensors.torch import save_file
 
 import zoo  # noqa: F401
-from zoo.hub import WeightsError, convert_checkpoint, read_checkpoint, verify_checkpoint
+from zoo.hub import WeightsError, read_checkpoint
 from zoo.weights import check_manifest, families, iter_weights, manifest, pretrained_cfgs
+from zoo.weights.convert import convert_checkpoint, verify_checkpoint
 
 SHALLOW = dict(depths=(1, 2, 1, 1))  # full widths (the checkpoint shapes), fewer blocks
 SWIN_TINY = next(entry for _, entry in iter_weights("swin") if entry["model"] == "zoo_swin_tiny")
@@ -227,6 +228,29 @@ def test_offline_without_the_file_says_where_weights_come_from(offline_cache):
     assert "zoo weights convert zoo_swin_tiny.ms_in1k FILE DIR" in message
     assert 'timm.create_model("local-dir:DIR", pretrained=True)' in message
     assert "pretrained_cfg_overlay=dict(file=" in message
+
+
+def test_unreachable_hub_without_the_offline_flag_fails_at_once_in_a_subprocess(tmp_path):
+    """No HF_HUB_OFFLINE and a Hub endpoint that refuses connections: the clear error comes without going
+    through huggingface_hub's retry cycle (about 25 s) for each candidate file."""
+    script = (
+        "import time, timm, zoo\n"
+        "from zoo.hub import WeightsError\n"
+        "start = time.monotonic()\n"
+        "try:\n"
+        "    timm.create_model('zoo_swin_tiny.ms_in1k', pretrained=True)\n"
+        "except WeightsError as e:\n"
+        "    print(f'{time.monotonic() - start:.1f}')\n"
+        "    print(e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    seconds, message = result.stdout.split("\n", 1)
+    assert "cannot get the pretrained weights of zoo_swin_tiny.ms_in1k" in message
+    assert "the Hub (http://127.0.0.1:9) could not be reached" in message
+    assert "not in the local Hugging Face cache (model.safetensors, pytorch_model.bin)" in message
+    assert float(seconds) < 20, f"the error took {seconds} s"
 
 
 def test_official_url_is_the_fallback_without_a_hub_copy(tmp_path, offline_cache, monkeypatch):

@@ -12,6 +12,7 @@ import torch
 
 import zoo  # noqa: F401  (registers the models)
 from zoo.models import tiny_kwargs
+from zoo.models._backbone import Backbone
 
 MODELS = timm.list_models("zoo_*")
 BATCH = 2
@@ -88,6 +89,30 @@ def test_bad_input_raises(name):
         model(torch.randn(BATCH, 3 * size * size))
     with pytest.raises(ValueError, match="channels"):
         model(torch.randn(1, 4, size, size))
+    with pytest.raises(ValueError, match=r"channels-last .* pass x\.permute\(0, 3, 1, 2\)"):
+        model(torch.randn(1, size, size, 3))
+    with pytest.raises(ValueError, match="expects a floating-point image batch .* got torch.uint8"):
+        model(torch.zeros(1, 3, size, size, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_input_of_another_dtype_than_the_weights_raises(name):
+    model = _build(name).eval()
+    if not isinstance(model, Backbone):
+        pytest.skip("the input dtype is checked by the shared backbone contract")
+    x = _input(model)
+    with pytest.raises(ValueError, match="torch.float32 weights and expects a torch.float32 batch, got torch.float16"):
+        model(x.half())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(x.bfloat16()).shape == (BATCH, model.num_classes)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_empty_batch(name):
+    model = _build(name, num_classes=5).eval()
+    x = _input(model)[:0]
+    with torch.no_grad():
+        assert model(x).shape == (0, 5)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -70,3 +70,21 @@ def test_list_writes_readme_table(tmp_path, capsys):
     text = readme.read_text()
     assert "old table" not in text and "| `zoo_swin_tiny` |" in text
     assert text.startswith("intro\n") and text.endswith("<!-- model-table:end -->\noutro\n")
+
+
+def test_list_on_a_pipe_gives_full_rows_and_progress_on_stderr(zoo_command):
+    result = zoo_command("list", "zoo_swin_tiny*")
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split("  ")[0] == "model" and len(rows) == 1
+    assert rows[0].split()[0] == "zoo_swin_tiny"
+    assert rows[0].endswith("ms_in1k, ms_in22k, ms_in22k_ft_in1k")
+    assert "measuring zoo_swin_tiny (1/1)" in result.stderr
+
+
+def test_info_of_an_unknown_tag_is_one_line(zoo_command):
+    result = zoo_command("info", "zoo_swin_tiny.bogus")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "zoo info: error: zoo_swin_tiny has no pretrained tag 'bogus'; its tags: ms_in1k, ms_in22k, ms_in22k_ft_in1k\n"
+    )

@@ -1,7 +1,12 @@
 """`zoo weights list | convert | verify | push` on full-size Swin-T checkpoints (random values, official
 key names and shapes); nothing reaches the network."""
 
+import os
 import re
+import resource
+import signal
+import stat
+import sys
 
 import pytest
 import timm
@@ -9,9 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 import zoo  # noqa: F401
-from zoo import hub
 from zoo.cli import main
-from zoo.weights import iter_weights
+from zoo.weights import iter_weights, publish
 
 
 def zoo_weights(*argv: str) -> int:
@@ -118,7 +122,8 @@ class RecordingApi:
 
 def test_push_dry_run_then_upload(converted, capsys, monkeypatch):
     _, out_dir, _ = converted
-    monkeypatch.setattr(hub, "HfApi", RecordingApi)
+    monkeypatch.setattr(publish, "HfApi", RecordingApi)
+    monkeypatch.setattr(publish, "hub_unreachable", lambda: None)
     monkeypatch.setattr(RecordingApi, "calls", [])
 
     assert zoo_weights("push", out_dir, "--dry-run") == 0
@@ -140,3 +145,67 @@ def test_push_refuses_a_folder_that_is_not_converted(tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}")
     assert zoo_weights("push", tmp_path, "me/x", "--dry-run") == 1
     assert "has no model.safetensors: create it with `zoo weights convert`" in capsys.readouterr().err
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_converted_folder_has_the_permissions_of_a_new_folder(converted):
+    _, out_dir, _ = converted
+    assert stat.S_IMODE(out_dir.stat().st_mode) == 0o777 & ~_umask()
+
+
+def _limit_file_size():
+    """In the child: files beyond 1 MB cannot be written, as on a full disk (EFBIG instead of ENOSPC)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE stands in for a full disk")
+def test_convert_onto_a_full_disk_writes_nothing(converted, tmp_path, zoo_command):
+    src, _, _ = converted
+    out = tmp_path / "swin"
+    result = zoo_command("weights", "convert", "zoo_swin_tiny.ms_in1k", src, out, preexec_fn=_limit_file_size)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"zoo weights convert: error: cannot write {out} (")
+    assert result.stderr.endswith("; nothing was written there\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_of_a_deeper_checkpoint_leads_with_the_keys(converted, tmp_path, zoo_command):
+    src, _, _ = converted
+    official = torch.load(src, weights_only=True)["model"]
+    for key in [k for k in official if k.startswith("layers.2.blocks.")]:  # stage 3 twice as deep
+        block, rest = key.removeprefix("layers.2.blocks.").split(".", 1)
+        official[f"layers.2.blocks.{int(block) + 6}.{rest}"] = official[key]
+    deeper = tmp_path / "deeper.pth"
+    torch.save({"model": official}, deeper)
+    result = zoo_command("weights", "verify", deeper, "zoo_swin_tiny.ms_in1k")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    error = result.stderr[result.stderr.index("zoo weights verify: error: ") :]  # after torch's warnings
+    first, second, *rest = error.splitlines()
+    assert first == f"zoo weights verify: error: {deeper} is not a checkpoint of zoo_swin_tiny:"
+    assert re.match(r"\d+ of its \d+ keys belong to blocks zoo_swin_tiny does not have: layers\.2\.blocks\.6\.",
+                    second)  # fmt: skip
+    assert rest[-1].startswith("(the zoo_swin_tiny checkpoint filter cannot convert this checkpoint (AttributeError")
+
+
+def test_push_without_network_is_one_line(converted, tmp_path, zoo_command):
+    _, out_dir, _ = converted
+    env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:9", HF_TOKEN="hf_unused", HF_HOME=str(tmp_path))
+    env.pop("HF_HUB_OFFLINE", None)
+    result = zoo_command("weights", "push", out_dir, "me/swin-t", env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "zoo weights push: error: upload to me/swin-t failed: the Hub (http://127.0.0.1:9) could not be reached"
+    )
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_list_without_a_match_says_so(zoo_command):
+    result = zoo_command("weights", "list", "nomatch")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == "zoo weights list: error: no weights match 'nomatch'; `zoo weights list` shows them all\n"

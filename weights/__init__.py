@@ -29,11 +29,16 @@ Fields of an entry (with the defaults merged in):
   ``paper_ids``, ``origin_url``, ...) passes through to the cfg unchanged.
 
 Downloaded files are checked against ``sha256`` / ``hf_hub_sha256`` when known (``zoo.hub``).
+
+The tools behind ``zoo weights`` sit beside the manifest: ``zoo.weights.convert`` (an official file
+checked and turned into a Hub-ready folder), ``zoo.weights.card`` (its model card) and
+``zoo.weights.publish`` (the upload).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 from collections.abc import Iterator
 from functools import cache
@@ -58,6 +63,7 @@ __all__ = [
     "manifest",
     "pretrained_cfgs",
     "weight_entry",
+    "weights_table",
 ]
 
 NORMALIZATION = {
@@ -152,6 +158,28 @@ def weight_entry(model_and_tag: str) -> dict | None:
         ):
             return entry
     return None
+
+
+def weights_table(pattern: str = "*", family: str | None = None) -> list[str]:
+    """One line per manifest weight matching ``pattern`` (``model.tag`` glob)."""
+    rows = [("weight", "top-1", "size", "classes", "license", "sha256", "Hub copy")]
+    for _, entry in iter_weights(family):
+        name = f"{entry['model']}.{entry['tag']}"
+        if not fnmatch.fnmatch(name, pattern):
+            continue
+        rows.append(
+            (
+                name,
+                "-" if entry.get("top1") is None else f"{entry['top1']:.1f}",
+                "x".join(str(v) for v in entry["input_size"][1:]),
+                str(entry["num_classes"]),
+                entry["license"],
+                "yes" if entry.get("sha256") or entry.get("hf_hub_sha256") else "-",
+                entry.get("hf_hub_id") or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
 
 
 def _entry_problems(entry: dict) -> list[str]:

@@ -1,4 +1,4 @@
-"""Pretrained weights: download, verification, safe loading, conversion to the Hub format, publishing.
+"""Pretrained weights at ``pretrained=True``: download, sha256 verification, safe reading, fit checks.
 
 ``timm.create_model("zoo_<model>.<tag>", pretrained=True)`` goes through :func:`build_model_with_cfg`,
 a drop-in for timm's: it fetches the weight file named by the model's pretrained cfg (generated from
@@ -7,28 +7,21 @@ copy), checks its sha256 against the manifest when one is known, and hands the l
 whose loader runs the family's ``checkpoint_filter_fn`` (official layouts convert on load).
 Failures become one :class:`WeightsError` that says where the weights come from and how to use a
 local copy. Checkpoints are read with ``torch.load(weights_only=True)`` or safetensors; a pickle
-that needs code to load is refused.
+that needs code to load is refused. :func:`check_fits` says how a checkpoint does not fit a model.
 
-``zoo weights convert | verify | push | list`` (:func:`add_weights_commands`) turn an official file
-into a Hub-ready folder (``config.json``, ``model.safetensors``, model card), check a file, upload
-a folder and list the manifest.
+Converting, verifying and publishing weights (``zoo weights``) live beside the manifest, in
+``zoo.weights.convert`` and ``zoo.weights.publish``.
 """
 
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import hashlib
 import importlib
-import json
 import os
 import pickle
-import shutil
-import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -36,35 +29,33 @@ from urllib.parse import urlparse
 import numpy as np
 import timm
 import torch
-from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub import constants, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     GatedRepoError,
-    HfHubHTTPError,
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.utils import get_session
 from safetensors import SafetensorError, safe_open
 from timm.models import build_model_with_cfg as timm_build_model_with_cfg
-from timm.models import load_state_dict, resolve_pretrained_cfg, split_model_name_tag
-from timm.models._hub import download_cached_file, get_cache_dir, hf_split, save_for_hf
-from torch.utils.flop_counter import FlopCounterMode
+from timm.models import load_state_dict, resolve_pretrained_cfg
+from timm.models._hub import download_cached_file, get_cache_dir, hf_split
 
-from zoo.weights import families, iter_weights, weight_entry
+from zoo.weights import weight_entry
 
 __all__ = [
     "KeyReport",
     "WeightsError",
-    "add_weights_commands",
     "build_model_with_cfg",
-    "convert_checkpoint",
+    "check_fits",
+    "check_readable",
     "fetch_weights",
-    "push_folder",
+    "hub_unreachable",
     "read_checkpoint",
     "sha256_file",
-    "verify_checkpoint",
 ]
 
 HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")  # timm's order when no filename is given
@@ -166,9 +157,9 @@ def _model_and_tag(cfg: dict) -> str:
     return f"{cfg.get('architecture')}.{cfg.get('tag')}" if cfg.get("tag") else str(cfg.get("architecture"))
 
 
-def _hub_reason(error: Exception, repo_id: str) -> str:
+def _hub_reason(error: Exception, repo_id: str, unreachable: str = "the Hub could not be reached") -> str:
     if isinstance(error, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
-        where = "offline (HF_HUB_OFFLINE is set)" if constants.is_offline_mode() else "the Hub could not be reached"
+        where = "offline (HF_HUB_OFFLINE is set)" if constants.is_offline_mode() else unreachable
         return f"{where} and the file is not in the local Hugging Face cache"
     if isinstance(error, GatedRepoError):
         return f"the repo is gated: accept its terms at https://huggingface.co/{repo_id} and log in (hf auth login)"
@@ -181,15 +172,43 @@ def _hub_reason(error: Exception, repo_id: str) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def hub_unreachable() -> str | None:
+    """Why the Hub endpoint gives no answer at all (refused, unresolvable, timed out), or None if it answers.
+
+    One request without retries: ``hf_hub_download`` retries a failed connection with backoff for about
+    25 s per file, so without this probe a machine offline without ``HF_HUB_OFFLINE`` would wait that
+    long for every candidate file before the cache is consulted.
+    """
+    try:
+        get_session().head(constants.ENDPOINT, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception as e:  # the transport errors of whichever HTTP client huggingface_hub uses
+        return f"the Hub ({constants.ENDPOINT}) could not be reached ({type(e).__name__}: {e})"
+    return None
+
+
 def _download_from_hub(cfg: dict, cache_dir) -> tuple[Path, str]:
-    """``(local path, filename)`` of the Hub copy; raises WeightsError with the reason."""
+    """``(local path, filename)`` of the Hub copy; raises WeightsError with the reason.
+
+    When the Hub cannot be reached, every candidate file is looked up in the local cache only.
+    """
     repo_id, revision = hf_split(cfg["hf_hub_id"])
     filenames = (cfg["hf_hub_filename"],) if cfg.get("hf_hub_filename") else HUB_FILENAMES
+    unreachable = None if constants.is_offline_mode() else hub_unreachable()
     tried: dict[str, list[str]] = {}  # reason -> file names
     for filename in filenames:
         try:
-            path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir, library_name="zoo")
+            path = hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                cache_dir=cache_dir,
+                library_name="zoo",
+                local_files_only=unreachable is not None,
+            )
             return Path(path), filename
+        except LocalEntryNotFoundError as e:  # offline or unreachable, and not cached: the cache only from here
+            unreachable = unreachable or "the Hub could not be reached"
+            tried.setdefault(_hub_reason(e, repo_id, unreachable), []).append(filename)
         except (EntryNotFoundError, OSError, ValueError) as e:
             tried.setdefault(_hub_reason(e, repo_id), []).append(filename)
             if not isinstance(e, EntryNotFoundError):
@@ -293,6 +312,10 @@ def build_model_with_cfg(model_cls: type | Callable, variant: str, pretrained: b
 # Matching a checkpoint to a model
 
 
+def _first(keys: list[str], limit: int = 8) -> str:
+    return ", ".join(keys[:limit]) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
 @dataclass
 class KeyReport:
     """How a (filtered) state dict fits a model: keys the model lacks, has extra, or of other shapes."""
@@ -326,8 +349,7 @@ class KeyReport:
         ]
         for title, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
             if keys:
-                more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
-                lines.append(f"  {title}: {', '.join(keys[:limit])}{more}")
+                lines.append(f"  {title}: {_first(keys, limit)}")
         for key, got, want in self.mismatched[:limit]:
             lines.append(f"  {key}: checkpoint {list(got)}, model {list(want)}")
         if len(self.mismatched) > limit:
@@ -378,9 +400,29 @@ def _same_family_matches(model_name: str, state_dict: dict, model_kwargs: dict, 
     return matches
 
 
-def _check_fits(model_name: str, state_dict: dict, model: torch.nn.Module, model_kwargs: dict, source) -> dict:
-    """The filtered state dict, or a WeightsError listing what does not fit (and which model it fits)."""
-    keys = None
+def _keys_beyond_depth(state_dict: dict, model: torch.nn.Module) -> list[str]:
+    """The keys of ``state_dict`` that index past the end of one of ``model``'s block lists: a deeper model's."""
+    beyond = []
+    for key in state_dict:
+        module = model
+        for part in key.removeprefix("module.").split(".")[:-1]:
+            is_list = isinstance(module, (torch.nn.Sequential, torch.nn.ModuleList))
+            if is_list and part.isdigit() and int(part) >= len(module):
+                beyond.append(key)
+                break
+            module = module._modules.get(part)
+            if module is None:
+                break
+    return beyond
+
+
+def check_fits(model_name: str, state_dict: dict, model: torch.nn.Module, model_kwargs: dict, source) -> dict:
+    """The filtered state dict, or a WeightsError listing what does not fit (and which model it fits).
+
+    When the family's filter cannot even convert the checkpoint because it has more blocks than the
+    model, those keys come first and the filter's own error last.
+    """
+    keys, filter_error = None, None
     try:
         filtered = _apply_filter(model_name, state_dict, model)
         report = KeyReport.compare(filtered, model)
@@ -388,365 +430,18 @@ def _check_fits(model_name: str, state_dict: dict, model: torch.nn.Module, model
             return filtered
         problem, keys = report.summary(), set(filtered)
     except WeightsError as e:
-        problem = str(e)
+        beyond = _keys_beyond_depth(state_dict, model)
+        problem, filter_error = str(e), None
+        if beyond:
+            problem = f"{len(beyond)} of its {len(state_dict)} keys belong to blocks {model_name} does not have: "
+            problem, filter_error = problem + _first(beyond), e
     lines = [f"{source} is not a checkpoint of {model_name}:", problem]
     matches = _same_family_matches(model_name, state_dict, model_kwargs, keys)
     if matches:
         lines.append(f"It fits {', '.join(matches)}: convert it as that model.")
+    if filter_error:
+        lines.append(f"({filter_error})")
     raise WeightsError("\n".join(lines))
-
-
-# ----------------------------------------------------------------------------------------------
-# Converting, verifying, publishing
-
-
-def _resolve_weight(model_and_tag: str) -> tuple[str, str, dict]:
-    """``(model, tag, manifest entry)``; the model's default weight when no tag is given."""
-    model_name, tag = split_model_name_tag(model_and_tag)
-    entry = weight_entry(f"{model_name}.{tag}" if tag else model_name)
-    if entry is None:
-        known = [f"{e['model']}.{e['tag']}" for _, e in iter_weights() if e["model"] == model_name]
-        hint = f"; its weights: {', '.join(known)}" if known else "; `zoo weights list` shows the released weights"
-        raise WeightsError(f"{model_and_tag} is not in the weights manifest{hint}")
-    return model_name, entry["tag"], entry
-
-
-def count_gmacs(model: torch.nn.Module, input_size) -> float:
-    """Multiply-accumulates (G) of one forward pass at ``input_size``: torch's FLOP counter / 2 (FFTs,
-    which it does not count, are left out). A model on the meta device costs nothing to run."""
-    counter = FlopCounterMode(display=False)
-    device = next(model.parameters()).device
-    with counter, torch.no_grad():
-        model(torch.zeros(1, *input_size, device=device))
-    return counter.get_total_flops() / 2e9
-
-
-def model_card(entry: dict, model: torch.nn.Module, repo_id: str) -> str:
-    """The README of a converted weight: Hub metadata, source, license, accuracy, size and usage."""
-    name = f"{entry['model']}.{entry['tag']}"
-    input_size = tuple(model.pretrained_cfg["input_size"])
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    gmacs = count_gmacs(model, input_size)
-    top1 = f"{entry['top1']}" if entry.get("top1") is not None else "n/a (no ImageNet-1k head)"
-    details = [
-        f"- **Architecture:** `{entry['model']}` (zoo, registered in timm)",
-        f"- **Params (M):** {params:.1f}",
-        f"- **GMACs:** {gmacs:.2f} at {input_size[1]}x{input_size[2]} (FFTs not counted)",
-        f"- **Image size:** {input_size[1]}x{input_size[2]}, crop_pct {entry.get('crop_pct')}, "
-        f"{entry.get('interpolation', 'bicubic')} interpolation",
-        f"- **Classes:** {entry['num_classes']}",
-        f"- **ImageNet-1k top-1 (reported):** {top1}",
-        f"- **Source:** {entry['source_url']} ({entry.get('source_format', 'official')} layout"
-        + (f", sha256 `{entry['sha256']}`)" if entry.get("sha256") else ")"),
-    ]
-    if entry.get("hf_hub_id"):
-        details.append(f"- **Hub copy of the source:** https://huggingface.co/{hf_split(entry['hf_hub_id'])[0]}")
-    paper = ", ".join(str(entry[k]) for k in ("paper_name", "paper_ids") if entry.get(k))
-    if paper:
-        details.append(f"- **Paper:** {paper}")
-    if entry.get("origin_url"):
-        details.append(f"- **Original code:** {entry['origin_url']}")
-    details.append(f"- **License:** {entry['license']} (the license of the original weights)")
-    return "\n".join(
-        [
-            "---",
-            "tags:",
-            "- image-classification",
-            "- timm",
-            "- zoo",
-            "library_name: timm",
-            f"license: {entry['license']}",
-            "---",
-            f"# {name}",
-            "",
-            f"`{name}` converted from the official release to timm's format (safetensors) by "
-            "`zoo weights convert`. The tensors are those of the source file under the zoo's key names.",
-            "",
-            "## Model details",
-            *details,
-            "",
-            "## Usage",
-            "```python",
-            "import timm",
-            "import zoo  # registers the zoo architectures in timm",
-            "",
-            f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()',
-            "config = timm.data.resolve_data_config({}, model=model)",
-            "transform = timm.data.create_transform(**config)",
-            "# logits = model(transform(image).unsqueeze(0))",
-            "```",
-            "",
-            f'The same weights load as `timm.create_model("{name}", pretrained=True)`.',
-            "",
-        ]
-    )
-
-
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise WeightsError(f"{out_dir} exists and is not empty; pass --overwrite to replace it")
-
-
-@contextmanager
-def _staging_dir(out_dir: Path):
-    """A sibling temporary folder that replaces ``out_dir`` only when the block succeeds."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if out_dir.is_dir():
-        shutil.rmtree(out_dir)
-    elif out_dir.exists():
-        out_dir.unlink()
-    os.replace(staging, out_dir)
-
-
-def convert_checkpoint(
-    model_and_tag: str,
-    src: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    overwrite: bool = False,
-    **model_kwargs,
-) -> KeyReport:
-    """Convert an official checkpoint of ``model.tag`` into a Hub-ready folder.
-
-    ``out_dir`` gets ``config.json`` (the pretrained cfg), ``model.safetensors`` and a model card;
-    it is written only once everything succeeded. ``model_kwargs`` build a non-default instance
-    (they are recorded in ``config.json``). Raises :class:`WeightsError` for an unreadable file or
-    a checkpoint that does not fit the model.
-    """
-    model_name, tag, entry = _resolve_weight(model_and_tag)
-    src, out_dir = Path(src), Path(out_dir)
-    _check_out_dir(out_dir, overwrite)
-    state_dict = read_checkpoint(src)
-    with torch.device("meta"):  # shapes only: the checkpoint's tensors are assigned below
-        model = timm.create_model(model_name, pretrained_cfg=tag, **model_kwargs).eval()
-    filtered = _check_fits(model_name, state_dict, model, model_kwargs, src)
-    report = KeyReport.compare(filtered, model)
-    repo_id = entry.get("zoo_hub_id") or f"zoo-models/{model_name.removeprefix('zoo_')}.{tag}"
-    card = model_card(entry, model, repo_id)
-    # The model's dtypes (as pretrained=True loads it), each tensor its own contiguous storage.
-    target = model.state_dict()
-    tensors = {
-        key: value.to(dtype=target[key].dtype, memory_format=torch.contiguous_format, copy=True)
-        for key, value in filtered.items()
-    }
-    model.load_state_dict(tensors, strict=True, assign=True)
-    with _staging_dir(out_dir) as staging:
-        save_for_hf(model, staging, safe_serialization=True)
-        (staging / "README.md").write_text(card, encoding="utf-8")
-    return report
-
-
-def verify_checkpoint(path: str | os.PathLike, model_and_tag: str, **model_kwargs) -> list[str]:
-    """Check ``path`` against the manifest's sha256 and ``model.tag``'s state dict.
-
-    Returns the report lines; raises :class:`WeightsError` on a sha256 mismatch, an unreadable
-    file or keys that do not fit.
-    """
-    model_name, tag, entry = _resolve_weight(model_and_tag)
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    check_readable(path)
-    digest = sha256_file(path)
-    known = {entry.get("sha256"): f"the official file ({entry['source_url']})"}
-    if entry.get("hf_hub_sha256"):
-        known[entry["hf_hub_sha256"]] = f"the Hub copy ({entry['hf_hub_id']})"
-    known.pop(None, None)
-    if digest in known:
-        lines = [f"sha256 {digest}: matches {known[digest]}"]
-    elif known:
-        raise WeightsError(
-            f"sha256 of {path} is {digest}, which matches no released file of {model_name}.{tag} "
-            f"(expected {' or '.join(known)}): the file is corrupted or another release"
-        )
-    else:
-        lines = [f"sha256 {digest}: the manifest has no sha256 for {model_name}.{tag}, not compared"]
-    state_dict = read_checkpoint(path)
-    with torch.device("meta"):
-        model = timm.create_model(model_name, pretrained_cfg=tag, **model_kwargs)
-    report = KeyReport.compare(_check_fits(model_name, state_dict, model, model_kwargs, path), model)
-    lines.append(f"keys: {report.summary()}")
-    return lines
-
-
-def _folder_plan(folder: Path) -> tuple[dict, list[str]]:
-    """The config of a converted folder and a line per file; raises if it is not Hub-ready."""
-    for name in ("config.json", "model.safetensors"):
-        if not (folder / name).is_file():
-            raise WeightsError(f"{folder} has no {name}: create it with `zoo weights convert`")
-    config = json.loads((folder / "config.json").read_text())
-    check_readable(folder / "model.safetensors")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    lines = [f"  {p.relative_to(folder)}  {p.stat().st_size / 1e6:.1f} MB  sha256 {sha256_file(p)}" for p in files]
-    return config, lines
-
-
-def push_folder(
-    folder: str | os.PathLike,
-    repo_id: str | None = None,
-    dry_run: bool = False,
-    private: bool = False,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    api: HfApi | None = None,
-) -> list[str]:
-    """Upload a converted folder to ``repo_id`` (default: the manifest's ``zoo_hub_id``).
-
-    Returns the plan lines; with ``dry_run`` nothing is sent.
-    """
-    folder = Path(folder)
-    config, file_lines = _folder_plan(folder)
-    pretrained_cfg = config.get("pretrained_cfg", {})
-    name = f"{config['architecture']}.{pretrained_cfg['tag']}" if pretrained_cfg.get("tag") else config["architecture"]
-    if repo_id is None:
-        entry = weight_entry(name)
-        if not entry or not entry.get("zoo_hub_id"):
-            raise WeightsError(f"no zoo_hub_id in the manifest for {name}: give the repo id")
-        repo_id = entry["zoo_hub_id"]
-    commit_message = commit_message or f"Add {name} weights (converted by zoo)"
-    verb = "would" if dry_run else "will"
-    lines = [
-        f"{verb} create {'private ' if private else ''}model repo {repo_id} if missing",
-        f"{verb} upload {len(file_lines)} files from {folder} to {repo_id}"
-        + (f"@{revision}" if revision else "")
-        + f" ({commit_message!r}):",
-        *file_lines,
-    ]
-    if dry_run:
-        return lines
-    api = api or HfApi(library_name="zoo")
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            revision=revision,
-            commit_message=commit_message,
-            ignore_patterns=[".*"],
-        )
-    except (HfHubHTTPError, OfflineModeIsEnabled, OSError) as e:
-        raise WeightsError(
-            f"upload to {repo_id} failed: {e}\nLog in with `hf auth login` (or set HF_TOKEN) with write access."
-        ) from e
-    lines.append(f"uploaded: {getattr(commit, 'commit_url', commit)}")
-    return lines
-
-
-def weights_table(pattern: str = "*", family: str | None = None) -> list[str]:
-    """One line per manifest weight matching ``pattern`` (``model.tag`` glob)."""
-    rows = [("weight", "top-1", "size", "classes", "license", "sha256", "Hub copy")]
-    for _, entry in iter_weights(family):
-        name = f"{entry['model']}.{entry['tag']}"
-        if not fnmatch.fnmatch(name, pattern):
-            continue
-        rows.append(
-            (
-                name,
-                "-" if entry.get("top1") is None else f"{entry['top1']:.1f}",
-                "x".join(str(v) for v in entry["input_size"][1:]),
-                str(entry["num_classes"]),
-                entry["license"],
-                "yes" if entry.get("sha256") or entry.get("hf_hub_sha256") else "-",
-                entry.get("hf_hub_id") or "-",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-
-
-# ----------------------------------------------------------------------------------------------
-# The `zoo weights` command
-
-
-def _reports_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except WeightsError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-
-    return run
-
-
-@_reports_errors
-def _cmd_convert(args: argparse.Namespace) -> int:
-    report = convert_checkpoint(args.weight, args.src, args.out_dir, overwrite=args.overwrite)
-    print(f"keys: {report.summary()}")
-    print(f"wrote {args.out_dir}: config.json, model.safetensors, README.md")
-    print(f'load it with timm.create_model("local-dir:{args.out_dir}", pretrained=True) after `import zoo`')
-    return 0
-
-
-@_reports_errors
-def _cmd_verify(args: argparse.Namespace) -> int:
-    print("\n".join(verify_checkpoint(args.file, args.weight)))
-    return 0
-
-
-@_reports_errors
-def _cmd_push(args: argparse.Namespace) -> int:
-    lines = push_folder(
-        args.folder,
-        args.repo_id,
-        dry_run=args.dry_run,
-        private=args.private,
-        revision=args.revision,
-        commit_message=args.message,
-    )
-    print("\n".join(lines))
-    return 0
-
-
-@_reports_errors
-def _cmd_list(args: argparse.Namespace) -> int:
-    if args.family and args.family not in families():
-        raise WeightsError(f"no weights manifest for family {args.family!r}; known: {', '.join(families())}")
-    lines = weights_table(args.pattern, args.family)
-    print("\n".join(lines))
-    return 0 if len(lines) > 1 else 1
-
-
-def add_weights_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``weights`` (with ``list``, ``convert``, ``verify``, ``push``) to the ``zoo`` command's subparsers."""
-    parser = subparsers.add_parser(
-        "weights",
-        help="list, convert, verify and publish pretrained weights",
-        description="Pretrained weights: the manifest, conversion of official files, verification, Hub upload.",
-    )
-    commands = parser.add_subparsers(dest="weights_command", required=True, metavar="COMMAND")
-
-    p = commands.add_parser("list", help="the released weights in the manifest")
-    p.add_argument("pattern", nargs="?", default="*", help="MODEL.TAG glob (default: all)")
-    p.add_argument("--family", help="only this family's manifest")
-    p.set_defaults(func=_cmd_list)
-
-    p = commands.add_parser("convert", help="official checkpoint -> Hub-ready folder (safetensors, config, card)")
-    p.add_argument("weight", metavar="MODEL.TAG", help="the manifest weight the file is, e.g. zoo_swin_tiny.ms_in1k")
-    p.add_argument("src", metavar="SRC", help="the official checkpoint file")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it is not empty")
-    p.set_defaults(func=_cmd_convert)
-
-    p = commands.add_parser("verify", help="check a file's sha256 against the manifest and its keys against the model")
-    p.add_argument("file", metavar="FILE", help="a checkpoint file, or a converted folder")
-    p.add_argument("weight", metavar="MODEL.TAG")
-    p.set_defaults(func=_cmd_verify)
-
-    p = commands.add_parser("push", help="upload a converted folder to the Hugging Face Hub")
-    p.add_argument("folder", metavar="OUT_DIR", help="a folder written by `zoo weights convert`")
-    p.add_argument("repo_id", metavar="REPO_ID", nargs="?", help="target repo (default: the manifest's zoo_hub_id)")
-    p.add_argument("--dry-run", action="store_true", help="print what would be uploaded, send nothing")
-    p.add_argument("--private", action="store_true", help="create the repo as private")
-    p.add_argument("--revision", help="branch to upload to (default: main)")
-    p.add_argument("--message", help="commit message")
-    p.set_defaults(func=_cmd_push)
-    return parser
 
 
 # ----------------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ class Backbone(nn.Module):
 
     def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Check the image batch, then run the stem."""
-        check_image_batch(x, self.in_chans, self.min_input_size, type(self).__name__)
+        check_image_batch(x, self.in_chans, self.min_input_size, type(self).__name__, next(self.parameters()).dtype)
         return x if self.stem_name is None else getattr(self, self.stem_name)(x)
 
     def stage_feature_map(self, x: torch.Tensor) -> torch.Tensor:

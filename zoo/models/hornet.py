@@ -64,6 +64,8 @@ class GlobalLocalFilter(nn.Module):
 
     def _global_filter(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
+        if x.shape[0] == 0:  # MKL's FFT refuses an empty batch
+            return x.float()
         with autocast_disabled(x.device.type):
             freq = torch.fft.rfft2(x.float(), dim=(2, 3), norm="ortho")
             weight = self.complex_weight.float()
