@@ -55,6 +55,8 @@ def global_filter(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     the frequency grid of ``x``. Computed in float32 under any autocast; returns ``x``'s dtype.
     """
     height, width = x.shape[1:3]
+    if x.shape[0] == 0:  # MKL's FFT refuses an empty batch
+        return x
     with autocast_disabled(x.device.type):
         freq = torch.fft.rfft2(x.float(), dim=(1, 2), norm="ortho")
         weight = resize_filter(weight.float(), freq.shape[1:3])

@@ -75,7 +75,9 @@ class ClassTokenAgentAttention(AgentAttention):
         to_keys, to_agents = self._biases(size, size)
         to_keys = torch.cat([self.ac_bias, to_keys], dim=-1)
         to_agents = torch.cat([self.ca_bias, to_agents], dim=-2)
-        q, k, v, agents = (t.reshape(b, -1, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v, agents))
+        q, k, v, agents = (
+            t.reshape(b, t.shape[1], self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v, agents)
+        )
         agent_values = F.scaled_dot_product_attention(agents, k, v, attn_mask=to_keys.to(q.dtype))
         out = F.scaled_dot_product_attention(q, agents, agent_values, attn_mask=to_agents.to(q.dtype))
         out = out.transpose(1, 2).reshape(b, n, c)

@@ -142,8 +142,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
         tokens = x.reshape(b, h * w, c)
-        q = self.q(tokens).reshape(b, h * w, self.num_heads, -1).transpose(1, 2)
-        k, v = self.kv(tokens).reshape(b, h * w, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        head_dim = c // self.num_heads
+        q = self.q(tokens).reshape(b, h * w, self.num_heads, head_dim).transpose(1, 2)
+        k, v = self.kv(tokens).reshape(b, h * w, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         x = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, h, w, c)
         return self.proj(x)
 
@@ -199,8 +200,9 @@ class ClassAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        q = self.q(x[:, :1]).reshape(b, 1, self.num_heads, -1).transpose(1, 2)
-        k, v = self.kv(x).reshape(b, n, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        head_dim = c // self.num_heads
+        q = self.q(x[:, :1]).reshape(b, 1, self.num_heads, head_dim).transpose(1, 2)
+        k, v = self.kv(x).reshape(b, n, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, 1, c))
 
 

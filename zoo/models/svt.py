@@ -134,7 +134,8 @@ class ScatteringMixer(nn.Module):
     def mix_high_pass(self, high: torch.Tensor) -> torch.Tensor:
         """The complex channel MLP on the ``(B, C, 6, h, w, 2)`` high-pass bands."""
         b, c, orientations, h, w, _ = high.shape
-        real, imag = high.permute(5, 0, 2, 3, 4, 1).reshape(2, b, orientations, h, w, self.num_blocks, -1).unbind(0)
+        block = c // self.num_blocks
+        real, imag = high.permute(5, 0, 2, 3, 4, 1).reshape(2, b, orientations, h, w, self.num_blocks, block).unbind(0)
         real, imag = block_complex_linear(real, imag, self.complex_weight_lh_1, self.complex_weight_lh_b1)
         real, imag = F.relu(real), F.relu(imag)
         real, imag = block_complex_linear(real, imag, self.complex_weight_lh_2, self.complex_weight_lh_b2)
