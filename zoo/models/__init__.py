@@ -15,6 +15,7 @@ from . import replknet
 from . import shvit
 from . import slak
 from . import swin
+from . import unireplknet
 from . import van
 from ._registry import register_model, register_tiny_kwargs, tiny_kwargs
 
