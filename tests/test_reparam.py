@@ -7,7 +7,12 @@ import torch.nn.functional as F
 
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.layers.reparam import (
-    DILATED_BRANCHES, DilatedReparamBlock, ReparamLargeKernelConv, dilate_kernel, fuse_bn, pad_kernel,
+    DILATED_BRANCHES,
+    DilatedReparamBlock,
+    ReparamLargeKernelConv,
+    dilate_kernel,
+    fuse_bn,
+    pad_kernel,
 )
 
 

@@ -140,7 +140,8 @@ def test_reparameterize_matches_and_loads_as_the_official_deploy_layout():
 
     state_dict = _official_layout(folded.state_dict())
     assert state_dict["stages.1.0.dwconv.lk_origin.weight"].shape == (16, 1, 13, 13)
-    assert {"stages.1.0.dwconv.lk_origin.bias", "stages.0.0.dwconv.bias", "stages.0.0.pwconv2.0.bias"} <= set(state_dict)
+    folded_keys = {"stages.1.0.dwconv.lk_origin.bias", "stages.0.0.dwconv.bias", "stages.0.0.pwconv2.0.bias"}
+    assert folded_keys <= set(state_dict)
     dropped = ("origin_bn", "dil_", ".norm.", "act.1.beta", "pwconv2.2.")
     assert not any(part in key for key in state_dict for part in dropped)
     assert not any(key.endswith(".0.gamma") for key in state_dict)
