@@ -4,6 +4,7 @@ from . import agent_cswin
 from . import agent_swin
 from . import biformer
 from . import cswin
+from . import ffnet
 from . import flatten_cswin
 from . import flatten_swin
 from . import hornet
