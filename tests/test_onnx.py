@@ -21,13 +21,13 @@ pytest.importorskip("onnxscript")
 MODELS = [
     "zoo_swin_tiny", "zoo_flatten_swin_tiny", "zoo_agent_swin_tiny", "zoo_biformer_tiny", "zoo_nat_mini",
     "zoo_dinat_mini", "zoo_shvit_s1", "zoo_van_b0", "zoo_hornet_tiny_gf", "zoo_parcnet_s", "zoo_parcnetv2_b",
-    "zoo_replknet_31b", "zoo_slak_tiny", "zoo_lkca_vit",
+    "zoo_replknet_31b", "zoo_slak_tiny", "zoo_lkca_vit", "zoo_unireplknet_a", "zoo_ffnet_3",
     "zoo_cswin_tiny", "zoo_flatten_cswin_tiny", "zoo_agent_cswin_tiny",
     "zoo_gfnet_h_ti", "zoo_spectformer_h_s", "zoo_svt_h_s",
     "zoo_flatten_pvt_tiny", "zoo_flatten_pvtv2_b0", "zoo_agent_pvt_tiny", "zoo_agent_deit_tiny",
 ]  # fmt: skip
 # Re-parameterizable families, exported again after reparameterize().
-FOLDED_MODELS = ["zoo_replknet_31b", "zoo_slak_tiny"]
+FOLDED_MODELS = ["zoo_replknet_31b", "zoo_slak_tiny", "zoo_unireplknet_a", "zoo_ffnet_3"]
 
 
 # Memory budgets of the reference kernels that split the tiny models' maps into several chunks. The

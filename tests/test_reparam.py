@@ -6,7 +6,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from zoo.layers.dwconv import DepthwiseConv2d
-from zoo.layers.reparam import ReparamLargeKernelConv, dilate_kernel, fuse_bn, pad_kernel
+from zoo.layers.reparam import (
+    DILATED_BRANCHES,
+    DilatedReparamBlock,
+    ReparamLargeKernelConv,
+    dilate_kernel,
+    fuse_bn,
+    pad_kernel,
+)
 
 
 def _eval_bn(channels: int) -> nn.BatchNorm2d:
@@ -71,3 +78,29 @@ def test_bad_kernel_arguments_raise():
         ReparamLargeKernelConv(4, 13, small_kernel=15)
     with pytest.raises(ValueError, match="small_kernel"):
         ReparamLargeKernelConv(4, 13, small_kernel=None, decomposed=True)
+
+
+@pytest.mark.parametrize("kernel_size", sorted(DILATED_BRANCHES))
+def test_dilated_reparam_block_is_the_sum_of_its_dilated_convolutions_and_folds(kernel_size):
+    channels = 3
+    module = DilatedReparamBlock(channels, kernel_size).eval()
+    module.origin_bn = _eval_bn(channels)
+    for k, r in DILATED_BRANCHES[kernel_size]:
+        setattr(module, f"dil_bn_k{k}_{r}", _eval_bn(channels))
+    x = torch.randn(2, channels, 19, 14)
+    with torch.no_grad():
+        expected = module.origin_bn(F.conv2d(x, module.lk_origin.weight, padding=kernel_size // 2, groups=channels))
+        for k, r in DILATED_BRANCHES[kernel_size]:
+            weight = getattr(module, f"dil_conv_k{k}_{r}").weight
+            bn = getattr(module, f"dil_bn_k{k}_{r}")
+            expected = expected + bn(F.conv2d(x, weight, padding=r * (k - 1) // 2, dilation=r, groups=channels))
+        torch.testing.assert_close(module(x), expected)
+        module.reparameterize()
+        assert [name for name, _ in module.named_children()] == ["lk_origin"]
+        assert module.lk_origin.weight.shape == (channels, 1, kernel_size, kernel_size)
+        torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_dilated_reparam_block_needs_a_known_kernel_size():
+    with pytest.raises(ValueError, match="kernel_size must be one of"):
+        DilatedReparamBlock(4, 3)

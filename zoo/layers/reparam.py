@@ -7,8 +7,9 @@ convolutions with the same centre and "same" padding add up as their kernels do 
 ones are zero-padded to the large size. A dilated ``k x k`` kernel of rate ``r`` is the dense
 ``((k - 1) r + 1)``-sized kernel with zeros between its taps (UniRepLKNet, Ding et al. 2024, Sec. 3.2).
 
-The helpers (``fuse_bn``, ``pad_kernel``, ``dilate_kernel``) work on tensors so that any branch
-structure can be folded with them; ``ReparamLargeKernelConv`` is the RepLKNet / SLaK module.
+The helpers (``fuse_bn``, ``pad_kernel``, ``dilate_kernel``, ``depthwise_conv_like``) work on
+tensors so that any branch structure can be folded with them; ``ReparamLargeKernelConv`` is the
+RepLKNet / SLaK module, ``DilatedReparamBlock`` UniRepLKNet's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from timm.layers import to_2tuple
 
 from .dwconv import DepthwiseConv2d
 
-__all__ = ["DepthwiseConvBn", "ReparamLargeKernelConv", "dilate_kernel", "fuse_bn", "pad_kernel"]
+__all__ = [
+    "DILATED_BRANCHES", "DepthwiseConvBn", "DilatedReparamBlock", "ReparamLargeKernelConv", "depthwise_conv_like",
+    "dilate_kernel", "fuse_bn", "pad_kernel",
+]
 
 _BRANCHES = ("lkb_origin", "LoRA1", "LoRA2", "small_conv")
 
@@ -48,6 +52,15 @@ def dilate_kernel(kernel: torch.Tensor, dilation: int) -> torch.Tensor:
     dense = kernel.new_zeros(*kernel.shape[:-2], (kh - 1) * dilation + 1, (kw - 1) * dilation + 1)
     dense[..., ::dilation, ::dilation] = kernel
     return dense
+
+
+def depthwise_conv_like(kernel: torch.Tensor, bias: torch.Tensor) -> DepthwiseConv2d:
+    """A "same" depthwise convolution with bias holding ``kernel`` (``(C, 1, kh, kw)``) and ``bias``."""
+    conv = DepthwiseConv2d(kernel.shape[0], tuple(kernel.shape[-2:])).to(kernel)
+    with torch.no_grad():
+        conv.weight.copy_(kernel)
+        conv.bias.copy_(bias)
+    return conv
 
 
 class DepthwiseConvBn(nn.Module):
@@ -117,10 +130,70 @@ class ReparamLargeKernelConv(nn.Module):
         """Fold the branches into ``lkb_reparam`` in place (a no-op once folded)."""
         if hasattr(self, "lkb_reparam"):
             return
-        kernel, bias = self.merged_kernel_bias()
-        self.lkb_reparam = DepthwiseConv2d(self.channels, self.kernel_size).to(kernel)
-        self.lkb_reparam.weight.copy_(kernel)
-        self.lkb_reparam.bias.copy_(bias)
+        self.lkb_reparam = depthwise_conv_like(*self.merged_kernel_bias())
         for branch in _BRANCHES:
             if hasattr(self, branch):
                 delattr(self, branch)
+
+
+# The (kernel size, dilation) of the dilated branches beside a K x K kernel (UniRepLKNet's defaults).
+DILATED_BRANCHES = {
+    17: ((5, 1), (9, 2), (3, 4), (3, 5), (3, 7)),
+    15: ((5, 1), (7, 2), (3, 3), (3, 5), (3, 7)),
+    13: ((5, 1), (7, 2), (3, 3), (3, 4), (3, 5)),
+    11: ((5, 1), (5, 2), (3, 3), (3, 4), (3, 5)),
+    9: ((5, 1), (5, 2), (3, 3), (3, 4)),
+    7: ((5, 1), (3, 2), (3, 3)),
+    5: ((3, 1), (3, 2)),
+}
+
+
+class DilatedReparamBlock(nn.Module):
+    """UniRepLKNet's dilated re-param block (Ding et al. 2024, Sec. 3.2): a ``K x K`` depthwise kernel
+    and BatchNorm (``lk_origin``, ``origin_bn``) beside small dilated depthwise kernels, each with its
+    BatchNorm (``dil_conv_k{k}_{r}``, ``dil_bn_k{k}_{r}``; the branches of ``DILATED_BRANCHES[K]``),
+    summed. A ``k x k`` kernel of dilation ``r`` covers ``(k - 1) r + 1 <= K`` pixels.
+
+    ``reparameterize()`` folds the BatchNorms, spreads each dilated kernel to its dense equivalent,
+    pads it to ``K`` and adds it: ``lk_origin`` becomes one ``K x K`` convolution with bias, the
+    official deployed layout. Names are the official ones, so both forms load official state dicts.
+    """
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__()
+        if kernel_size not in DILATED_BRANCHES:
+            raise ValueError(f"kernel_size must be one of {sorted(DILATED_BRANCHES)}, got {kernel_size}")
+        self.branch_specs = DILATED_BRANCHES[kernel_size]
+        self.lk_origin = DepthwiseConv2d(channels, kernel_size, bias=False)
+        self.origin_bn = nn.BatchNorm2d(channels)
+        for k, r in self.branch_specs:
+            setattr(self, f"dil_conv_k{k}_{r}", DepthwiseConv2d(channels, k, dilation=r, bias=False))
+            setattr(self, f"dil_bn_k{k}_{r}", nn.BatchNorm2d(channels))
+
+    def dilated_branches(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        return [(getattr(self, f"dil_conv_k{k}_{r}"), getattr(self, f"dil_bn_k{k}_{r}")) for k, r in self.branch_specs]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self, "origin_bn"):
+            return self.lk_origin(x)
+        out = self.origin_bn(self.lk_origin(x))
+        for conv, bn in self.dilated_branches():
+            out = out + bn(conv(x))
+        return out
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold the branches and BatchNorms into ``lk_origin`` in place (a no-op once folded)."""
+        if not hasattr(self, "origin_bn"):
+            return
+        size = self.lk_origin.kernel_size
+        kernel, bias = fuse_bn(self.lk_origin.weight, self.origin_bn)
+        for conv, bn in self.dilated_branches():
+            branch_kernel, branch_bias = fuse_bn(conv.weight, bn)
+            kernel = kernel + pad_kernel(dilate_kernel(branch_kernel, conv.dilation[0]), size)
+            bias = bias + branch_bias
+        self.lk_origin = depthwise_conv_like(kernel, bias)
+        del self.origin_bn
+        for k, r in self.branch_specs:
+            delattr(self, f"dil_conv_k{k}_{r}")
+            delattr(self, f"dil_bn_k{k}_{r}")

@@ -6,6 +6,7 @@ from . import agent_pvt
 from . import agent_swin
 from . import biformer
 from . import cswin
+from . import ffnet
 from . import flatten_cswin
 from . import flatten_pvt
 from . import flatten_swin
@@ -22,6 +23,7 @@ from . import slak
 from . import spectformer
 from . import svt
 from . import swin
+from . import unireplknet
 from . import van
 from ._registry import register_model, register_tiny_kwargs, tiny_kwargs
 

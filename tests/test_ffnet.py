@@ -1,0 +1,182 @@
+"""FFNet: official checkpoint layout (training-time and fused), parameter counts, the fused layers
+against the branches they replace, and the depthwise convolutions running through the zoo kernel."""
+
+import re
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from timm.utils import reparameterize_model
+
+import zoo  # noqa: F401
+import zoo.layers.dwconv
+from zoo.models import tiny_kwargs
+from zoo.models.ffnet import BnConvResidual, FFNet, RepVGGDW, checkpoint_filter_fn
+
+# Parameter counts of the official models (ysj9909/FFNet, models/ffnet.py at the current HEAD,
+# ffnet_1 ... ffnet_4 with 1000 classes, training-time form), counted by instantiating them.
+OFFICIAL_PARAMS = {
+    "zoo_ffnet_1": 13_775_656,
+    "zoo_ffnet_2": 27_208_408,
+    "zoo_ffnet_3": 48_817_896,
+    "zoo_ffnet_3_384": 48_817_896,
+    "zoo_ffnet_4": 79_868_968,
+    "zoo_ffnet_4_384": 79_868_968,
+}
+
+
+def _official_key(match: re.Match) -> str:
+    stage, part, index = match[1], match[2], match[3]
+    if part == "downsample":
+        return f"stages.{stage}.0."
+    return f"stages.{stage}.{int(index) + (stage != '0')}."
+
+
+def _official_layout(state_dict: dict) -> dict:
+    """Our keys -> the official ones: each stage a flat list (patch merging first), the token mixer in
+    a ``Sequential``, a bare ``head`` linear."""
+    official = {}
+    for key, value in state_dict.items():
+        key = re.sub(r"^stages\.(\d+)\.(downsample|blocks\.(\d+))\.", _official_key, key)
+        key = key.replace(".token_mixer.", ".token_mixer.0.").replace("head.fc.", "head.")
+        official[key] = value
+    return official
+
+
+def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
+    """Random BatchNorm parameters and statistics and layer scales of order one."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.copy_(1 + 0.2 * torch.randn(module.weight.shape, generator=generator))
+                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
+                module.running_mean.copy_(0.2 * torch.randn(module.running_mean.shape, generator=generator))
+                module.running_var.uniform_(0.5, 1.5, generator=generator)
+        for name, param in model.named_parameters():
+            if name.endswith("layer_scale"):
+                param.copy_(torch.randn(param.shape, generator=generator))
+
+
+def _tiny(name: str = "zoo_ffnet_3", **kwargs) -> torch.nn.Module:
+    model = timm.create_model(name, **dict(tiny_kwargs(name), **kwargs)).eval()
+    _randomize(model)
+    return model
+
+
+def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
+def test_parameter_count_equals_official(name):
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+
+
+def test_training_time_checkpoint_loads():
+    source = _tiny()
+    state_dict = _official_layout(source.state_dict())
+    expected_keys = {
+        "patch_embed.0.c.weight", "stages.1.0.proj.0.conv1.bn.running_var", "stages.1.0.proj.1.conv.c.weight",
+        "stages.1.1.token_mixer.0.main.fc.c.weight", "stages.2.1.token_mixer.0.main.conv1.conv.c.weight",
+        "stages.0.0.channel_mixer.main.conv.c.weight", "stages.0.0.token_mixer.0.layer_scale", "norm.running_mean",
+        "head.weight",
+    }  # fmt: skip
+    assert expected_keys <= set(state_dict)
+    model = _tiny()
+    model.load_state_dict(checkpoint_filter_fn({"state_dict": state_dict, "epoch": 299}, model))
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+
+
+def test_reparameterize_matches_and_loads_as_the_official_fused_layout():
+    model = _tiny()
+    x = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        expected = model(x)
+        folded = reparameterize_model(model)
+        assert _relative_difference(folded(x), expected) < 1e-5
+        model.reparameterize()
+        torch.testing.assert_close(model(x), folded(x), rtol=0, atol=0)
+
+    state_dict = _official_layout(folded.state_dict())
+    assert {"patch_embed.0.bias", "stages.1.0.proj.0.bias", "stages.1.0.proj.1.bias"} <= set(state_dict)
+    assert state_dict["stages.2.1.token_mixer.0.main.conv1.weight"].shape == (16, 1, 7, 7)
+    assert not any(".bn." in key or ".c." in key or ".conv1.conv." in key for key in state_dict)
+    deployed = _tiny()
+    deployed.load_state_dict(checkpoint_filter_fn(state_dict, deployed))
+    with torch.no_grad():
+        torch.testing.assert_close(deployed(x), folded(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("stride, out_dim", [(1, 6), (2, 12)])
+def test_repvgg_branches_fuse_to_one_convolution(stride, out_dim):
+    module = RepVGGDW(6, out_dim, 7, stride).eval()
+    _randomize(module)
+    x = torch.randn(2, 6, 15, 12)
+    with torch.no_grad():
+        expected = sum(
+            branch.bn(F.conv2d(x, branch.c.weight, stride=stride, padding=k // 2, groups=6))
+            for branch, k in ((module.conv, 7), (module.conv1, 3))
+        )
+        torch.testing.assert_close(module(x), expected)
+        torch.testing.assert_close(module.fuse()(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bn_conv_residual_fuses_to_one_convolution():
+    module = BnConvResidual(5).eval()
+    _randomize(module)
+    x = torch.randn(2, 5, 7, 9)
+    with torch.no_grad():
+        expected = x + F.conv2d(module.conv.bn(x), module.conv.c.weight)
+        torch.testing.assert_close(module(x), expected)
+        torch.testing.assert_close(module.fuse()(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_stride_one_depthwise_convolutions_run_through_the_zoo_kernel(monkeypatch, channels_last):
+    model = _tiny()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+    model.to(memory_format=memory_format)
+    calls = []
+    kernel = zoo.layers.dwconv.depthwise_conv2d
+
+    def counting(x, weight, *args, **kwargs):
+        calls.append(tuple(weight.shape[-2:]))
+        return kernel(x, weight, *args, **kwargs)
+
+    monkeypatch.setattr(zoo.layers.dwconv, "depthwise_conv2d", counting)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x.to(memory_format=memory_format)), expected)
+        # per block the FFN's kernel and the token mixer's two (six 3s, six 7s); a 7 runs as 7x7 + 3x3
+        assert sorted(calls) == sorted([(3, 3)] * 6 + [(7, 7), (3, 3)] * 6)
+        calls.clear()
+        model.reparameterize()
+        torch.testing.assert_close(model(x.to(memory_format=memory_format)), expected, rtol=1e-5, atol=1e-5)
+        assert sorted(calls) == sorted([(3, 3)] * 6 + [(7, 7)] * 6)
+
+
+def test_pretrained_file_loads_through_timm(tmp_path):
+    source = _tiny()
+    path = tmp_path / "ffnet_3.pth.tar"
+    torch.save({"state_dict": _official_layout(source.state_dict()), "epoch": 299}, path)
+    model = timm.create_model(
+        "zoo_ffnet_3", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **tiny_kwargs("zoo_ffnet_3")
+    ).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+
+
+def test_bad_configuration_raises():
+    with pytest.raises(ValueError, match="one entry per stage"):
+        FFNet(depths=(1, 1, 1), embed_dims=(8, 16, 16, 32))
+    with pytest.raises(ValueError, match="multiple of the previous one"):
+        FFNet(depths=(1, 1, 1, 1), embed_dims=(8, 12, 24, 48))

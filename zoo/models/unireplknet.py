@@ -1,0 +1,305 @@
+"""UniRepLKNet: A Universal Perception Large-Kernel ConvNet for Audio, Video, Point Cloud, Time-Series
+and Image Recognition (Ding et al., CVPR 2024).
+
+https://arxiv.org/abs/2311.15599
+
+A ConvNeXt-like macro design (a two-conv stem, stride-2 3x3 downsampling, LayerNorm) whose blocks are
+``x + drop_path(gamma * BN(pwconv2(GRN(GELU(pwconv1(SE(BN(DW(x)))))))))``: DW is a 3x3 depthwise
+convolution or a dilated re-param block (a 13x13 kernel beside dilated 5x5 ... 3x3 kernels, each with
+BatchNorm), SE a squeeze-and-excitation with C/4 hidden units, GRN ConvNeXt V2's global response
+normalization. The large and dilated depthwise convolutions run through ``zoo.kernels.depthwise_conv2d``.
+
+Official checkpoints (AILab-CVC/UniRepLKNet, the Hub files of ``DingXiaoH/UniRepLKNet``) load through
+``checkpoint_filter_fn`` in their training-time form and in their deployed form. ``reparameterize()``
+(also reached by ``timm.utils.reparameterize_model``) gives the deployed form: the dilated branches,
+the BatchNorm after DW into DW's kernel; GRN's beta, the BatchNorm after pwconv2 and the layer scale
+into pwconv2.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath, LayerNorm2d, LayerScale2d, NormMlpClassifierHead, SEModule, calculate_drop_path_rates
+from timm.models import generate_default_cfgs, reparameterize_model
+
+from zoo.layers.dwconv import DepthwiseConv2d
+from zoo.layers.reparam import DilatedReparamBlock, depthwise_conv_like, fuse_bn
+from zoo.weights import pretrained_cfgs
+
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
+from ._registry import register_model, register_tiny_kwargs
+from ._state_dict import rename_keys, unwrap_checkpoint
+
+__all__ = ["UniRepLKNet"]
+
+
+class GlobalResponseNorm(nn.Module):
+    """GRN on ``(B, H, W, C)`` maps (ConvNeXt V2, Woo et al. 2023, Eq. 1-3):
+    ``(1 + weight * N(x)) * x + bias`` with ``N(x) = ||x||_c / (mean_c ||x||_c + 1e-6)``, ``||x||_c``
+    the L2 norm of channel ``c`` over the map. The deployed form has no ``bias`` (it is folded into the
+    next linear layer)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = x.norm(p=2, dim=(1, 2), keepdim=True)
+        x = x + self.weight * (x * (norm / (norm.mean(dim=-1, keepdim=True) + self.eps)))
+        return x if self.bias is None else x + self.bias
+
+
+class UniRepLKNetBlock(nn.Module):
+    """``x + drop_path(layer_scale(ffn_norm(pwconv2(grn(act(pwconv1(se(norm(dwconv(x))))))))))``; the
+    pointwise layers run channels-last. ``kernel_size`` 3 or 5 gives a plain depthwise convolution,
+    7 and up a dilated re-param block."""
+
+    def __init__(self, dim: int, kernel_size: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6,
+                 ffn_ratio: float = 4.0):
+        super().__init__()
+        if kernel_size in (3, 5):
+            self.dwconv = DepthwiseConv2d(dim, kernel_size, bias=False)
+        else:
+            self.dwconv = DilatedReparamBlock(dim, kernel_size)
+        self.norm = nn.BatchNorm2d(dim)
+        self.se = SEModule(dim, rd_channels=dim // 4)
+        hidden_dim = int(ffn_ratio * dim)
+        self.pwconv1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.grn = GlobalResponseNorm(hidden_dim)
+        self.pwconv2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.ffn_norm = nn.BatchNorm2d(dim)
+        self.layer_scale = LayerScale2d(dim, layer_scale_init_value)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.se(self.norm(self.dwconv(x))).permute(0, 2, 3, 1)
+        y = self.pwconv2(self.grn(self.act(self.pwconv1(y)))).permute(0, 3, 1, 2)
+        return x + self.drop_path(self.layer_scale(self.ffn_norm(y)))
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold into the official deployed form, in place (a no-op once folded): DW's branches and
+        ``norm`` into one convolution with bias; ``pwconv2(GRN(h)) = W GRN_0(h) + W beta``, so with
+        ``ffn_norm`` and the layer scale ``gamma`` pwconv2 becomes ``gamma s W`` with bias
+        ``gamma (b_bn + s (W beta - mu))``, ``s = w_bn / sqrt(var + eps)``."""
+        if isinstance(self.norm, nn.Identity):
+            return
+        if isinstance(self.dwconv, DilatedReparamBlock):
+            self.dwconv.reparameterize()
+            self.dwconv.lk_origin = depthwise_conv_like(*fuse_bn(self.dwconv.lk_origin.weight, self.norm,
+                                                                 self.dwconv.lk_origin.bias))
+        else:
+            self.dwconv = depthwise_conv_like(*fuse_bn(self.dwconv.weight, self.norm))
+        self.norm = nn.Identity()
+
+        weight = self.pwconv2.weight
+        scale = self.ffn_norm.weight / torch.sqrt(self.ffn_norm.running_var + self.ffn_norm.eps)
+        bias = self.ffn_norm.bias + (weight @ self.grn.bias - self.ffn_norm.running_mean) * scale
+        gamma = self.layer_scale.gamma
+        self.pwconv2 = nn.Linear(weight.shape[1], weight.shape[0]).to(weight)
+        self.pwconv2.weight.copy_(weight * (gamma * scale)[:, None])
+        self.pwconv2.bias.copy_(gamma * bias)
+        self.grn.bias = None
+        self.ffn_norm = nn.Identity()
+        self.layer_scale = nn.Identity()
+
+
+class UniRepLKNetStage(Stage):
+    """Optional 3x3 stride-2 convolution and LayerNorm, then one block per entry of ``kernel_sizes``."""
+
+    def __init__(self, in_dim: int, dim: int, kernel_sizes: tuple[int, ...], drop_path: list[float],
+                 layer_scale_init_value: float, downsample: bool):
+        downsampling = nn.Sequential(
+            nn.Conv2d(in_dim, dim, kernel_size=3, stride=2, padding=1), LayerNorm2d(dim, eps=1e-6)
+        ) if downsample else nn.Identity()
+        super().__init__(downsampling, [
+            UniRepLKNetBlock(dim, kernel_size, rate, layer_scale_init_value)
+            for kernel_size, rate in zip(kernel_sizes, drop_path)
+        ])
+
+
+class UniRepLKNet(Backbone):
+    """UniRepLKNet: a stride-4 stem (3x3 stride-2 conv to C/2, LayerNorm, GELU, 3x3 stride-2 conv,
+    LayerNorm), four stages, average pooling, LayerNorm and a linear classifier. ``kernel_sizes``
+    holds one kernel size per block (3 or 5: plain depthwise; 7, 9, 11, 13, 15, 17: dilated re-param)."""
+
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        global_pool: str = "avg",
+        depths: tuple[int, ...] = (3, 3, 27, 3),
+        dims: tuple[int, ...] = (96, 192, 384, 768),
+        kernel_sizes: tuple[tuple[int, ...], ...] | None = None,
+        layer_scale_init_value: float = 1e-6,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__(in_chans, num_classes, global_pool)
+        kernel_sizes = kernel_sizes or _default_kernel_sizes(depths)
+        if len(depths) != len(dims) or [len(k) for k in kernel_sizes] != list(depths):
+            raise ValueError(
+                f"depths {depths} and dims {dims} need one entry per stage and kernel_sizes {kernel_sizes} one "
+                "kernel size per block"
+            )
+        self.num_features = self.head_hidden_size = dims[-1]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, dims[0] // 2, kernel_size=3, stride=2, padding=1),
+            LayerNorm2d(dims[0] // 2, eps=1e-6),
+            nn.GELU(),
+            nn.Conv2d(dims[0] // 2, dims[0], kernel_size=3, stride=2, padding=1),
+            LayerNorm2d(dims[0], eps=1e-6),
+        )
+        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages, self.feature_info = [], []
+        for i, dim in enumerate(dims):
+            stages.append(UniRepLKNetStage(
+                dims[max(i - 1, 0)], dim, kernel_sizes[i], drop_path[i], layer_scale_init_value, downsample=i > 0
+            ))
+            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
+        self.stages = nn.Sequential(*stages)
+        self.norm = nn.Identity()
+        self.head = NormMlpClassifierHead(
+            dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate, norm_layer=partial(LayerNorm2d, eps=1e-6)
+        )
+        self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        """Fold every block into the official deployed form, in place; the outputs in eval mode do
+        not change."""
+        reparameterize_model(self, inplace=True)
+
+
+def _default_kernel_sizes(depths: tuple[int, ...], third_stage: tuple[int, ...] = (13,)) -> tuple[tuple[int, ...], ...]:
+    """The official kernel sizes: 3 in the first stage, 13 in the second and last, ``third_stage``
+    repeated in the third (13 for A-N, 13, 3 for T, 13, 3, 3 for S-XL)."""
+    if len(depths) != 4:
+        raise ValueError(f"the default kernel sizes are for four stages, got depths {depths}")
+    third = tuple(third_stage[i % len(third_stage)] for i in range(depths[2]))
+    return (3,) * depths[0], (13,) * depths[1], third, (13,) * depths[3]
+
+
+_OFFICIAL_RENAMES = (
+    (r"^downsample_layers\.0\.", "stem."),
+    (r"^downsample_layers\.(\d+)\.", r"stages.\1.downsample."),
+    (r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
+    (r"\.se\.down\.", ".se.fc1."),
+    (r"\.se\.up\.", ".se.fc2."),
+    (r"\.pwconv1\.1\.", ".pwconv1."),
+    (r"\.act\.1\.gamma$", ".grn.weight"),
+    (r"\.act\.1\.beta$", ".grn.bias"),
+    (r"\.pwconv2\.0\.", ".pwconv2."),
+    (r"\.pwconv2\.2\.", ".ffn_norm."),
+    (r"(blocks\.\d+)\.gamma$", r"\1.layer_scale.gamma"),
+    (r"^norm\.", "head.norm."),
+    (r"^head\.(weight|bias)$", r"head.fc.\1"),
+)
+
+
+def checkpoint_filter_fn(state_dict: dict, model: UniRepLKNet) -> dict[str, torch.Tensor]:
+    """Convert an official (AILab-CVC/UniRepLKNet) checkpoint to this model's layout.
+
+    Unwraps ``model`` / ``state_dict`` and ``module.``, moves ``downsample_layers.0`` to ``stem`` and
+    ``downsample_layers.{i}`` to ``stages.{i}.downsample``, puts the blocks under ``blocks``, renames
+    the SE, GRN (``act.1``), pwconv and layer-scale keys, and the final norm and classifier to
+    ``head.norm`` / ``head.fc``. A checkpoint in the deployed form (pwconv2 with a bias) folds
+    ``model`` so that it takes it.
+    """
+    out = rename_keys(unwrap_checkpoint(state_dict), _OFFICIAL_RENAMES)
+    out = {key: value.flatten() if ".grn." in key else value for key, value in out.items()}
+    if any(key.endswith(".pwconv2.bias") for key in out):
+        model.reparameterize()
+    return out
+
+
+def _create_unireplknet(variant: str, pretrained: bool = False, **kwargs) -> UniRepLKNet:
+    return build_backbone(UniRepLKNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
+
+
+default_cfgs = generate_default_cfgs(pretrained_cfgs("unireplknet"))
+
+register_tiny_kwargs(
+    "zoo_unireplknet", dims=(8, 16, 16, 24), depths=(1, 1, 2, 1), kernel_sizes=((3,), (13,), (7, 3), (5,))
+)
+
+_A_TO_P = dict(depths=(2, 2, 6, 2), kernel_sizes=_default_kernel_sizes((2, 2, 6, 2)))
+_N = dict(depths=(2, 2, 8, 2), kernel_sizes=_default_kernel_sizes((2, 2, 8, 2)))
+_T = dict(depths=(3, 3, 18, 3), kernel_sizes=_default_kernel_sizes((3, 3, 18, 3), (13, 3)))
+_S_TO_XL = dict(depths=(3, 3, 27, 3), kernel_sizes=_default_kernel_sizes((3, 3, 27, 3), (13, 3, 3)))
+
+
+@register_model
+def zoo_unireplknet_a(pretrained: bool = False, **kwargs) -> UniRepLKNet:
+    """UniRepLKNet-A: C=40, depths 2-2-6-2, 224²."""
+    args = dict(_A_TO_P, dims=(40, 80, 160, 320))
+    return _create_unireplknet("zoo_unireplknet_a", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_unireplknet_f(pretrained: bool = False, **kwargs) -> UniRepLKNet:
+    """UniRepLKNet-F: C=48, depths 2-2-6-2, 224²."""
+    args = dict(_A_TO_P, dims=(48, 96, 192, 384))
+    return _create_unireplknet("zoo_unireplknet_f", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_unireplknet_p(pretrained: bool = False, **kwargs) -> UniRepLKNet:
+    """UniRepLKNet-P: C=64, depths 2-2-6-2, 224²."""
+    args = dict(_A_TO_P, dims=(64, 128, 256, 512))
+    return _create_unireplknet("zoo_unireplknet_p", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_unireplknet_n(pretrained: bool = False, **kwargs) -> UniRepLKNet:
+    """UniRepLKNet-N: C=80, depths 2-2-8-2, 224²."""
+    args = dict(_N, dims=(80, 160, 320, 640))
+    return _create_unireplknet("zoo_unireplknet_n", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_unireplknet_t(pretrained: bool = False, **kwargs) -> UniRepLKNet:
+    """UniRepLKNet-T: C=80, depths 3-3-18-3 (third stage alternating 13 and 3), 224²."""
+    args = dict(_T, dims=(80, 160, 320, 640))
+    return _create_unireplknet("zoo_unireplknet_t", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_unireplknet_s(pretrained: bool = False, **kwargs) -> UniRepLKNet:
+    """UniRepLKNet-S: C=96, depths 3-3-27-3 (third stage 13, 3, 3, ...), 224²."""
+    args = dict(_S_TO_XL, dims=(96, 192, 384, 768))
+    return _create_unireplknet("zoo_unireplknet_s", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_unireplknet_s_384(pretrained: bool = False, **kwargs) -> UniRepLKNet:
+    """UniRepLKNet-S at 384² (ImageNet-22k pretrained, 1k fine-tuned)."""
+    args = dict(_S_TO_XL, dims=(96, 192, 384, 768))
+    return _create_unireplknet("zoo_unireplknet_s_384", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_unireplknet_b_384(pretrained: bool = False, **kwargs) -> UniRepLKNet:
+    """UniRepLKNet-B: C=128, depths 3-3-27-3, 384² (ImageNet-22k pretrained, 1k fine-tuned)."""
+    args = dict(_S_TO_XL, dims=(128, 256, 512, 1024))
+    return _create_unireplknet("zoo_unireplknet_b_384", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_unireplknet_l_384(pretrained: bool = False, **kwargs) -> UniRepLKNet:
+    """UniRepLKNet-L: C=192, depths 3-3-27-3, 384² (ImageNet-22k pretrained, 1k fine-tuned)."""
+    args = dict(_S_TO_XL, dims=(192, 384, 768, 1536))
+    return _create_unireplknet("zoo_unireplknet_l_384", pretrained, **dict(args, **kwargs))
+
+
+@register_model
+def zoo_unireplknet_xl_384(pretrained: bool = False, **kwargs) -> UniRepLKNet:
+    """UniRepLKNet-XL: C=256, depths 3-3-27-3, 384² (ImageNet-22k pretrained, 1k fine-tuned)."""
+    args = dict(_S_TO_XL, dims=(256, 512, 1024, 2048))
+    return _create_unireplknet("zoo_unireplknet_xl_384", pretrained, **dict(args, **kwargs))
