@@ -241,7 +241,7 @@ def collect(arch: int, ops, dtypes, match: str = "") -> list[dict]:
         stack.callback(driver.set_active, driver._active)  # None: Triton picks the real driver again lazily
         driver.set_active(compile_only)
         for module in _KERNEL_MODULES:  # run the Triton path on CPU tensors; nothing is executed
-            stack.enter_context(mock.patch.object(module, "use_triton", lambda *tensors: True))
+            stack.enter_context(mock.patch.object(module, "use_triton", lambda *tensors, faster=True: True))
         for op in ops:
             for dtype in dtypes:
                 for case, call in CASES[op](dtype):

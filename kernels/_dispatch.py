@@ -1,9 +1,10 @@
 """Choosing between the Triton kernels and the reference PyTorch path.
 
-CUDA tensors run the Triton kernels; everything else runs the reference path. The environment
-variable ``ZOO_KERNELS`` overrides that choice: ``reference`` forces the PyTorch path everywhere,
-``triton`` forces the Triton kernels (on CPU tensors this needs ``TRITON_INTERPRET=1`` set before
-triton is imported, which is how the kernels are tested without a GPU).
+CUDA tensors run the Triton kernels where ``zoo.kernels.path_rules`` measured them faster;
+everything else runs the reference path. The environment variable ``ZOO_KERNELS`` overrides that
+choice: ``reference`` forces the PyTorch path everywhere, ``triton`` forces the Triton kernels (on
+CPU tensors this needs ``TRITON_INTERPRET=1`` set before triton is imported, which is how the
+kernels are tested without a GPU).
 """
 
 from __future__ import annotations
@@ -34,8 +35,12 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def use_triton(*tensors: torch.Tensor) -> bool:
-    """Whether an op called on ``tensors`` should run its Triton kernel."""
+def use_triton(*tensors: torch.Tensor, faster: bool = True) -> bool:
+    """Whether an op called on ``tensors`` should run its Triton kernel.
+
+    ``faster`` is the op's rule for this call (``zoo.kernels.path_rules``): with ``ZOO_KERNELS=auto``
+    a call the rule gives to PyTorch runs the reference path on CUDA too.
+    """
     choice = os.environ.get("ZOO_KERNELS", "auto").strip().lower() or "auto"
     if choice not in _CHOICES:
         raise ValueError(f"ZOO_KERNELS must be one of {_CHOICES}, got {choice!r}")
@@ -45,7 +50,7 @@ def use_triton(*tensors: torch.Tensor) -> bool:
         return False
     on_cuda = all(t.is_cuda for t in tensors if t is not None)
     if choice == "auto":
-        return on_cuda and triton_available()
+        return on_cuda and faster and triton_available()
     if not triton_available():
         raise RuntimeError("ZOO_KERNELS=triton but triton is not installed (pip install triton)")
     if not on_cuda and not interpreting():

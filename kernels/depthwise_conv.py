@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ._dispatch import interpreting, pair, use_triton
+from .path_rules import DepthwiseCall, depthwise_prefers_triton
 
 try:
     import triton
@@ -321,10 +322,13 @@ def _padded_taps(weight: torch.Tensor, flip: bool = False) -> torch.Tensor:
     return padded
 
 
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def _empty_like_format(x: torch.Tensor, size: tuple[int, ...], dtype=None) -> torch.Tensor:
     """An empty ``size`` tensor in ``x``'s memory format (channels_last or contiguous, as F.conv2d)."""
-    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
     return torch.empty(size, dtype=dtype or x.dtype, device=x.device, memory_format=memory_format)
 
 
@@ -411,6 +415,20 @@ class _DepthwiseConv2dTriton(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
+def _describe(x, weight, bias, geometry: _Geometry) -> DepthwiseCall:
+    return DepthwiseCall(
+        kernel=geometry.kernel,
+        dilation=geometry.dilation,
+        pad=geometry.pad,
+        in_size=tuple(x.shape[2:]),
+        out_size=geometry.out_size,
+        channels=x.shape[1],
+        channels_last=_is_channels_last(x),
+        dtype=x.dtype,
+        training=torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)),
+    )
+
+
 def depthwise_conv2d(x, weight, bias=None, padding="same", dilation=1) -> torch.Tensor:
     """Depthwise 2-D convolution, ``F.conv2d(x, weight, bias, 1, padding, dilation, groups=C)``.
 
@@ -422,14 +440,16 @@ def depthwise_conv2d(x, weight, bias=None, padding="same", dilation=1) -> torch.
             F.conv2d does), ``"valid"``, an int or a pair ``(pad_h, pad_w)``.
         dilation: an int or a pair ``(d_h, d_w)``, each >= 1.
 
-    CUDA tensors in fp32, fp16 or bf16 run the Triton kernels (fp32 accumulation); anything else
-    runs ``F.conv2d``. Under autocast the inputs are cast to its dtype first, as for ``F.conv2d``.
+    CUDA tensors in fp32, fp16 or bf16 run the Triton kernels (fp32 accumulation) where
+    ``zoo.kernels.path_rules.depthwise_prefers_triton`` finds them faster (large filters); anything
+    else runs ``F.conv2d``. Under autocast the inputs are cast to its dtype first, as for ``F.conv2d``.
 
     Returns:
         ``(B, C, H_out, W_out)`` with ``H_out = H + 2 pad_h - d_h (kh - 1)`` (``H`` for "same").
     """
     x, weight, bias = _autocast(x, weight, bias)
     padding, dilation, geometry = _check_arguments(x, weight, bias, padding, dilation)
-    if x.dtype in _TRITON_DTYPES and x.numel() > 0 and use_triton(x, weight, bias):
+    faster = depthwise_prefers_triton(_describe(x, weight, bias, geometry))
+    if x.dtype in _TRITON_DTYPES and x.numel() > 0 and use_triton(x, weight, bias, faster=faster):
         return _DepthwiseConv2dTriton.apply(x, weight, bias, geometry)
     return depthwise_conv2d_reference(x, weight, bias, padding, dilation)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ._dispatch import check_qkv, chunks, dot_precision, use_triton
+from .path_rules import routing_prefers_triton
 
 try:
     import triton
@@ -139,7 +140,8 @@ def routing_attention(q, k, v, n_win: int, topk: int, scale: float | None = None
     """
     scale = _check_arguments(q, k, v, n_win, topk, scale)
     routes = region_routing(q, k, n_win, topk, scale)
-    if use_triton(q, k, v):
+    faster = routing_prefers_triton(q.dtype, dot_precision(q.dtype) == "ieee", topk)
+    if use_triton(q, k, v, faster=faster):
         return _RoutingAttention.apply(q, k, v, routes, n_win, scale)
     return _attend_reference(q, k, v, routes, n_win, scale)
 
