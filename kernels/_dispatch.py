@@ -9,21 +9,20 @@ kernels are tested without a GPU).
 
 from __future__ import annotations
 
+import importlib.util
 import os
-from functools import lru_cache
 
 import torch
 
 _CHOICES = ("auto", "reference", "triton")
 
 
-@lru_cache(maxsize=1)
+# Looked up once, at import: a constant is what torch.compile can trace through.
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _TRITON_INSTALLED
 
 
 def interpreting() -> bool:

@@ -390,29 +390,81 @@ def _grad_weight_triton(x: torch.Tensor, grad_y: torch.Tensor, geometry: _Geomet
     return partials.sum(0)
 
 
-class _DepthwiseConv2dTriton(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, geometry):
-        ctx.save_for_backward(x, weight)
-        ctx.geometry = geometry
-        ctx.has_bias = bias is not None
-        return _conv_triton(x, _padded_taps(weight), bias, geometry, out_format=x)
+def _geometry(weight, dil_h, dil_w, pad_h, pad_w, out_h, out_w) -> _Geometry:
+    return _Geometry(tuple(weight.shape[2:]), (dil_h, dil_w), (pad_h, pad_w), (out_h, out_w))
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_y):
-        x, weight = ctx.saved_tensors
-        geometry = ctx.geometry
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            flipped = _padded_taps(weight, flip=True)
-            grad_x = _conv_triton(grad_y, flipped, None, geometry.transposed(x.shape[2:]), out_format=x)
-        if ctx.needs_input_grad[1]:
-            taps_grad = _grad_weight_triton(x, grad_y, geometry)
-            grad_w = torch.empty_like(weight).copy_(taps_grad.permute(2, 0, 1).unsqueeze(1))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_y.sum((0, 2, 3), dtype=torch.float32).to(grad_y.dtype)
-        return grad_x, grad_w, grad_b, None
+
+@torch.library.custom_op("zoo::depthwise_conv2d", mutates_args=())
+def _depthwise_conv2d_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    dil_h: int,
+    dil_w: int,
+    pad_h: int,
+    pad_w: int,
+    out_h: int,
+    out_w: int,
+) -> torch.Tensor:
+    """The Triton forward; ``pad_h``/``pad_w`` are the top/left padding, the output size sets the rest."""
+    geometry = _geometry(weight, dil_h, dil_w, pad_h, pad_w, out_h, out_w)
+    return _conv_triton(x, _padded_taps(weight), bias, geometry, out_format=x)
+
+
+@_depthwise_conv2d_op.register_fake
+def _(x, weight, bias, dil_h, dil_w, pad_h, pad_w, out_h, out_w):
+    return _empty_like_format(x, (x.shape[0], x.shape[1], out_h, out_w))
+
+
+@torch.library.custom_op("zoo::depthwise_conv2d_backward", mutates_args=())
+def _depthwise_conv2d_backward_op(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    dil_h: int,
+    dil_w: int,
+    pad_h: int,
+    pad_w: int,
+    out_h: int,
+    out_w: int,
+    needs: list[bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``dL/dx``, ``dL/dw`` and ``dL/db`` where ``needs`` asks for them, empty tensors elsewhere."""
+    geometry = _geometry(weight, dil_h, dil_w, pad_h, pad_w, out_h, out_w)
+    grad_x, grad_w, grad_b = (x.new_empty(0) for _ in range(3))
+    if needs[0]:
+        flipped = _padded_taps(weight, flip=True)
+        grad_x = _conv_triton(grad_y, flipped, None, geometry.transposed(x.shape[2:]), out_format=x)
+    if needs[1]:
+        taps_grad = _grad_weight_triton(x, grad_y, geometry)
+        grad_w = torch.empty_like(weight).copy_(taps_grad.permute(2, 0, 1).unsqueeze(1))
+    if needs[2]:
+        grad_b = grad_y.sum((0, 2, 3), dtype=torch.float32).to(grad_y.dtype)
+    return grad_x, grad_w, grad_b
+
+
+@_depthwise_conv2d_backward_op.register_fake
+def _(grad_y, x, weight, dil_h, dil_w, pad_h, pad_w, out_h, out_w, needs):
+    grad_x = _empty_like_format(x, x.shape, dtype=grad_y.dtype) if needs[0] else x.new_empty(0)
+    grad_w = torch.empty_like(weight) if needs[1] else x.new_empty(0)
+    grad_b = grad_y.new_empty(x.shape[1]) if needs[2] else x.new_empty(0)
+    return grad_x, grad_w, grad_b
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, *ctx.geometry = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad_y):
+    x, weight = ctx.saved_tensors
+    needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    grads = _depthwise_conv2d_backward_op(grad_y, x, weight, *ctx.geometry, needs)
+    return *(grad if need else None for grad, need in zip(grads, needs)), *(None,) * len(ctx.geometry)
+
+
+_depthwise_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _describe(x, weight, bias, geometry: _Geometry) -> DepthwiseCall:
@@ -451,5 +503,5 @@ def depthwise_conv2d(x, weight, bias=None, padding="same", dilation=1) -> torch.
     padding, dilation, geometry = _check_arguments(x, weight, bias, padding, dilation)
     faster = depthwise_prefers_triton(_describe(x, weight, bias, geometry))
     if x.dtype in _TRITON_DTYPES and x.numel() > 0 and use_triton(x, weight, bias, faster=faster):
-        return _DepthwiseConv2dTriton.apply(x, weight, bias, geometry)
+        return _depthwise_conv2d_op(x, weight, bias, *geometry.dilation, *geometry.pad, *geometry.out_size)
     return depthwise_conv2d_reference(x, weight, bias, padding, dilation)

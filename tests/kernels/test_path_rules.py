@@ -73,7 +73,7 @@ def test_auto_mode_follows_the_rule_on_cuda(monkeypatch):
     """With CUDA tensors (faked by the device check), a 3x3 runs ``F.conv2d`` and a 31x31 the Triton kernel."""
     calls = []
     monkeypatch.setattr(dwconv, "depthwise_conv2d_reference", lambda *args: calls.append("pytorch"))
-    monkeypatch.setattr(dwconv._DepthwiseConv2dTriton, "apply", lambda *args: calls.append("triton"))
+    monkeypatch.setattr(dwconv, "_depthwise_conv2d_op", lambda *args: calls.append("triton"))
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     monkeypatch.setenv("ZOO_KERNELS", "auto")
     for kernel in (3, 31):
