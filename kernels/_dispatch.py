@@ -10,6 +10,7 @@ kernels are tested without a GPU).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 
 import torch
@@ -57,6 +58,25 @@ def use_triton(*tensors: torch.Tensor, faster: bool = True) -> bool:
             "ZOO_KERNELS=triton on CPU tensors needs TRITON_INTERPRET=1 set before triton is imported"
         )
     return True
+
+
+def autotune(configs: list, key: list[str], prune=None):
+    """``triton.autotune`` whose results persist across processes where Triton can (``cache_results``,
+    Triton >= 3.4): the timings go to Triton's cache directory (``TRITON_CACHE_DIR``, by default
+    ``~/.triton/cache``) under a hash of the Triton version, the GPU target (architecture), the kernel
+    source, the values of ``key`` (the shape and layout arguments that select a config, plus the
+    tensors' dtypes) and the configs timed; a later process with the same shapes starts with the
+    tuned config instead of timing every candidate again. ``prune(configs, named_args)`` drops
+    configs that cannot win for a call before anything is timed.
+    """
+    import triton
+
+    kwargs = {}
+    if "cache_results" in inspect.signature(triton.autotune).parameters:
+        kwargs["cache_results"] = True
+    if prune is not None:
+        kwargs["prune_configs_by"] = {"early_config_prune": lambda configs, named_args, **_: prune(configs, named_args)}
+    return triton.autotune(configs, key, **kwargs)
 
 
 def dot_precision(dtype: torch.dtype) -> str:

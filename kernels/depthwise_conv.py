@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import interpreting, pair, use_triton
+from ._dispatch import autotune, interpreting, pair, use_triton
 from .path_rules import DepthwiseCall, depthwise_prefers_triton
 
 try:
@@ -267,7 +267,8 @@ if triton is not None:
     # At most 16 accumulator elements per thread: ptxas then needs about 60 registers on channels_last
     # input, not 250. NCHW rows load element by element (a tap offset breaks their alignment), which
     # costs about 160 registers at 16 elements; the narrow-channel, wide-row tiles at the end keep
-    # NCHW near 75 (see benchmarks/kernel_resources.py).
+    # NCHW near 75 (see benchmarks/kernel_resources.py). Each layout is tuned over its own part of
+    # the list (``_grad_weight_candidates``).
     _GRAD_WEIGHT_CONFIGS = [
         _grad_weight_config(16, 8, 32, 8),
         _grad_weight_config(8, 16, 32, 8),
@@ -280,8 +281,21 @@ if triton is not None:
     ]
     _FWD_KEY = ["C", "H_out", "W_out", "KH", "KW", "dil_h", "dil_w", "sxc", "syc"]
     _GRAD_WEIGHT_KEY = ["C", "H_out", "W_out", "KH", "KW", "dil_h", "dil_w", "sxc", "sgc"]
-    _fwd_tuned = triton.autotune(_FWD_CONFIGS, _FWD_KEY)(_dwconv_fwd_kernel)
-    _grad_weight_tuned = triton.autotune(_GRAD_WEIGHT_CONFIGS, _GRAD_WEIGHT_KEY)(_dwconv_grad_weight_kernel)
+
+    def _grad_weight_candidates(configs, args):
+        """The configs that can win for the input's layout, from the sm_90 resource report
+        (``benchmarks/results/kernel-resources-sm90.csv``): on NCHW input the channel-wide tiles
+        (``BLOCK_C >= 8``) take 140-180 registers and leave 8-12 resident warps per SM, the
+        narrow-channel ones 56-96 registers and 20-36 warps; on channels_last every tile stays under
+        120 registers, and only the channel-wide ones read whole 32-byte sectors of contiguous channels.
+        """
+        channels_last = args["sxc"] == 1
+        return [c for c in configs if (c.kwargs["BLOCK_C"] >= 8) == channels_last]
+
+    _fwd_tuned = autotune(_FWD_CONFIGS, _FWD_KEY)(_dwconv_fwd_kernel)
+    _grad_weight_tuned = autotune(_GRAD_WEIGHT_CONFIGS, _GRAD_WEIGHT_KEY, prune=_grad_weight_candidates)(
+        _dwconv_grad_weight_kernel
+    )
 
 # Zero rows around the forward kernel's weight (the largest BLOCK_H it may run with) and the
 # multiple its channel count is padded to (the largest BLOCK_C), so that weight loads need no mask.

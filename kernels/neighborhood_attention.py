@@ -31,7 +31,7 @@ import math
 
 import torch
 
-from ._dispatch import check_qkv, dot_precision, interpreting, pair, use_triton
+from ._dispatch import autotune, check_qkv, dot_precision, interpreting, pair, use_triton
 
 try:
     import triton
@@ -426,9 +426,10 @@ if triton is not None:
     # latency, two leave registers for a fourth CTA per SM (benchmarks/kernel_resources.py).
     _CONFIGS = [triton.Config({}, num_warps=4, num_stages=3), triton.Config({}, num_warps=4, num_stages=2)]
     _KEY = ["H", "W", "D", "DIL_H", "DIL_W", "KH", "KW", "HAS_RPB"]
-    _fwd_tuned = triton.autotune(_CONFIGS, _KEY)(_na2d_fwd_kernel)
-    _bwd_dq_tuned = triton.autotune(_CONFIGS, [*_KEY, "RPB_GRAD"])(_na2d_bwd_dq_kernel)
-    _bwd_dkdv_tuned = triton.autotune(_CONFIGS, _KEY)(_na2d_bwd_dkdv_kernel)
+
+    _fwd_tuned = autotune(_CONFIGS, _KEY)(_na2d_fwd_kernel)
+    _bwd_dq_tuned = autotune(_CONFIGS, [*_KEY, "RPB_GRAD"])(_na2d_bwd_dq_kernel)
+    _bwd_dkdv_tuned = autotune(_CONFIGS, _KEY)(_na2d_bwd_dkdv_kernel)
 
 
 def _kernels():

@@ -34,7 +34,8 @@ AUTOTUNED = {
     ],
     "depthwise_conv": [
         ("dwconv_fwd_kernel", dwconv._FWD_CONFIGS),
-        ("dwconv_grad_weight_kernel", dwconv._GRAD_WEIGHT_CONFIGS),
+        # the channels_last case: the configs its layout keeps
+        ("dwconv_grad_weight_kernel", dwconv._grad_weight_candidates(dwconv._GRAD_WEIGHT_CONFIGS, {"sxc": 1})),
     ],
     "routing_attention": [],
 }
