@@ -152,6 +152,11 @@ def routing_attention(q, k, v, n_win: int, topk: int, scale: float | None = None
 
 _LOG2E = 1.4426950408889634
 _STREAM_BLOCK = 64  # tokens of the streamed side (keys in forward/dq, queries in dk/dv) per step
+# fp32 dk/dv streams half as many queries per step: at 64 it takes 255 registers at every BiFormer-T
+# stage and spills 24-48 bytes per thread at four of the six; at 32 nothing spills, and with 16- and
+# 4-token regions it takes 60-80 registers and 24-32 resident warps per SM instead of 8
+# (benchmarks/kernel_resources.py, sm_90). fp32 products run as FMA loops, not on tensor cores.
+_FP32_DKDV_STREAM_BLOCK = 32
 _MAX_REGION_BLOCK = 64
 
 
@@ -559,7 +564,7 @@ def _backward(grad_out, q, k, v, out, lse, routes, n_win, scale):
         topk,
         scale * _LOG2E,
         scale,
-        BLOCK_M=_STREAM_BLOCK,
+        BLOCK_M=_FP32_DKDV_STREAM_BLOCK if q.dtype == torch.float32 else _STREAM_BLOCK,
         BLOCK_N=block,
         **meta,
     )
