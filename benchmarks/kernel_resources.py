@@ -2,6 +2,7 @@
 
     python benchmarks/kernel_resources.py              # sm_90 (H100), writes results/kernel-resources-sm90.csv
     python benchmarks/kernel_resources.py --arch 80    # sm_80 (A100)
+    python benchmarks/kernel_resources.py --all-configs  # also the configs each kernel's pruning drops
 
 Each op runs forward and backward at its benchmark shapes (CPU tensors, two images) through its
 real launch code, with Triton's driver swapped for one that compiles to a cubin and records the
@@ -235,7 +236,7 @@ def _config(src) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(blocks.items()) if k.startswith(_TILE_PARAMETERS))
 
 
-def collect(arch: int, ops, dtypes, match: str = "") -> list[dict]:
+def collect(arch: int, ops, dtypes, match: str = "", all_configs: bool = False) -> list[dict]:
     compile_only = _CompileOnlyDriver(arch)
     limits = ARCH_LIMITS[arch]
     rows: dict[tuple, dict] = {}
@@ -247,6 +248,8 @@ def collect(arch: int, ops, dtypes, match: str = "") -> list[dict]:
             for tuner in vars(module).values():  # keep the stand-in timings out of Triton's on-disk tuning cache
                 if isinstance(tuner, Autotuner):
                     stack.enter_context(mock.patch.object(tuner, "cache_results", False))
+                    if all_configs:  # the candidates the pruning drops too: the evidence it is drawn from
+                        stack.enter_context(mock.patch.object(tuner, "early_config_prune", None))
         for op in ops:
             for dtype in dtypes:
                 for case, call in CASES[op](dtype):
@@ -282,10 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         "--dtypes", nargs="+", choices=("float32", "bfloat16", "float16"), default=["float32", "bfloat16"]
     )
     parser.add_argument("--match", default="", help="only the cases whose name contains this")
+    parser.add_argument("--all-configs", action="store_true", help="also the configs the kernels' pruning drops")
     parser.add_argument("--out", type=Path, help="CSV path (default: benchmarks/results/kernel-resources-sm<arch>.csv)")
     args = parser.parse_args(argv)
 
-    rows = collect(args.arch, args.ops, [getattr(torch, d) for d in args.dtypes], args.match)
+    rows = collect(args.arch, args.ops, [getattr(torch, d) for d in args.dtypes], args.match, args.all_configs)
     out = args.out or HERE / "results" / f"kernel-resources-sm{args.arch}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
