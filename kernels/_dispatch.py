@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -35,11 +36,11 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def use_triton(*tensors: torch.Tensor, faster: bool = True) -> bool:
+def use_triton(*tensors: torch.Tensor, faster: Callable[[], bool] = lambda: True) -> bool:
     """Whether an op called on ``tensors`` should run its Triton kernel.
 
-    ``faster`` is the op's rule for this call (``zoo.kernels.path_rules``): with ``ZOO_KERNELS=auto``
-    a call the rule gives to PyTorch runs the reference path on CUDA too.
+    ``faster`` evaluates the op's rule for this call (``zoo.kernels.path_rules``), only for CUDA
+    tensors under ``ZOO_KERNELS=auto``: a call the rule gives to PyTorch runs the reference path there.
     """
     choice = os.environ.get("ZOO_KERNELS", "auto").strip().lower() or "auto"
     if choice not in _CHOICES:
@@ -50,7 +51,7 @@ def use_triton(*tensors: torch.Tensor, faster: bool = True) -> bool:
         return False
     on_cuda = all(t.is_cuda for t in tensors if t is not None)
     if choice == "auto":
-        return on_cuda and faster and triton_available()
+        return on_cuda and triton_available() and faster()
     if not triton_available():
         raise RuntimeError("ZOO_KERNELS=triton but triton is not installed (pip install triton)")
     if not on_cuda and not interpreting():

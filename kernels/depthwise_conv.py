@@ -515,7 +515,7 @@ def depthwise_conv2d(x, weight, bias=None, padding="same", dilation=1) -> torch.
     """
     x, weight, bias = _autocast(x, weight, bias)
     padding, dilation, geometry = _check_arguments(x, weight, bias, padding, dilation)
-    faster = depthwise_prefers_triton(_describe(x, weight, bias, geometry))
+    faster = lambda: depthwise_prefers_triton(_describe(x, weight, bias, geometry))  # noqa: E731
     if x.dtype in _TRITON_DTYPES and x.numel() > 0 and use_triton(x, weight, bias, faster=faster):
         return _depthwise_conv2d_op(x, weight, bias, *geometry.dilation, *geometry.pad, *geometry.out_size)
     return depthwise_conv2d_reference(x, weight, bias, padding, dilation)

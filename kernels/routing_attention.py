@@ -140,7 +140,7 @@ def routing_attention(q, k, v, n_win: int, topk: int, scale: float | None = None
     """
     scale = _check_arguments(q, k, v, n_win, topk, scale)
     routes = region_routing(q, k, n_win, topk, scale)
-    faster = routing_prefers_triton(q.dtype, dot_precision(q.dtype) == "ieee", topk)
+    faster = lambda: routing_prefers_triton(q.dtype, dot_precision(q.dtype) == "ieee", topk)  # noqa: E731
     if use_triton(q, k, v, faster=faster):
         return _routing_attention_op(q, k, v, routes, n_win, scale)[0]
     return _attend_reference(q, k, v, routes, n_win, scale)
