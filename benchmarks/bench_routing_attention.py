@@ -10,7 +10,9 @@ matmul), re-written here on ``(B, H, W, heads, d)`` tensors.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from unittest import mock
 
 import torch
 from _timing import measure
@@ -34,7 +36,7 @@ QUICK_CASES = [
 _NOTES = {
     "gather": "official formulation: topk-fold torch.gather, matmul, softmax, matmul",
     "reference": "zoo reference path: chunked index_select + SDPA",
-    "triton": "zoo Triton kernels: routed regions read by index, online softmax, deterministic bwd",
+    "triton": "zoo Triton kernels (forced): routed regions read by index, online softmax, deterministic bwd",
 }
 
 
@@ -64,6 +66,12 @@ def gather_attention(q, k, v, n_win: int, topk: int, scale: float | None = None)
     attn = torch.softmax((q_reg * scale) @ k_sel.transpose(-1, -2), dim=-1)
     out = (attn @ v_sel).transpose(1, 2).reshape(b, n_win, n_win, h // n_win, w // n_win, nh, d)
     return out.transpose(2, 3).reshape(b, h, w, nh, d)
+
+
+def triton_attention(q, k, v, n_win: int, topk: int) -> torch.Tensor:
+    """``routing_attention`` on the Triton kernels, also where ``zoo.kernels.path_rules`` picks the reference."""
+    with mock.patch.dict(os.environ, {"ZOO_KERNELS": "triton"}):
+        return routing_attention(q, k, v, n_win, topk)
 
 
 def _step(fn, qkv, n_win, topk, mode):
@@ -113,7 +121,7 @@ def run(device: torch.device, quick: bool) -> Iterator[dict]:
     impls = {"gather": gather_attention, "reference": routing_attention_reference}
     probe = torch.empty(0, device=device)
     if on_cuda and use_triton(probe):
-        impls["triton"] = routing_attention
+        impls["triton"] = triton_attention
     cases = CASES if on_cuda and not quick else QUICK_CASES
     dtypes = (torch.float16, torch.bfloat16, torch.float32) if on_cuda else (torch.float32,)
     warmup, iters = (3, 10) if on_cuda else (1, 3)

@@ -2,10 +2,12 @@
 
     python benchmarks/kernel_resources.py              # sm_90 (H100), writes results/kernel-resources-sm90.csv
     python benchmarks/kernel_resources.py --arch 80    # sm_80 (A100)
+    python benchmarks/kernel_resources.py --all-configs  # also the configs each kernel's pruning drops
 
 Each op runs forward and backward at its benchmark shapes (CPU tensors, two images) through its
 real launch code, with Triton's driver swapped for one that compiles to a cubin and records the
-launch instead of running it. Every autotuner config is compiled. For each kernel and config the
+launch instead of running it. Every autotuner config that the kernel's pruning keeps for the call
+(layout, dtype) is compiled. For each kernel and config the
 report gives ptxas's registers and stack bytes (where registers spill) per thread, the shared
 memory, and the resident CTAs and warps per SM these allow. This is what limits occupancy; it says
 nothing about speed, which only ``benchmarks/kernels.py`` on a GPU measures.
@@ -34,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 from triton.backends.compiler import GPUTarget
 from triton.backends.driver import DriverBase
+from triton.runtime.autotuner import Autotuner
 from triton.runtime.cache import get_cache_manager
 from triton.runtime.driver import driver
 
@@ -233,7 +236,7 @@ def _config(src) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(blocks.items()) if k.startswith(_TILE_PARAMETERS))
 
 
-def collect(arch: int, ops, dtypes, match: str = "") -> list[dict]:
+def collect(arch: int, ops, dtypes, match: str = "", all_configs: bool = False) -> list[dict]:
     compile_only = _CompileOnlyDriver(arch)
     limits = ARCH_LIMITS[arch]
     rows: dict[tuple, dict] = {}
@@ -241,7 +244,12 @@ def collect(arch: int, ops, dtypes, match: str = "") -> list[dict]:
         stack.callback(driver.set_active, driver._active)  # None: Triton picks the real driver again lazily
         driver.set_active(compile_only)
         for module in _KERNEL_MODULES:  # run the Triton path on CPU tensors; nothing is executed
-            stack.enter_context(mock.patch.object(module, "use_triton", lambda *tensors: True))
+            stack.enter_context(mock.patch.object(module, "use_triton", lambda *tensors, faster=True: True))
+            for tuner in vars(module).values():  # keep the stand-in timings out of Triton's on-disk tuning cache
+                if isinstance(tuner, Autotuner):
+                    stack.enter_context(mock.patch.object(tuner, "cache_results", False))
+                    if all_configs:  # the candidates the pruning drops too: the evidence it is drawn from
+                        stack.enter_context(mock.patch.object(tuner, "early_config_prune", None))
         for op in ops:
             for dtype in dtypes:
                 for case, call in CASES[op](dtype):
@@ -277,10 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         "--dtypes", nargs="+", choices=("float32", "bfloat16", "float16"), default=["float32", "bfloat16"]
     )
     parser.add_argument("--match", default="", help="only the cases whose name contains this")
+    parser.add_argument("--all-configs", action="store_true", help="also the configs the kernels' pruning drops")
     parser.add_argument("--out", type=Path, help="CSV path (default: benchmarks/results/kernel-resources-sm<arch>.csv)")
     args = parser.parse_args(argv)
 
-    rows = collect(args.arch, args.ops, [getattr(torch, d) for d in args.dtypes], args.match)
+    rows = collect(args.arch, args.ops, [getattr(torch, d) for d in args.dtypes], args.match, args.all_configs)
     out = args.out or HERE / "results" / f"kernel-resources-sm{args.arch}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:

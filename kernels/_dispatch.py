@@ -1,28 +1,30 @@
 """Choosing between the Triton kernels and the reference PyTorch path.
 
-CUDA tensors run the Triton kernels; everything else runs the reference path. The environment
-variable ``ZOO_KERNELS`` overrides that choice: ``reference`` forces the PyTorch path everywhere,
-``triton`` forces the Triton kernels (on CPU tensors this needs ``TRITON_INTERPRET=1`` set before
-triton is imported, which is how the kernels are tested without a GPU).
+CUDA tensors run the Triton kernels where ``zoo.kernels.path_rules`` measured them faster;
+everything else runs the reference path. The environment variable ``ZOO_KERNELS`` overrides that
+choice: ``reference`` forces the PyTorch path everywhere, ``triton`` forces the Triton kernels (on
+CPU tensors this needs ``TRITON_INTERPRET=1`` set before triton is imported, which is how the
+kernels are tested without a GPU).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import os
-from functools import lru_cache
+from collections.abc import Callable
 
 import torch
 
 _CHOICES = ("auto", "reference", "triton")
 
 
-@lru_cache(maxsize=1)
+# Looked up once, at import: a constant is what torch.compile can trace through.
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _TRITON_INSTALLED
 
 
 def interpreting() -> bool:
@@ -34,8 +36,12 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def use_triton(*tensors: torch.Tensor) -> bool:
-    """Whether an op called on ``tensors`` should run its Triton kernel."""
+def use_triton(*tensors: torch.Tensor, faster: Callable[[], bool] = lambda: True) -> bool:
+    """Whether an op called on ``tensors`` should run its Triton kernel.
+
+    ``faster`` evaluates the op's rule for this call (``zoo.kernels.path_rules``), only for CUDA
+    tensors under ``ZOO_KERNELS=auto``: a call the rule gives to PyTorch runs the reference path there.
+    """
     choice = os.environ.get("ZOO_KERNELS", "auto").strip().lower() or "auto"
     if choice not in _CHOICES:
         raise ValueError(f"ZOO_KERNELS must be one of {_CHOICES}, got {choice!r}")
@@ -45,7 +51,7 @@ def use_triton(*tensors: torch.Tensor) -> bool:
         return False
     on_cuda = all(t.is_cuda for t in tensors if t is not None)
     if choice == "auto":
-        return on_cuda and triton_available()
+        return on_cuda and triton_available() and faster()
     if not triton_available():
         raise RuntimeError("ZOO_KERNELS=triton but triton is not installed (pip install triton)")
     if not on_cuda and not interpreting():
@@ -53,6 +59,25 @@ def use_triton(*tensors: torch.Tensor) -> bool:
             "ZOO_KERNELS=triton on CPU tensors needs TRITON_INTERPRET=1 set before triton is imported"
         )
     return True
+
+
+def autotune(configs: list, key: list[str], prune=None):
+    """``triton.autotune`` whose results persist across processes where Triton can (``cache_results``,
+    Triton >= 3.4): the timings go to Triton's cache directory (``TRITON_CACHE_DIR``, by default
+    ``~/.triton/cache``) under a hash of the Triton version, the GPU target (architecture), the kernel
+    source, the values of ``key`` (the shape and layout arguments that select a config, plus the
+    tensors' dtypes) and the configs timed; a later process with the same shapes starts with the
+    tuned config instead of timing every candidate again. ``prune(configs, named_args)`` drops
+    configs that cannot win for a call before anything is timed.
+    """
+    import triton
+
+    kwargs = {}
+    if "cache_results" in inspect.signature(triton.autotune).parameters:
+        kwargs["cache_results"] = True
+    if prune is not None:
+        kwargs["prune_configs_by"] = {"early_config_prune": lambda configs, named_args, **_: prune(configs, named_args)}
+    return triton.autotune(configs, key, **kwargs)
 
 
 def dot_precision(dtype: torch.dtype) -> str:

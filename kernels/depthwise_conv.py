@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import interpreting, pair, use_triton
+from ._dispatch import autotune, interpreting, pair, use_triton
+from .path_rules import DepthwiseCall, depthwise_prefers_triton
 
 try:
     import triton
@@ -266,7 +267,8 @@ if triton is not None:
     # At most 16 accumulator elements per thread: ptxas then needs about 60 registers on channels_last
     # input, not 250. NCHW rows load element by element (a tap offset breaks their alignment), which
     # costs about 160 registers at 16 elements; the narrow-channel, wide-row tiles at the end keep
-    # NCHW near 75 (see benchmarks/kernel_resources.py).
+    # NCHW near 75 (see benchmarks/kernel_resources.py). Each layout is tuned over its own part of
+    # the list (``_grad_weight_candidates``).
     _GRAD_WEIGHT_CONFIGS = [
         _grad_weight_config(16, 8, 32, 8),
         _grad_weight_config(8, 16, 32, 8),
@@ -279,8 +281,21 @@ if triton is not None:
     ]
     _FWD_KEY = ["C", "H_out", "W_out", "KH", "KW", "dil_h", "dil_w", "sxc", "syc"]
     _GRAD_WEIGHT_KEY = ["C", "H_out", "W_out", "KH", "KW", "dil_h", "dil_w", "sxc", "sgc"]
-    _fwd_tuned = triton.autotune(_FWD_CONFIGS, _FWD_KEY)(_dwconv_fwd_kernel)
-    _grad_weight_tuned = triton.autotune(_GRAD_WEIGHT_CONFIGS, _GRAD_WEIGHT_KEY)(_dwconv_grad_weight_kernel)
+
+    def _grad_weight_candidates(configs, args):
+        """The configs that can win for the input's layout, from the sm_90 resource report
+        (``benchmarks/results/kernel-resources-sm90.csv``): on NCHW input the channel-wide tiles
+        (``BLOCK_C >= 8``) take 140-180 registers and leave 8-12 resident warps per SM, the
+        narrow-channel ones 56-96 registers and 20-36 warps; on channels_last every tile stays under
+        120 registers, and only the channel-wide ones read whole 32-byte sectors of contiguous channels.
+        """
+        channels_last = args["sxc"] == 1
+        return [c for c in configs if (c.kwargs["BLOCK_C"] >= 8) == channels_last]
+
+    _fwd_tuned = autotune(_FWD_CONFIGS, _FWD_KEY)(_dwconv_fwd_kernel)
+    _grad_weight_tuned = autotune(_GRAD_WEIGHT_CONFIGS, _GRAD_WEIGHT_KEY, prune=_grad_weight_candidates)(
+        _dwconv_grad_weight_kernel
+    )
 
 # Zero rows around the forward kernel's weight (the largest BLOCK_H it may run with) and the
 # multiple its channel count is padded to (the largest BLOCK_C), so that weight loads need no mask.
@@ -321,10 +336,13 @@ def _padded_taps(weight: torch.Tensor, flip: bool = False) -> torch.Tensor:
     return padded
 
 
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def _empty_like_format(x: torch.Tensor, size: tuple[int, ...], dtype=None) -> torch.Tensor:
     """An empty ``size`` tensor in ``x``'s memory format (channels_last or contiguous, as F.conv2d)."""
-    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
     return torch.empty(size, dtype=dtype or x.dtype, device=x.device, memory_format=memory_format)
 
 
@@ -386,29 +404,95 @@ def _grad_weight_triton(x: torch.Tensor, grad_y: torch.Tensor, geometry: _Geomet
     return partials.sum(0)
 
 
-class _DepthwiseConv2dTriton(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, geometry):
-        ctx.save_for_backward(x, weight)
-        ctx.geometry = geometry
-        ctx.has_bias = bias is not None
-        return _conv_triton(x, _padded_taps(weight), bias, geometry, out_format=x)
+def _geometry(weight, dil_h, dil_w, pad_h, pad_w, out_h, out_w) -> _Geometry:
+    return _Geometry(tuple(weight.shape[2:]), (dil_h, dil_w), (pad_h, pad_w), (out_h, out_w))
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_y):
-        x, weight = ctx.saved_tensors
-        geometry = ctx.geometry
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            flipped = _padded_taps(weight, flip=True)
-            grad_x = _conv_triton(grad_y, flipped, None, geometry.transposed(x.shape[2:]), out_format=x)
-        if ctx.needs_input_grad[1]:
-            taps_grad = _grad_weight_triton(x, grad_y, geometry)
-            grad_w = torch.empty_like(weight).copy_(taps_grad.permute(2, 0, 1).unsqueeze(1))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_y.sum((0, 2, 3), dtype=torch.float32).to(grad_y.dtype)
-        return grad_x, grad_w, grad_b, None
+
+@torch.library.custom_op("zoo::depthwise_conv2d", mutates_args=())
+def _depthwise_conv2d_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    dil_h: int,
+    dil_w: int,
+    pad_h: int,
+    pad_w: int,
+    out_h: int,
+    out_w: int,
+) -> torch.Tensor:
+    """The Triton forward; ``pad_h``/``pad_w`` are the top/left padding, the output size sets the rest."""
+    geometry = _geometry(weight, dil_h, dil_w, pad_h, pad_w, out_h, out_w)
+    return _conv_triton(x, _padded_taps(weight), bias, geometry, out_format=x)
+
+
+@_depthwise_conv2d_op.register_fake
+def _(x, weight, bias, dil_h, dil_w, pad_h, pad_w, out_h, out_w):
+    return _empty_like_format(x, (x.shape[0], x.shape[1], out_h, out_w))
+
+
+@torch.library.custom_op("zoo::depthwise_conv2d_backward", mutates_args=())
+def _depthwise_conv2d_backward_op(
+    grad_y: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    dil_h: int,
+    dil_w: int,
+    pad_h: int,
+    pad_w: int,
+    out_h: int,
+    out_w: int,
+    needs: list[bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``dL/dx``, ``dL/dw`` and ``dL/db`` where ``needs`` asks for them, empty tensors elsewhere."""
+    geometry = _geometry(weight, dil_h, dil_w, pad_h, pad_w, out_h, out_w)
+    grad_x, grad_w, grad_b = (x.new_empty(0) for _ in range(3))
+    if needs[0]:
+        flipped = _padded_taps(weight, flip=True)
+        grad_x = _conv_triton(grad_y, flipped, None, geometry.transposed(x.shape[2:]), out_format=x)
+    if needs[1]:
+        taps_grad = _grad_weight_triton(x, grad_y, geometry)
+        grad_w = torch.empty_like(weight).copy_(taps_grad.permute(2, 0, 1).unsqueeze(1))
+    if needs[2]:
+        grad_b = grad_y.sum((0, 2, 3), dtype=torch.float32).to(grad_y.dtype)
+    return grad_x, grad_w, grad_b
+
+
+@_depthwise_conv2d_backward_op.register_fake
+def _(grad_y, x, weight, dil_h, dil_w, pad_h, pad_w, out_h, out_w, needs):
+    grad_x = _empty_like_format(x, x.shape, dtype=grad_y.dtype) if needs[0] else x.new_empty(0)
+    grad_w = torch.empty_like(weight) if needs[1] else x.new_empty(0)
+    grad_b = grad_y.new_empty(x.shape[1]) if needs[2] else x.new_empty(0)
+    return grad_x, grad_w, grad_b
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, *ctx.geometry = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad_y):
+    x, weight = ctx.saved_tensors
+    needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    grads = _depthwise_conv2d_backward_op(grad_y, x, weight, *ctx.geometry, needs)
+    return *(grad if need else None for grad, need in zip(grads, needs)), *(None,) * len(ctx.geometry)
+
+
+_depthwise_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _describe(x, weight, bias, geometry: _Geometry) -> DepthwiseCall:
+    return DepthwiseCall(
+        kernel=geometry.kernel,
+        dilation=geometry.dilation,
+        pad=geometry.pad,
+        in_size=tuple(x.shape[2:]),
+        out_size=geometry.out_size,
+        channels=x.shape[1],
+        channels_last=_is_channels_last(x),
+        dtype=x.dtype,
+        training=torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)),
+    )
 
 
 def depthwise_conv2d(x, weight, bias=None, padding="same", dilation=1) -> torch.Tensor:
@@ -422,14 +506,16 @@ def depthwise_conv2d(x, weight, bias=None, padding="same", dilation=1) -> torch.
             F.conv2d does), ``"valid"``, an int or a pair ``(pad_h, pad_w)``.
         dilation: an int or a pair ``(d_h, d_w)``, each >= 1.
 
-    CUDA tensors in fp32, fp16 or bf16 run the Triton kernels (fp32 accumulation); anything else
-    runs ``F.conv2d``. Under autocast the inputs are cast to its dtype first, as for ``F.conv2d``.
+    CUDA tensors in fp32, fp16 or bf16 run the Triton kernels (fp32 accumulation) where
+    ``zoo.kernels.path_rules.depthwise_prefers_triton`` finds them faster (large filters); anything
+    else runs ``F.conv2d``. Under autocast the inputs are cast to its dtype first, as for ``F.conv2d``.
 
     Returns:
         ``(B, C, H_out, W_out)`` with ``H_out = H + 2 pad_h - d_h (kh - 1)`` (``H`` for "same").
     """
     x, weight, bias = _autocast(x, weight, bias)
     padding, dilation, geometry = _check_arguments(x, weight, bias, padding, dilation)
-    if x.dtype in _TRITON_DTYPES and x.numel() > 0 and use_triton(x, weight, bias):
-        return _DepthwiseConv2dTriton.apply(x, weight, bias, geometry)
+    faster = lambda: depthwise_prefers_triton(_describe(x, weight, bias, geometry))  # noqa: E731
+    if x.dtype in _TRITON_DTYPES and x.numel() > 0 and use_triton(x, weight, bias, faster=faster):
+        return _depthwise_conv2d_op(x, weight, bias, *geometry.dilation, *geometry.pad, *geometry.out_size)
     return depthwise_conv2d_reference(x, weight, bias, padding, dilation)

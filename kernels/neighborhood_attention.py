@@ -31,7 +31,7 @@ import math
 
 import torch
 
-from ._dispatch import check_qkv, chunks, dot_precision, interpreting, pair, use_triton
+from ._dispatch import autotune, check_qkv, chunks, dot_precision, interpreting, pair, use_triton
 
 try:
     import triton
@@ -139,7 +139,7 @@ def neighborhood_attention2d(q, k, v, kernel_size, dilation=1, rpb=None, scale=N
     kernel_size, dilation = _check_arguments(q, k, v, kernel_size, dilation, rpb)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if use_triton(q, k, v, rpb):
-        return _NeighborhoodAttention2d.apply(q, k, v, rpb, kernel_size, dilation, scale)
+        return _neighborhood_attention_op(q, k, v, rpb, *kernel_size, *dilation, scale)[0]
     return neighborhood_attention2d_reference(q, k, v, kernel_size, dilation, rpb, scale)
 
 
@@ -426,9 +426,10 @@ if triton is not None:
     # latency, two leave registers for a fourth CTA per SM (benchmarks/kernel_resources.py).
     _CONFIGS = [triton.Config({}, num_warps=4, num_stages=3), triton.Config({}, num_warps=4, num_stages=2)]
     _KEY = ["H", "W", "D", "DIL_H", "DIL_W", "KH", "KW", "HAS_RPB"]
-    _fwd_tuned = triton.autotune(_CONFIGS, _KEY)(_na2d_fwd_kernel)
-    _bwd_dq_tuned = triton.autotune(_CONFIGS, [*_KEY, "RPB_GRAD"])(_na2d_bwd_dq_kernel)
-    _bwd_dkdv_tuned = triton.autotune(_CONFIGS, _KEY)(_na2d_bwd_dkdv_kernel)
+
+    _fwd_tuned = autotune(_CONFIGS, _KEY)(_na2d_fwd_kernel)
+    _bwd_dq_tuned = autotune(_CONFIGS, [*_KEY, "RPB_GRAD"])(_na2d_bwd_dq_kernel)
+    _bwd_dkdv_tuned = autotune(_CONFIGS, _KEY)(_na2d_bwd_dkdv_kernel)
 
 
 def _kernels():
@@ -462,43 +463,90 @@ def _rpb_args(rpb, q):
     return (rpb, rpb.stride()) if rpb is not None else (q, (0, 0, 0))
 
 
-class _NeighborhoodAttention2d(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, rpb, kernel_size, dilation, scale):
-        grid, shape, meta, kc = _launch_geometry(q, kernel_size, dilation, rpb)
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-        lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
-        table, table_strides = _rpb_args(rpb, q)
-        strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *table_strides)
-        qk_scale = scale * math.log2(math.e)
-        fwd_kernel, _, _ = _kernels()
-        fwd_kernel[grid](q, k, v, table, out, lse, *strides, *shape, qk_scale, KC=kc, **meta)
-        ctx.save_for_backward(q, k, v, rpb, out, lse)
-        ctx.kernel_size, ctx.dilation, ctx.scale = kernel_size, dilation, scale
-        return out
+@torch.library.custom_op("zoo::neighborhood_attention2d", mutates_args=())
+def _neighborhood_attention_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rpb: torch.Tensor | None,
+    kernel_h: int,
+    kernel_w: int,
+    dilation_h: int,
+    dilation_w: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused forward: the output and the log-sum-exp (base 2) of every query's logits."""
+    grid, shape, meta, kc = _launch_geometry(q, (kernel_h, kernel_w), (dilation_h, dilation_w), rpb)
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty(q.shape[:-1], dtype=torch.float32, device=q.device)
+    table, table_strides = _rpb_args(rpb, q)
+    strides = (*q.stride(), *k.stride(), *v.stride(), *out.stride(), *table_strides)
+    qk_scale = scale * math.log2(math.e)
+    fwd_kernel, _, _ = _kernels()
+    fwd_kernel[grid](q, k, v, table, out, lse, *strides, *shape, qk_scale, KC=kc, **meta)
+    return out, lse
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, rpb, out, lse = ctx.saved_tensors
-        (kh, kw), scale = ctx.kernel_size, ctx.scale
-        grid, shape, meta, kc = _launch_geometry(q, ctx.kernel_size, ctx.dilation, rpb)
-        delta = (grad_out.float() * out.float()).sum(-1).contiguous()
-        dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
-        rpb_grad = rpb is not None and ctx.needs_input_grad[3]
-        # Every dq program writes its own (BR, BC) partial sums of d(rpb); they are summed below.
-        br, bc = _next_pow2(2 * kh - 1), _next_pow2(2 * kw - 1)
-        drpb_partial = torch.empty((grid[0] if rpb_grad else 1, br, bc), dtype=torch.float32, device=q.device)
-        table, table_strides = _rpb_args(rpb, q)
-        strides = (*q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *dq.stride(), *table_strides)
-        scales = (scale * math.log2(math.e), scale)
-        inputs = (q, k, v, table, grad_out, lse, delta)
-        _, dq_kernel, dkdv_kernel = _kernels()
-        dq_kernel[grid](
-            *inputs, dq, drpb_partial, *strides, *shape, *scales, RPB_GRAD=rpb_grad, KC=kc, BR=br, BC=bc, **meta
-        )
-        dkdv_kernel[grid](*inputs, dk, dv, *strides, *shape, *scales, QC=kc, **meta)
-        drpb = None
-        if rpb_grad:
-            drpb = drpb_partial.view(q.shape[0], q.shape[3], -1, br, bc).sum((0, 2))
-            drpb = drpb[:, : 2 * kh - 1, : 2 * kw - 1].to(rpb.dtype)
-        return dq, dk, dv, drpb, None, None, None
+
+@_neighborhood_attention_op.register_fake
+def _(q, k, v, rpb, kernel_h, kernel_w, dilation_h, dilation_w, scale):
+    return q.new_empty(q.shape), q.new_empty(q.shape[:-1], dtype=torch.float32)
+
+
+@torch.library.custom_op("zoo::neighborhood_attention2d_backward", mutates_args=())
+def _neighborhood_attention_backward_op(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rpb: torch.Tensor | None,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    kernel_h: int,
+    kernel_w: int,
+    dilation_h: int,
+    dilation_w: int,
+    scale: float,
+    rpb_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dq, dk, dv and, with ``rpb_grad``, the bias table's gradient (else an empty tensor)."""
+    kernel_size, dilation = (kernel_h, kernel_w), (dilation_h, dilation_w)
+    grid, shape, meta, kc = _launch_geometry(q, kernel_size, dilation, rpb)
+    delta = (grad_out.float() * out.float()).sum(-1).contiguous()
+    dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
+    # Every dq program writes its own (BR, BC) partial sums of d(rpb); they are summed below.
+    br, bc = _next_pow2(2 * kernel_h - 1), _next_pow2(2 * kernel_w - 1)
+    drpb_partial = torch.empty((grid[0] if rpb_grad else 1, br, bc), dtype=torch.float32, device=q.device)
+    table, table_strides = _rpb_args(rpb, q)
+    strides = (*q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *dq.stride(), *table_strides)
+    scales = (scale * math.log2(math.e), scale)
+    inputs = (q, k, v, table, grad_out, lse, delta)
+    _, dq_kernel, dkdv_kernel = _kernels()
+    dq_kernel[grid](
+        *inputs, dq, drpb_partial, *strides, *shape, *scales, RPB_GRAD=rpb_grad, KC=kc, BR=br, BC=bc, **meta
+    )
+    dkdv_kernel[grid](*inputs, dk, dv, *strides, *shape, *scales, QC=kc, **meta)
+    if not rpb_grad:
+        return dq, dk, dv, q.new_empty(0)
+    drpb = drpb_partial.view(q.shape[0], q.shape[3], -1, br, bc).sum((0, 2))
+    return dq, dk, dv, drpb[:, : 2 * kernel_h - 1, : 2 * kernel_w - 1].to(rpb.dtype).contiguous()
+
+
+@_neighborhood_attention_backward_op.register_fake
+def _(grad_out, q, k, v, rpb, out, lse, kernel_h, kernel_w, dilation_h, dilation_w, scale, rpb_grad):
+    drpb = rpb.new_empty(rpb.shape[0], 2 * kernel_h - 1, 2 * kernel_w - 1) if rpb_grad else q.new_empty(0)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), drpb
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, rpb, *ctx.geometry = inputs
+    ctx.save_for_backward(q, k, v, rpb, *output)
+
+
+def _backward(ctx, grad_out, _grad_lse):
+    q, k, v, rpb, out, lse = ctx.saved_tensors
+    rpb_grad = rpb is not None and ctx.needs_input_grad[3]
+    grads = _neighborhood_attention_backward_op(grad_out, q, k, v, rpb, out, lse, *ctx.geometry, rpb_grad)
+    return *grads[:3], grads[3] if rpb_grad else None, None, None, None, None, None
+
+
+_neighborhood_attention_op.register_autograd(_backward, setup_context=_setup_context)

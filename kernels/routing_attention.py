@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ._dispatch import check_qkv, chunks, dot_precision, use_triton
+from .path_rules import routing_prefers_triton
 
 try:
     import triton
@@ -139,8 +140,9 @@ def routing_attention(q, k, v, n_win: int, topk: int, scale: float | None = None
     """
     scale = _check_arguments(q, k, v, n_win, topk, scale)
     routes = region_routing(q, k, n_win, topk, scale)
-    if use_triton(q, k, v):
-        return _RoutingAttention.apply(q, k, v, routes, n_win, scale)
+    faster = lambda: routing_prefers_triton(q.dtype, dot_precision(q.dtype) == "ieee", topk)  # noqa: E731
+    if use_triton(q, k, v, faster=faster):
+        return _routing_attention_op(q, k, v, routes, n_win, scale)[0]
     return _attend_reference(q, k, v, routes, n_win, scale)
 
 
@@ -150,6 +152,11 @@ def routing_attention(q, k, v, n_win: int, topk: int, scale: float | None = None
 
 _LOG2E = 1.4426950408889634
 _STREAM_BLOCK = 64  # tokens of the streamed side (keys in forward/dq, queries in dk/dv) per step
+# fp32 dk/dv streams half as many queries per step: at 64 it takes 255 registers at every BiFormer-T
+# stage and spills 24-48 bytes per thread at four of the six; at 32 nothing spills, and with 16- and
+# 4-token regions it takes 60-80 registers and 24-32 resident warps per SM instead of 8
+# (benchmarks/kernel_resources.py, sm_90). fp32 products run as FMA loops, not on tensor cores.
+_FP32_DKDV_STREAM_BLOCK = 32
 _MAX_REGION_BLOCK = 64
 
 
@@ -557,27 +564,58 @@ def _backward(grad_out, q, k, v, out, lse, routes, n_win, scale):
         topk,
         scale * _LOG2E,
         scale,
-        BLOCK_M=_STREAM_BLOCK,
+        BLOCK_M=_FP32_DKDV_STREAM_BLOCK if q.dtype == torch.float32 else _STREAM_BLOCK,
         BLOCK_N=block,
         **meta,
     )
     return dq, dk, dv
 
 
-class _RoutingAttention(torch.autograd.Function):
-    """Triton attention over given routes; the routes carry no gradient."""
+@torch.library.custom_op("zoo::routing_attention", mutates_args=())
+def _routing_attention_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, routes: torch.Tensor, n_win: int, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention over the given routes (they carry no gradient): the output and the log-sum-exp."""
+    q, k, v = (_unit_last_stride(t) for t in (q, k, v))
+    return _forward(q, k, v, routes.to(torch.int32).contiguous(), n_win, scale)
 
-    @staticmethod
-    def forward(ctx, q, k, v, routes, n_win, scale):
-        q, k, v = (_unit_last_stride(t) for t in (q, k, v))
-        routes = routes.to(torch.int32).contiguous()
-        out, lse = _forward(q, k, v, routes, n_win, scale)
-        ctx.save_for_backward(q, k, v, out, lse, routes)
-        ctx.n_win, ctx.scale = n_win, scale
-        return out
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, out, lse, routes = ctx.saved_tensors
-        grads = _backward(_unit_last_stride(grad_out), q, k, v, out, lse, routes, ctx.n_win, ctx.scale)
-        return *grads, None, None, None
+@_routing_attention_op.register_fake
+def _(q, k, v, routes, n_win, scale):
+    return q.new_empty(q.shape), q.new_empty(q.shape[:-1], dtype=torch.float32)
+
+
+@torch.library.custom_op("zoo::routing_attention_backward", mutates_args=())
+def _routing_attention_backward_op(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    routes: torch.Tensor,
+    n_win: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    q, k, v, grad_out = (_unit_last_stride(t) for t in (q, k, v, grad_out))
+    routes = routes.to(torch.int32).contiguous()
+    return _backward(grad_out, q, k, v, out, lse, routes, n_win, scale)
+
+
+@_routing_attention_backward_op.register_fake
+def _(grad_out, q, k, v, out, lse, routes, n_win, scale):
+    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, routes, ctx.n_win, ctx.scale = inputs
+    ctx.save_for_backward(q, k, v, *output, routes)
+
+
+def _backward_autograd(ctx, grad_out, _grad_lse):
+    q, k, v, out, lse, routes = ctx.saved_tensors
+    grads = _routing_attention_backward_op(grad_out, q, k, v, out, lse, routes, ctx.n_win, ctx.scale)
+    return *grads, None, None, None
+
+
+_routing_attention_op.register_autograd(_backward_autograd, setup_context=_setup_context)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._dispatch import check_qkv, chunks, dot_precision, interpreting, pair, use_triton
+from ._dispatch import autotune, check_qkv, chunks, dot_precision, interpreting, pair, use_triton
 
 try:
     import triton
@@ -293,13 +293,24 @@ if triton is not None:
 
 
 if triton is not None:
+    # The forward has no loop, so pipeline stages change nothing in it (the sm_90 resource report
+    # shows the same registers for one and two): only the warp count is tuned.
+    _FWD_CONFIGS = [triton.Config({}, num_warps=w, num_stages=1) for w in (4, 8)]
     # The backward holds about four (BLOCK_M, N_PAD) fp32 tiles at once: it needs eight warps (at four,
     # ptxas spills), and then one CTA fits an SM, so its next window's loads are software-pipelined.
-    _FWD_CONFIGS = [triton.Config({}, num_warps=w, num_stages=s) for w, s in ((4, 2), (4, 1), (8, 2))]
     _BWD_CONFIGS = [triton.Config({}, num_warps=8, num_stages=s) for s in (2, 1)]
     _KEY = ["H", "W", "head_dim", "WIN_H", "WIN_W", "SHIFT_H", "SHIFT_W", "HAS_BIAS"]
-    _fwd_tuned = triton.autotune(_FWD_CONFIGS, _KEY)(_window_attention_fwd)
-    _bwd_tuned = triton.autotune(_BWD_CONFIGS, [*_KEY, "BIAS_GRAD"])(_window_attention_bwd)
+
+    def _bwd_candidates(configs, args):
+        """In fp32, two stages spill 32 bytes per thread at 255 registers and one stage takes 196-210
+        registers without spilling, at the same 8 resident warps per SM (sm_90 resource report): fp32
+        runs one stage without timing anything."""
+        if args["q_ptr"].dtype == torch.float32:
+            return [c for c in configs if c.num_stages == 1]
+        return configs
+
+    _fwd_tuned = autotune(_FWD_CONFIGS, _KEY)(_window_attention_fwd)
+    _bwd_tuned = autotune(_BWD_CONFIGS, [*_KEY, "BIAS_GRAD"], prune=_bwd_candidates)(_window_attention_bwd)
 
 
 def _block_sizes(window_size: tuple[int, int], head_dim: int) -> tuple[int, int, int]:
@@ -431,33 +442,84 @@ def _window_attention_backward(grad_out, q, k, v, rpb, out, lse, window_size, sh
     return grad_q, grad_k, grad_v, grad_rpb
 
 
-class _WindowAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, rpb, window_size, shift_size, scale):
-        out, lse = _window_attention_forward(q, k, v, rpb, window_size, shift_size, scale)
-        ctx.save_for_backward(q, k, v, rpb, out, lse)
-        ctx.window_size, ctx.shift_size, ctx.scale = window_size, shift_size, scale
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, rpb, out, lse = ctx.saved_tensors
-        bias_grad = rpb is not None and ctx.needs_input_grad[3]
-        grads = _window_attention_backward(
-            grad_out, q, k, v, rpb, out, lse, ctx.window_size, ctx.shift_size, ctx.scale, bias_grad
-        )
-        return *grads, None, None, None
+@torch.library.custom_op("zoo::window_attention", mutates_args=())
+def _window_attention_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rpb: torch.Tensor | None,
+    window_h: int,
+    window_w: int,
+    shift_h: int,
+    shift_w: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused forward: the output and the log-sum-exp (base 2) of every query's logits."""
+    return _window_attention_forward(q, k, v, rpb, (window_h, window_w), (shift_h, shift_w), scale)
 
 
-@torch.compiler.disable
+@_window_attention_op.register_fake
+def _(q, k, v, rpb, window_h, window_w, shift_h, shift_w, scale):
+    b, h, w, heads, _ = q.shape
+    n_windows = b * (h // window_h) * (w // window_w)
+    return q.new_empty(q.shape), q.new_empty((n_windows, heads, window_h * window_w), dtype=torch.float32)
+
+
+@torch.library.custom_op("zoo::window_attention_backward", mutates_args=())
+def _window_attention_backward_op(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    rpb: torch.Tensor | None,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    window_h: int,
+    window_w: int,
+    shift_h: int,
+    shift_w: int,
+    scale: float,
+    bias_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dq, dk, dv and, with ``bias_grad``, the bias table's gradient (else an empty tensor)."""
+    window_size, shift_size = (window_h, window_w), (shift_h, shift_w)
+    grad_q, grad_k, grad_v, grad_rpb = _window_attention_backward(
+        grad_out, q, k, v, rpb, out, lse, window_size, shift_size, scale, bias_grad
+    )
+    return grad_q, grad_k, grad_v, grad_rpb if bias_grad else q.new_empty(0)
+
+
+@_window_attention_backward_op.register_fake
+def _(grad_out, q, k, v, rpb, out, lse, window_h, window_w, shift_h, shift_w, scale, bias_grad):
+    grad_rpb = rpb.new_empty(rpb.shape) if bias_grad else q.new_empty(0)
+    return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape), grad_rpb
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, rpb, *ctx.geometry = inputs
+    ctx.save_for_backward(q, k, v, rpb, *output)
+
+
+def _backward(ctx, grad_out, _grad_lse):
+    q, k, v, rpb, out, lse = ctx.saved_tensors
+    bias_grad = rpb is not None and ctx.needs_input_grad[3]
+    grads = _window_attention_backward_op(grad_out, q, k, v, rpb, out, lse, *ctx.geometry, bias_grad)
+    return *grads[:3], grads[3] if bias_grad else None, None, None, None, None, None
+
+
+_window_attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
 def window_attention_triton(q, k, v, window_size, shift_size=0, rpb=None, scale=None) -> torch.Tensor:
     """The fused Triton path (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``).
 
-    ``torch.compile`` runs it as an opaque eager call (a graph break) rather than tracing the launches.
+    It runs as the custom op ``torch.ops.zoo.window_attention``, so ``torch.compile`` traces it
+    without a graph break.
     """
     window_size, shift_size = pair(window_size, "window_size"), pair(shift_size, "shift_size")
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return _WindowAttention.apply(q, k, v, rpb, window_size, shift_size, scale)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    out, _ = _window_attention_op(q, k, v, rpb, *window_size, *shift_size, scale)
+    return out
 
 
 def _check_arguments(q, k, v, window_size, shift_size, rpb):

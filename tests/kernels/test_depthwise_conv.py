@@ -10,22 +10,15 @@ from zoo.kernels import depthwise_conv2d
 pytest.importorskip("triton")
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-
-@pytest.fixture
-def triton_path(monkeypatch):
-    monkeypatch.setenv("ZOO_KERNELS", "triton")
-
-
-def _inputs(batch, channels, size, kernel, bias, channels_last=False, dtype=torch.float32, seed=0):
+def _inputs(batch, channels, size, kernel, bias, channels_last=False, dtype=torch.float32, seed=0, device="cpu"):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, channels, *size, generator=gen)
     w = torch.randn(channels, 1, *kernel, generator=gen) / (kernel[0] * kernel[1]) ** 0.5
     b = torch.randn(channels, generator=gen) if bias else None
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
-    return [t if t is None else t.to(DEVICE, dtype).requires_grad_() for t in (x, w, b)]
+    return [t if t is None else t.to(device, dtype).requires_grad_() for t in (x, w, b)]
 
 
 def _reference(x, w, b, padding, dilation, grad_y):
@@ -57,11 +50,11 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_forward_and_gradients_match_conv2d(triton_path, case):
+def test_forward_and_gradients_match_conv2d(triton_device, case):
     batch, channels, size, kernel, dilation, padding, bias, channels_last = case
-    x, w, b = _inputs(batch, channels, size, kernel, bias, channels_last)
+    x, w, b = _inputs(batch, channels, size, kernel, bias, channels_last, device=triton_device)
     y = depthwise_conv2d(x, w, b, padding=padding, dilation=dilation)
-    grad_y = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    grad_y = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(triton_device)
     y.backward(grad_y)
 
     y_ref, gx_ref, gw_ref, gb_ref = _reference(x, w, b, padding, dilation, grad_y)
@@ -78,11 +71,12 @@ def test_forward_and_gradients_match_conv2d(triton_path, case):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kernel", [(31, 31), (51, 5), (5, 51)], ids=["k31", "k51x5", "k5x51"])
-def test_full_size_large_kernels(triton_path, kernel):
+def test_full_size_large_kernels(triton_device, kernel):
     """RepLKNet's 31x31 and SLaK's 51x5 / 5x51, larger than the map itself."""
-    x, w, b = _inputs(1, 2, (12, 14), kernel, bias=True, channels_last=kernel[0] > kernel[1])
+    channels_last = kernel[0] > kernel[1]
+    x, w, b = _inputs(1, 2, (12, 14), kernel, bias=True, channels_last=channels_last, device=triton_device)
     y = depthwise_conv2d(x, w, b, padding="same")
-    grad_y = torch.randn(y.shape, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    grad_y = torch.randn(y.shape, generator=torch.Generator().manual_seed(5)).to(triton_device)
     y.backward(grad_y)
     y_ref, gx_ref, gw_ref, gb_ref = _reference(x, w, b, "same", 1, grad_y)
     _assert_close(y, y_ref, atol=1e-5)
@@ -99,16 +93,16 @@ SMALL_TILE_CASES = {
 
 
 @pytest.mark.parametrize("case", SMALL_TILE_CASES.values(), ids=SMALL_TILE_CASES.keys())
-def test_small_tiles(triton_path, monkeypatch, case):
+def test_small_tiles(triton_device, monkeypatch, case):
     """Many tiles, channel blocks, tap blocks and column chunks, as the tuned GPU configs use."""
     batch, channels, size, kernel, dilation, padding, channels_last = case
     fwd_blocks = {"BLOCK_H": 2, "BLOCK_W": 8, "BLOCK_C": 2}
     grad_weight_blocks = {"BLOCK_KW": 4, "BLOCK_W": 8, "BLOCK_C": 2}
     monkeypatch.setattr(dwconv, "_interpreter_fwd_blocks", lambda *args: fwd_blocks)
     monkeypatch.setattr(dwconv, "_interpreter_grad_weight_blocks", lambda *args: grad_weight_blocks)
-    x, w, b = _inputs(batch, channels, size, kernel, bias=True, channels_last=channels_last)
+    x, w, b = _inputs(batch, channels, size, kernel, bias=True, channels_last=channels_last, device=triton_device)
     y = depthwise_conv2d(x, w, b, padding=padding, dilation=dilation)
-    grad_y = torch.randn(y.shape, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    grad_y = torch.randn(y.shape, generator=torch.Generator().manual_seed(4)).to(triton_device)
     y.backward(grad_y)
     y_ref, gx_ref, gw_ref, gb_ref = _reference(x, w, b, padding, dilation, grad_y)
     _assert_close(y, y_ref, atol=1e-5)
@@ -117,20 +111,20 @@ def test_small_tiles(triton_path, monkeypatch, case):
     _assert_close(b.grad, gb_ref, atol=1e-4)
 
 
-def test_weight_gradient_split_across_images(triton_path, monkeypatch):
+def test_weight_gradient_split_across_images(triton_device, monkeypatch):
     """Split boundaries that fall inside an image; the partial sums still add up to the full gradient."""
     monkeypatch.setattr(dwconv, "_num_splits", lambda total_rows, programs, device: 4)
-    x, w, b = _inputs(3, 2, (7, 9), (5, 3), bias=False)
+    x, w, b = _inputs(3, 2, (7, 9), (5, 3), bias=False, device=triton_device)
     y = depthwise_conv2d(x, w, padding="same")
-    grad_y = torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    grad_y = torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(triton_device)
     y.backward(grad_y)
     _, _, gw_ref, _ = _reference(x, w, None, "same", 1, grad_y)
     _assert_close(w.grad, gw_ref, atol=1e-4)
 
 
-def test_broadcast_grad_output(triton_path):
+def test_broadcast_grad_output(triton_device):
     """``y.sum()`` sends back an expanded gradient with zero strides; the kernels read it through strides."""
-    x, w, b = _inputs(1, 2, (6, 7), (3, 5), bias=True, channels_last=True)
+    x, w, b = _inputs(1, 2, (6, 7), (3, 5), bias=True, channels_last=True, device=triton_device)
     depthwise_conv2d(x, w, b, padding="same").sum().backward()
     y_ref, gx_ref, gw_ref, gb_ref = _reference(x, w, b, "same", 1, torch.ones(1, 2, 6, 7))
     _assert_close(x.grad, gx_ref, atol=1e-5)
@@ -138,11 +132,11 @@ def test_broadcast_grad_output(triton_path):
     _assert_close(b.grad, gb_ref, atol=1e-4)
 
 
-def test_half_precision_forward_and_gradients(triton_path):
+def test_half_precision_forward_and_gradients(triton_device):
     """fp16 in and out with fp32 accumulation: within fp16 rounding of the float64 reference."""
-    x, w, b = _inputs(1, 3, (9, 11), (7, 7), bias=True, dtype=torch.float16)
+    x, w, b = _inputs(1, 3, (9, 11), (7, 7), bias=True, dtype=torch.float16, device=triton_device)
     y = depthwise_conv2d(x, w, b, padding="same")
-    grad_y = torch.randn(y.shape, generator=torch.Generator().manual_seed(3)).to(DEVICE, torch.float16)
+    grad_y = torch.randn(y.shape, generator=torch.Generator().manual_seed(3)).to(triton_device, torch.float16)
     y.backward(grad_y)
     assert y.dtype == x.grad.dtype == w.grad.dtype == b.grad.dtype == torch.float16
     y_ref, gx_ref, gw_ref, gb_ref = _reference(x, w, b, "same", 1, grad_y)
@@ -152,17 +146,17 @@ def test_half_precision_forward_and_gradients(triton_path):
     _assert_close(b.grad, gb_ref, atol=5e-2, rtol=5e-3)
 
 
-def test_autocast_casts_like_conv2d(triton_path):
+def test_autocast_casts_like_conv2d(triton_device):
     """Under autocast fp32 parameters meet a low-precision input, as in mixed-precision training."""
-    x, w, b = _inputs(1, 2, (6, 7), (5, 5), bias=True)
-    low = torch.bfloat16 if DEVICE.type == "cpu" else torch.float16
-    with torch.autocast(DEVICE.type, dtype=low):
+    x, w, b = _inputs(1, 2, (6, 7), (5, 5), bias=True, device=triton_device)
+    low = torch.bfloat16 if triton_device.type == "cpu" else torch.float16
+    with torch.autocast(triton_device.type, dtype=low):
         y = depthwise_conv2d(x, w, b, padding="same")
         expected = F.conv2d(x, w, b, padding="same", groups=2)
     assert y.dtype == expected.dtype == low
     y.float().sum().backward()
     assert w.grad.dtype == torch.float32
-    _assert_close(y, expected.double(), atol=2e-2, rtol=2e-2)
+    _assert_close(y, expected.detach().cpu().double(), atol=2e-2, rtol=2e-2)
     _, _, gw_ref, _ = _reference(x, w, b, "same", 1, torch.ones(y.shape))
     _assert_close(w.grad, gw_ref, atol=0.1, rtol=2e-2)
 

@@ -34,7 +34,8 @@ AUTOTUNED = {
     ],
     "depthwise_conv": [
         ("dwconv_fwd_kernel", dwconv._FWD_CONFIGS),
-        ("dwconv_grad_weight_kernel", dwconv._GRAD_WEIGHT_CONFIGS),
+        # the channels_last case: the configs its layout keeps
+        ("dwconv_grad_weight_kernel", dwconv._grad_weight_candidates(dwconv._GRAD_WEIGHT_CONFIGS, {"sxc": 1})),
     ],
     "routing_attention": [],
 }
@@ -88,8 +89,15 @@ def test_every_case_and_dtype_compiles_for_sm90(tmp_path):
 
 @pytest.mark.parametrize(
     "tuner",
-    [window._fwd_tuned, window._bwd_tuned, neighborhood._fwd_tuned, neighborhood._bwd_dq_tuned,
-     neighborhood._bwd_dkdv_tuned, dwconv._fwd_tuned, dwconv._grad_weight_tuned],  # fmt: skip
+    [
+        window._fwd_tuned,
+        window._bwd_tuned,
+        neighborhood._fwd_tuned,
+        neighborhood._bwd_dq_tuned,
+        neighborhood._bwd_dkdv_tuned,
+        dwconv._fwd_tuned,
+        dwconv._grad_weight_tuned,
+    ],  # fmt: skip
     ids=lambda tuner: tuner.fn.__name__,
 )
 def test_autotuner_keys_name_kernel_arguments(tuner):

@@ -1,8 +1,6 @@
 """Neighborhood attention: the reference path against a plain transcription of NATTEN's rules, and
 the Triton path (interpreter on CPU, native on CUDA) against the reference, forward and backward."""
 
-import os
-
 import pytest
 import torch
 
@@ -79,12 +77,13 @@ def test_indices_match_natten_window_and_bias_start(kernel_size):
                 assert bias[i].tolist() == [pb_start + t for t in range(kernel_size)]
 
 
-def _inputs(shape, kernel_size, with_rpb=True, dtype=torch.float32, seed=0):
+def _inputs(shape, kernel_size, with_rpb=True, dtype=torch.float32, seed=0, device="cpu"):
     gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(shape, generator=gen, dtype=dtype) for _ in range(3))
+    q, k, v = (torch.randn(shape, generator=gen, dtype=dtype).to(device) for _ in range(3))
     rpb = None
     if with_rpb:
-        rpb = torch.randn(shape[3], 2 * kernel_size[0] - 1, 2 * kernel_size[1] - 1, generator=gen, dtype=dtype)
+        table = (shape[3], 2 * kernel_size[0] - 1, 2 * kernel_size[1] - 1)
+        rpb = torch.randn(table, generator=gen, dtype=dtype).to(device)
     return q, k, v, rpb
 
 
@@ -149,14 +148,6 @@ def _assert_triton_matches_reference(q, k, v, rpb, kernel_size, dilation, rpb_gr
         torch.testing.assert_close(grad.float(), expected_grad, atol=atol, rtol=rtol)
 
 
-@pytest.fixture
-def triton_path(monkeypatch):
-    pytest.importorskip("triton")
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-        pytest.skip("needs TRITON_INTERPRET=1 set before triton is imported")
-    monkeypatch.setenv("ZOO_KERNELS", "triton")
-
-
 @pytest.mark.parametrize(
     "shape, kernel_size, dilation, with_rpb",
     [
@@ -167,22 +158,23 @@ def triton_path(monkeypatch):
         ((1, 11, 12, 1, 16), (11, 11), (1, 1), True),  # a large kernel on a small map
     ],
 )
-def test_triton_matches_reference(triton_path, shape, kernel_size, dilation, with_rpb):
-    q, k, v, rpb = _inputs(shape, kernel_size, with_rpb)
+def test_triton_matches_reference(triton_device, shape, kernel_size, dilation, with_rpb):
+    q, k, v, rpb = _inputs(shape, kernel_size, with_rpb, device=triton_device)
     _assert_triton_matches_reference(q, k, v, rpb, kernel_size, dilation)
 
 
-def test_triton_non_contiguous_inputs_and_frozen_bias(triton_path):
+def test_triton_non_contiguous_inputs_and_frozen_bias(triton_device):
     gen = torch.Generator().manual_seed(0)
-    qkv = torch.randn(1, 2, 8, 9, 3, 16, generator=gen).permute(0, 2, 3, 1, 4, 5)  # (B, H, W, heads, 3, d)
+    # (B, heads, H, W, 3, d) viewed as (B, H, W, heads, 3, d)
+    qkv = torch.randn(1, 2, 8, 9, 3, 16, generator=gen).to(triton_device).permute(0, 2, 3, 1, 4, 5)
     q, k, v = qkv.unbind(4)
-    rpb = torch.randn(2, 10, 5, generator=gen)[:, ::2].transpose(1, 2)  # (heads, 5, 5), strided
+    rpb = torch.randn(2, 10, 5, generator=gen).to(triton_device)[:, ::2].transpose(1, 2)  # (heads, 5, 5), strided
     assert not (q.is_contiguous() or rpb.is_contiguous())
     _assert_triton_matches_reference(q, k, v, rpb, 3, 2, rpb_grad=False)
 
 
-def test_triton_half_precision_forward(triton_path):
-    q, k, v, rpb = _inputs((1, 9, 9, 1, 16), (5, 5))
+def test_triton_half_precision_forward(triton_device):
+    q, k, v, rpb = _inputs((1, 9, 9, 1, 16), (5, 5), device=triton_device)
     out = neighborhood_attention2d(q.half(), k.half(), v.half(), 5, 1, rpb.half())
     expected = neighborhood_attention2d_reference(q, k, v, 5, 1, rpb)
     torch.testing.assert_close(out.float(), expected, atol=2e-3, rtol=2e-3)
@@ -191,8 +183,8 @@ def test_triton_half_precision_forward(triton_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("kernel_size, dilation", [(7, 1), (7, 3), (13, 1)])
-def test_triton_on_gpu(dtype, kernel_size, dilation):
-    q, k, v, rpb = (t.cuda() for t in _inputs((2, 30, 33, 2, 32), (kernel_size, kernel_size)))
+def test_triton_on_gpu(triton_device, dtype, kernel_size, dilation):
+    q, k, v, rpb = _inputs((2, 30, 33, 2, 32), (kernel_size, kernel_size), device=triton_device)
     q, k, v = (t.to(dtype) for t in (q, k, v))
     tol = 1e-4 if dtype == torch.float32 else 3e-2
     _assert_triton_matches_reference(q, k, v, rpb, kernel_size, dilation, atol=tol, rtol=tol)

@@ -1,14 +1,11 @@
 """Bi-level routing attention: reference path against a plain loop formulation, Triton against the reference."""
 
 import importlib
-import importlib.util
 
 import pytest
 import torch
 
 from zoo.kernels.routing_attention import region_routing, routing_attention, routing_attention_reference
-
-needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
 
 
 def _qkv(shape, dtype=torch.float32, device="cpu", seed=0):
@@ -48,8 +45,13 @@ def naive_routing_attention(q, k, v, n_win, topk, scale=None):
 
 
 def _grads(out, inputs, seed=1):
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype).to(out.device)
+    """Gradients for a fixed random fp32 output gradient, cast to the output's dtype."""
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(out.device, out.dtype)
     return torch.autograd.grad(out, inputs, grad)
+
+
+def _fp32_leaves(*tensors):
+    return [t.detach().float().requires_grad_() for t in tensors]
 
 
 @pytest.mark.parametrize(
@@ -89,7 +91,6 @@ def test_routing_picks_largest_affinity():
     assert ((affinity >= threshold).sum(-1) == 4).all()
 
 
-@needs_triton
 @pytest.mark.parametrize(
     "shape, n_win, topk",
     [
@@ -100,39 +101,35 @@ def test_routing_picks_largest_affinity():
         ((1, 18, 18, 1, 16), 2, 3),  # 9x9 regions split over two blocks
     ],
 )
-def test_triton_matches_reference(monkeypatch, shape, n_win, topk):
-    q, k, v = _qkv(shape)
+def test_triton_matches_reference(triton_device, shape, n_win, topk):
+    q, k, v = _qkv(shape, device=triton_device)
     expected = routing_attention_reference(q, k, v, n_win, topk)
     expected_grads = _grads(expected, (q, k, v))
-    monkeypatch.setenv("ZOO_KERNELS", "triton")
     out = routing_attention(q, k, v, n_win, topk)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     for got, want in zip(_grads(out, (q, k, v)), expected_grads):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-@needs_triton
-def test_triton_non_contiguous(monkeypatch):
+def test_triton_non_contiguous(triton_device):
     generator = torch.Generator().manual_seed(0)
-    qkv = torch.randn(1, 6, 6, 3, 3, 16, generator=generator).requires_grad_()  # (B, H, W, qkv, heads, d)
+    qkv = torch.randn(1, 6, 6, 3, 3, 16, generator=generator).to(triton_device)  # (B, H, W, qkv, heads, d)
+    qkv.requires_grad_()
     q, k = qkv[:, :, :, 0], qkv[:, :, :, 1]
-    v_t = torch.randn(1, 6, 6, 16, 3, generator=generator).requires_grad_()
+    v_t = torch.randn(1, 6, 6, 16, 3, generator=generator).to(triton_device).requires_grad_()
     v = v_t.transpose(-1, -2)  # head_dim not the innermost dimension
     assert not (q.is_contiguous() or v.is_contiguous()) and v.stride(-1) != 1
     expected = routing_attention_reference(q, k, v, 3, 2, scale=0.2)
     expected_grads = _grads(expected, (qkv, v_t))
-    monkeypatch.setenv("ZOO_KERNELS", "triton")
     out = routing_attention(q, k, v, 3, 2, scale=0.2)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     for got, want in zip(_grads(out, (qkv, v_t)), expected_grads):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-@needs_triton
-def test_triton_half_precision(monkeypatch):
-    q, k, v = _qkv((1, 8, 8, 2, 16), torch.float16)
+def test_triton_half_precision(triton_device):
+    q, k, v = _qkv((1, 8, 8, 2, 16), torch.float16, triton_device)
     expected = routing_attention_reference(*(t.float() for t in (q, k, v)), 2, 2)
-    monkeypatch.setenv("ZOO_KERNELS", "triton")
     out = routing_attention(q, k, v, 2, 2)
     assert out.dtype == torch.float16
     torch.testing.assert_close(out.float(), expected, rtol=1e-2, atol=1e-2)
@@ -144,10 +141,12 @@ def test_triton_half_precision(monkeypatch):
     "shape, n_win, topk",
     [((2, 56, 56, 2, 32), 7, 1), ((2, 28, 28, 4, 32), 7, 4), ((2, 14, 14, 8, 32), 7, 16), ((1, 32, 32, 8, 32), 8, 16)],
 )
-def test_triton_gpu(shape, n_win, topk, dtype):
-    q, k, v = _qkv(shape, dtype, "cuda")
-    expected = routing_attention_reference(*(t.float() for t in (q, k, v)), n_win, topk)
-    expected_grads = _grads(expected, (q, k, v))
+def test_triton_gpu(triton_device, shape, n_win, topk, dtype):
+    """Forward and gradients in ``dtype`` against the fp32 reference on the same values, compared in fp32."""
+    q, k, v = _qkv(shape, dtype, triton_device)
+    full = _fp32_leaves(q, k, v)
+    expected = routing_attention_reference(*full, n_win, topk)
+    expected_grads = _grads(expected, full)
     out = routing_attention(q, k, v, n_win, topk)
     tol = 2e-3 if dtype == torch.float32 else 3e-2
     torch.testing.assert_close(out.float(), expected, rtol=tol, atol=tol)

@@ -2,7 +2,6 @@
 Triton path (the interpreter on CPU) against the reference, forward and backward."""
 
 import importlib
-import os
 
 import pytest
 import torch
@@ -113,14 +112,6 @@ def test_reference_chunks_over_the_batch(monkeypatch):
     torch.testing.assert_close(window_attention_reference(q, k, v, 4, 2, rpb), whole)
 
 
-@pytest.fixture
-def triton_path(monkeypatch):
-    pytest.importorskip("triton")
-    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-        pytest.skip("the Triton path on CPU needs TRITON_INTERPRET=1 set before triton is imported")
-    monkeypatch.setenv("ZOO_KERNELS", "triton")
-
-
 # (B, H, W, heads, head_dim, window, shift, with_rpb)
 TRITON_CASES = [
     pytest.param(1, 14, 14, 2, 32, (7, 7), (3, 3), True, id="7x7-shifted-b1-d32"),
@@ -135,26 +126,27 @@ TRITON_CASES = [
 
 
 @pytest.mark.parametrize("b, h, w, heads, d, window_size, shift_size, with_rpb", TRITON_CASES)
-def test_triton_matches_reference(triton_path, b, h, w, heads, d, window_size, shift_size, with_rpb):
-    q, k, v, rpb = make_inputs(b, h, w, heads, d, window_size, with_rpb)
-    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
+def test_triton_matches_reference(triton_device, b, h, w, heads, d, window_size, shift_size, with_rpb):
+    q, k, v, rpb = make_inputs(b, h, w, heads, d, window_size, with_rpb, device=triton_device)
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).to(triton_device)
     args = (q, k, v, rpb, window_size, shift_size, grad_out)
     result = forward_backward(window_attention, *args)
     assert_matches(result, forward_backward(window_attention_reference, *args))
 
 
-def test_triton_contiguous_inputs_and_strided_grad(triton_path):
-    q, k, v, rpb = (t.detach().contiguous().requires_grad_() for t in make_inputs(1, 8, 8, 2, 16, (4, 4)))
+def test_triton_contiguous_inputs_and_strided_grad(triton_device):
+    inputs = make_inputs(1, 8, 8, 2, 16, (4, 4), device=triton_device)
+    q, k, v, rpb = (t.detach().contiguous().requires_grad_() for t in inputs)
     # A transposed view: the gradient arrives with non-standard strides.
-    grad_out = torch.randn(1, 8, 8, 16, 2, generator=torch.Generator().manual_seed(1)).transpose(3, 4)
+    grad_out = torch.randn(1, 8, 8, 16, 2, generator=torch.Generator().manual_seed(1)).to(triton_device).transpose(3, 4)
     args = (q, k, v, rpb, 4, 2, grad_out)
     result = forward_backward(window_attention, *args)
     assert_matches(result, forward_backward(window_attention_reference, *args))
 
 
-def test_triton_frozen_bias_and_custom_scale(triton_path):
-    q, k, v, rpb = make_inputs(1, 8, 8, 2, 16, (4, 4))
-    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
+def test_triton_frozen_bias_and_custom_scale(triton_device):
+    q, k, v, rpb = make_inputs(1, 8, 8, 2, 16, (4, 4), device=triton_device)
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).to(triton_device)
     args = (q, k, v, rpb.detach(), (4, 4), (2, 2), grad_out)
     result = forward_backward(lambda *a: window_attention(*a, scale=0.3), *args)
     assert len(result[1]) == 3  # no gradient for a bias that does not require one
@@ -165,9 +157,9 @@ def _in_fp32(q, k, v, rpb):
     return [t.detach().float().requires_grad_() for t in (q, k, v, rpb)]
 
 
-def test_triton_half_precision(triton_path):
-    q, k, v, rpb = make_inputs(1, 14, 14, 2, 16, (7, 7), dtype=torch.float16)
-    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
+def test_triton_half_precision(triton_device):
+    q, k, v, rpb = make_inputs(1, 14, 14, 2, 16, (7, 7), dtype=torch.float16, device=triton_device)
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).to(triton_device)
     result = forward_backward(window_attention, q, k, v, rpb, 7, 3, grad_out.half())
     assert result[0].dtype == torch.float16 and all(g.dtype == torch.float16 for g in result[1])
     expected = forward_backward(window_attention_reference, *_in_fp32(q, k, v, rpb), 7, 3, grad_out)
@@ -177,7 +169,7 @@ def test_triton_half_precision(triton_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
 @pytest.mark.parametrize("window_size, shift_size", [((7, 7), (3, 3)), ((7, 7), (0, 0)), ((12, 12), (6, 6))])
-def test_triton_on_gpu(triton_path, window_size, shift_size, dtype, tol):
+def test_triton_on_gpu(triton_device, window_size, shift_size, dtype, tol):
     """The compiled kernels (not the interpreter) against the fp32 reference, Swin-like sizes."""
     h, w = 4 * window_size[0], 2 * window_size[1]
     q, k, v, rpb = make_inputs(3, h, w, 4, 32, window_size, dtype=dtype, device="cuda")
