@@ -20,7 +20,7 @@ MODELS = [
     "zoo_dinat_mini", "zoo_shvit_s1", "zoo_van_b0", "zoo_hornet_tiny_gf", "zoo_parcnet_s", "zoo_parcnetv2_b",
     "zoo_replknet_31b", "zoo_slak_tiny", "zoo_lkca_vit",
     "zoo_cswin_tiny", "zoo_flatten_cswin_tiny", "zoo_agent_cswin_tiny",
-    "zoo_gfnet_h_ti", "zoo_spectformer_h_s", "zoo_svt_h_s",
+    "zoo_gfnet_h_ti", "zoo_spectformer_h_s", "zoo_svt_h_s", "zoo_affnet_et",
 ]  # fmt: skip
 # Re-parameterizable families, exported again after reparameterize().
 FOLDED_MODELS = ["zoo_replknet_31b", "zoo_slak_tiny"]
