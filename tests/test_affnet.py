@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import zoo  # noqa: F401
-from zoo.models.affnet import AdaptiveFrequencyFilter, StdLayerNorm2d, checkpoint_filter_fn
-from zoo.models.affnet import AFFNet as _AFFNet  # noqa: N811
+from zoo.models.affnet import AdaptiveFrequencyFilter, AFFNet, StdLayerNorm2d, checkpoint_filter_fn
 
 # Parameter counts of the official models (microsoft/TokenMixers, "Adaptive Frequency Filters/" at 99dbe38),
 # counted by instantiating affnet.models.classification.affnet.AffNet in modes xx_small / x_small / small.
@@ -142,7 +141,7 @@ def test_std_layer_norm_adds_eps_to_the_standard_deviation():
 
 def test_unknown_attn_norm_is_refused():
     with pytest.raises(ValueError, match="attn_norm must be one of"):
-        _AFFNet(attn_norm="batch_norm")
+        AFFNet(attn_norm="batch_norm")
 
 
 @pytest.mark.parametrize("size", [(64, 64), (72, 40), (33, 47)])
@@ -152,7 +151,7 @@ def test_any_input_size_gives_feature_maps_of_every_stride(size):
     with torch.no_grad():
         features = model.forward_intermediates(torch.randn(1, 3, *size), intermediates_only=True)
     for feature, info in zip(features, model.feature_info):
-        expected = [s for s in size]
+        expected = list(size)
         for _ in range(info["reduction"].bit_length() - 1):
             expected = [(s + 1) // 2 for s in expected]
         assert feature.shape == (1, info["num_chs"], *expected)

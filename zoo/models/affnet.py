@@ -6,7 +6,7 @@ A MobileViT-like network: MobileNetV2 inverted residuals, and in the last three 
 layer in place of MobileViT's transformer. An AFF block mixes locally with an inverted residual,
 then globally with the AFF token mixer: the map is moved to the frequency domain, multiplied by a
 mask that a block-diagonal complex MLP predicts from the spectrum itself (a semantic-adaptive
-filter, paper Sec. 3.2 / Eq. 5), and moved back. The filter holds no spatial parameter, so the
+filter, paper Sec. 3), and moved back. The filter holds no spatial parameter, so the
 model takes any input size as it is: nothing is tied to the training resolution.
 
 Official checkpoints (microsoft/TokenMixers, ``Adaptive Frequency Filters/``; cvnets layout) load
@@ -33,7 +33,7 @@ from ._backbone import Backbone, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 from ._state_dict import rename_keys, unwrap_checkpoint
 
-__all__ = ["AFFNet", "AdaptiveFrequencyFilter"]
+__all__ = ["AFFNet", "AdaptiveFrequencyFilter", "StdLayerNorm2d"]
 
 
 class StdLayerNorm2d(nn.LayerNorm):
@@ -50,7 +50,7 @@ _ATTN_NORMS = {"layer_norm": StdLayerNorm2d, "layer_norm_2d": GroupNorm1}
 
 
 class AdaptiveFrequencyFilter(nn.Module):
-    """The AFF token mixer on NCHW maps (paper Eq. 5): ``x + irfft2(X * M(X))`` with ``X = rfft2(x)``
+    """The AFF token mixer on NCHW maps (paper Sec. 3): ``x + irfft2(X * M(X))`` with ``X = rfft2(x)``
     (orthonormal) and the mask ``M = softshrink(W2 act(W1 X + b1) + b2)``, ``W1, W2`` block-diagonal
     complex linear layers over ``num_blocks`` channel groups. Computed in float32 under any autocast."""
 
