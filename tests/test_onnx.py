@@ -25,6 +25,7 @@ MODELS = [
     "zoo_cswin_tiny", "zoo_flatten_cswin_tiny", "zoo_agent_cswin_tiny",
     "zoo_gfnet_h_ti", "zoo_spectformer_h_s", "zoo_svt_h_s",
     "zoo_flatten_pvt_tiny", "zoo_flatten_pvtv2_b0", "zoo_agent_pvt_tiny", "zoo_agent_deit_tiny",
+    "zoo_gfnet_h_ti", "zoo_spectformer_h_s", "zoo_svt_h_s", "zoo_affnet_et",
 ]  # fmt: skip
 # Re-parameterizable families, exported again after reparameterize().
 FOLDED_MODELS = ["zoo_replknet_31b", "zoo_slak_tiny", "zoo_unireplknet_a", "zoo_ffnet_3"]

@@ -1,5 +1,6 @@
 """Model families; importing this package registers every zoo model in timm."""
 
+from . import affnet
 from . import agent_cswin
 from . import agent_deit
 from . import agent_pvt

@@ -1,0 +1,193 @@
+"""AFFNet: official checkpoint layout, parameter counts, the adaptive frequency filter, any input size, autocast."""
+
+import re
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+import zoo  # noqa: F401
+from zoo.models.affnet import AdaptiveFrequencyFilter, AFFNet, StdLayerNorm2d, checkpoint_filter_fn
+
+# Parameter counts of the official models (microsoft/TokenMixers, "Adaptive Frequency Filters/" at 99dbe38),
+# counted by instantiating affnet.models.classification.affnet.AffNet in modes xx_small / x_small / small.
+OFFICIAL_PARAMS = {
+    "zoo_affnet_et": 1_436_264,
+    "zoo_affnet_t": 2_654_232,
+    "zoo_affnet": 5_568_696,
+}
+SMALL = dict(stem_dim=8, dims=(8, 16, 16, 24, 32), depths=(1, 2, 1, 1, 1), aff_depths=(0, 0, 1, 2, 1),
+             expand_ratio=2.0, final_dim=48)  # fmt: skip
+
+# Our key -> the official cvnets key, applied in order (the AFF layer's norm becomes global_rep.{depth}).
+TO_OFFICIAL = (
+    (r"\.conv\.", ".block.conv."),
+    (r"\.bn\.", ".block.norm."),
+    (r"\.conv_pw\.", ".block.exp_1x1.block.conv."),
+    (r"\.bn1\.", ".block.exp_1x1.block.norm."),
+    (r"\.conv_dw\.", ".block.conv_3x3.block.conv."),
+    (r"\.bn2\.", ".block.conv_3x3.block.norm."),
+    (r"\.conv_pwl\.", ".block.red_1x1.block.conv."),
+    (r"\.bn3\.", ".block.red_1x1.block.norm."),
+    (r"\.blocks\.", ".global_rep."),
+    (r"^stem\.", "conv_1."),
+    (r"^final_conv\.", "conv_1x1_exp."),
+    (r"^head\.fc\.", "classifier.fc."),
+    (r"^stages\.(\d)\.", lambda m: f"layer_{int(m.group(1)) + 1}."),
+)
+
+
+def _official_layout(model) -> dict:
+    official = {}
+    for key, value in model.state_dict().items():
+        match = re.match(r"^(stages\.\d\.\d)\.norm\.(weight|bias)$", key)
+        if match:
+            depth = len(model.get_submodule(match.group(1)).blocks)
+            key = f"{match.group(1)}.global_rep.{depth}.{match.group(2)}"
+        for pattern, replacement in TO_OFFICIAL:
+            key = re.sub(pattern, replacement, key)
+        official[key] = value.clone()
+    return {"model": official}
+
+
+def _randomize(model):
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if "running_var" in key:
+                value.uniform_(0.5, 2.0)
+            elif value.is_floating_point():
+                value.normal_(0.0, 0.3)
+
+
+@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
+def test_parameter_count_matches_official(name):
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+
+
+@pytest.mark.parametrize("attn_norm", ["layer_norm", "layer_norm_2d"])
+def test_official_layout_loads_and_gives_the_same_output(attn_norm):
+    source = timm.create_model("zoo_affnet", attn_norm=attn_norm, **SMALL).eval()
+    _randomize(source)
+    checkpoint = _official_layout(source)
+    official = checkpoint["model"]
+    assert {"conv_1.block.conv.weight", "layer_4.1.global_rep.2.weight", "layer_4.1.global_rep.1.filter.w1",
+            "layer_4.1.global_rep.0.mlp.block.red_1x1.block.norm.running_var", "layer_4.1.fusion.block.conv.weight",
+            "classifier.fc.bias"} <= set(official)  # fmt: skip
+    model = timm.create_model("zoo_affnet", attn_norm=attn_norm, **SMALL).eval()
+    model.load_state_dict(checkpoint_filter_fn(checkpoint, model))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+
+
+def test_own_layout_passes_through():
+    model = timm.create_model("zoo_affnet", **SMALL)
+    state = model.state_dict()
+    assert checkpoint_filter_fn({"state_dict": state}, model).keys() == state.keys()
+
+
+def _reference_filter(layer: AdaptiveFrequencyFilter, x: torch.Tensor) -> torch.Tensor:
+    """The filter written with complex matrices: ``M = S(W2 (act(Re h) + i act(Im h)) + b2)``, ``h = W1 X + b1``."""
+    w1, b1 = torch.complex(*layer.w1), torch.complex(*layer.b1)
+    w2, b2 = torch.complex(*layer.w2), torch.complex(*layer.b2)
+    freq = torch.fft.rfft2(x, norm="ortho")  # (B, C, H, W')
+    blocks = freq.permute(0, 2, 3, 1).unflatten(-1, (layer.num_blocks, -1))  # (B, H, W', k, d)
+    hidden = torch.einsum("...kd,kde->...ke", blocks, w1) + b1
+    hidden = torch.complex(F.silu(hidden.real), F.silu(hidden.imag))
+    logits = torch.einsum("...kd,kde->...ke", hidden, w2) + b2
+    mask = torch.complex(F.softshrink(logits.real, 0.01), F.softshrink(logits.imag, 0.01))
+    mask = mask.flatten(-2).permute(0, 3, 1, 2)
+    return x + torch.fft.irfft2(freq * mask, s=x.shape[-2:], norm="ortho")
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 6), (1, 5)])
+def test_filter_matches_its_complex_formula_at_any_size(size):
+    torch.manual_seed(0)
+    layer = AdaptiveFrequencyFilter(16, num_blocks=4)
+    with torch.no_grad():
+        for param in layer.parameters():
+            param.normal_(0.0, 0.5)
+    x = torch.randn(2, 16, *size)
+    torch.testing.assert_close(layer(x), _reference_filter(layer, x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_constant_mask_is_a_gain_and_softshrink_drops_small_masks():
+    layer = AdaptiveFrequencyFilter(8)
+    x = torch.randn(2, 8, 5, 9)
+    with torch.no_grad():
+        layer.w2.zero_()
+        layer.b2.zero_()
+        layer.b2[0] = 0.51  # real part 0.51 -> 0.5 after the softshrink of 0.01
+    torch.testing.assert_close(layer(x), 1.5 * x, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        layer.b2[0] = 0.009  # within the threshold: the mask is 0 and the filter is the identity
+    torch.testing.assert_close(layer(x), x, rtol=0, atol=0)
+
+
+def test_filter_rejects_a_width_the_blocks_do_not_divide():
+    with pytest.raises(ValueError, match="num_blocks 8 must divide the width 12"):
+        AdaptiveFrequencyFilter(12)
+
+
+def test_std_layer_norm_adds_eps_to_the_standard_deviation():
+    norm = StdLayerNorm2d(6, eps=0.5)
+    x = torch.randn(2, 6, 3, 4)
+    std, mean = torch.std_mean(x, dim=1, keepdim=True, unbiased=False)
+    torch.testing.assert_close(norm(x), (x - mean) / (std + 0.5))
+
+
+def test_unknown_attn_norm_is_refused():
+    with pytest.raises(ValueError, match="attn_norm must be one of"):
+        AFFNet(attn_norm="batch_norm")
+
+
+@pytest.mark.parametrize("size", [(64, 64), (72, 40), (33, 47)])
+def test_any_input_size_gives_feature_maps_of_every_stride(size):
+    """No parameter depends on the input size (the filters are predicted from the map), so any size runs."""
+    model = timm.create_model("zoo_affnet", **SMALL).eval()
+    with torch.no_grad():
+        features = model.forward_intermediates(torch.randn(1, 3, *size), intermediates_only=True)
+    for feature, info in zip(features, model.feature_info):
+        expected = list(size)
+        for _ in range(info["reduction"].bit_length() - 1):
+            expected = [(s + 1) // 2 for s in expected]
+        assert feature.shape == (1, info["num_chs"], *expected)
+        assert torch.isfinite(feature).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_filter_runs_in_fp32_under_autocast_with_large_activations(dtype):
+    layer = AdaptiveFrequencyFilter(16)
+    x = (torch.randn(2, 16, 14, 14) * 200).requires_grad_()
+    expected = layer(x)
+    with torch.autocast("cpu", dtype=dtype):
+        out = layer(x)
+        half_out = layer(x.detach().to(dtype))
+    assert out.dtype == torch.float32 and half_out.dtype == dtype
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    half_x = x.detach().to(dtype)
+    filtered = layer(half_x.float()) - half_x.float()  # fp32 spectrum work, then the residual in the input dtype
+    torch.testing.assert_close(half_out, filtered.to(dtype) + half_x)
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all() and all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_forward_backward(dtype):
+    model = timm.create_model("zoo_affnet", **SMALL).train()
+    with torch.autocast("cpu", dtype=dtype):
+        out = model(torch.randn(2, 3, 56, 40) * 200)
+    out.float().logsumexp(-1).mean().backward()
+    assert torch.isfinite(out).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.slow
+def test_compiled_model_matches_eager_at_another_size():
+    model = timm.create_model("zoo_affnet", **SMALL).eval()
+    x = torch.randn(2, 3, 72, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model)(x), model(x), rtol=1e-4, atol=1e-4)
