@@ -79,6 +79,8 @@ class AdaptiveFrequencyFilter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
+        if x.shape[0] == 0:  # MKL's FFT refuses an empty batch
+            return x
         with autocast_disabled(x.device.type):
             freq = torch.fft.rfft2(x.float().permute(0, 2, 3, 1), dim=(1, 2), norm="ortho")
             filtered = freq * self.mask(freq)
