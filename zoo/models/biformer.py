@@ -122,6 +122,10 @@ class BiFormerBlock(nn.Module):
         return x.permute(0, 3, 1, 2)
 
 
+class BiFormerStage(Stage):
+    """Downsampling (Identity in stage 0, where the stem downsamples) followed by the blocks."""
+
+
 def _stem(in_chans: int, dim: int, swin_layout: bool) -> nn.Sequential:
     if swin_layout:
         return nn.Sequential(nn.Conv2d(in_chans, dim, kernel_size=4, stride=4), nn.BatchNorm2d(dim))
@@ -189,7 +193,7 @@ class BiFormer(Backbone):
                 for j in range(depth)
             ]
             downsample = _downsample(embed_dims[i - 1], dim, swin_layout) if i > 0 else nn.Identity()
-            stages.append(Stage(downsample, blocks))
+            stages.append(BiFormerStage(downsample, blocks))
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(self.num_features)
