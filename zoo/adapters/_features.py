@@ -8,7 +8,7 @@ dense-prediction code of the families does around it:
   (``model_kwargs`` to build with, and ``out_norm``, a norm applied to every output map as ``norm<i>``);
 - frozen stages (``frozen_stages``, mmdet's convention: 0 freezes the stem, ``k`` also stages ``0..k-1``);
 - BatchNorm in eval mode while training (``norm_eval``) and conversion of BatchNorm layers;
-- parameter layer ids for layer-wise learning-rate decay.
+- the stage and block of every parameter, for layer-wise learning-rate decay.
 
 A model's stages are those of its ``feature_info``; its stem is every top-level module that comes
 before the stages' container.
@@ -17,12 +17,12 @@ before the stages' container.
 from __future__ import annotations
 
 import importlib
+import re
 
 import timm
 import torch
 import torch.nn as nn
 from timm.layers import convert_sync_batchnorm, freeze_batch_norm_2d
-from timm.models import group_parameters
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -76,6 +76,7 @@ class DenseBackbone(nn.Module):
         self.out_norm_names = [f"norm{i}" for i in self.out_indices] if out_norm else []
         for name, channels in zip(self.out_norm_names, self.channels):
             self.add_module(name, out_norm(channels))
+        self.batch_norm = batch_norm
         self._convert_batch_norm(batch_norm)
         self.stem, self.stages = self._stem_and_stages(self.features.model)
         self.norm_eval = norm_eval
@@ -139,22 +140,31 @@ class DenseBackbone(nn.Module):
             features = [getattr(self, name)(f) for name, f in zip(self.out_norm_names, features)]
         return features
 
-    def layer_ids(self, stage_wise: bool = True) -> tuple[dict[str, int], int]:
-        """``({parameter name: layer id}, number of layers)`` for layer-wise learning-rate decay.
+    def parameter_layout(self) -> dict[str, tuple[int, int | None]]:
+        """``{parameter name: (stage, block)}`` of the model's parameters, for layer-wise learning-rate decay.
 
-        Ids follow the model's timm ``group_matcher``: the stem is 0, then each stage (``stage_wise``) or
-        each block in order; output norms share their stage's last id. Parameters outside the backbone
-        (neck, heads) take the id ``number of layers``.
+        The stem is stage -1. Within a stage, ``block`` is the index of the block (``blocks.<j>``), -1 for
+        the stage's downsampling, None for anything else. The output norms are not the model's.
         """
         model = self.features.model
-        groups = group_parameters(model, model.group_matcher(coarse=stage_wise))
-        ids = {f"features.model.{name}": i for i, names in enumerate(groups.values()) for name in names}
-        stage_last_id = {}
-        for name, layer_id in ids.items():
+        stem = {id(p) for module in self.stem for p in module.parameters()}
+        layout = {}
+        for name, param in model.named_parameters():
+            key = f"features.model.{name}"
+            if id(param) in stem:
+                layout[key] = (-1, None)
+                continue
             for stage, info in enumerate(model.feature_info):
-                if name.startswith(f"features.model.{info['module']}."):
-                    stage_last_id[stage] = max(stage_last_id.get(stage, 0), layer_id)
-        for norm_name, stage in zip(self.out_norm_names, self.out_indices):
-            for param_name, _ in getattr(self, norm_name).named_parameters():
-                ids[f"{norm_name}.{param_name}"] = stage_last_id[stage]
-        return ids, len(groups)
+                rest = name.removeprefix(info["module"] + ".")
+                if rest != name:
+                    layout[key] = (stage, _block_of(rest))
+                    break
+        return layout
+
+
+def _block_of(name_in_stage: str) -> int | None:
+    """The block index of a parameter named inside a stage: ``blocks.<j>`` -> j, downsampling -> -1."""
+    block = re.match(r"blocks\.(\d+)\.", name_in_stage)
+    if block:
+        return int(block.group(1))
+    return -1 if name_in_stage.startswith("downsample") else None
