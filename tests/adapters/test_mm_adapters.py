@@ -16,6 +16,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS  # noqa: E402
 
 from zoo.adapters._mm import ZooBackbone  # noqa: E402
+from zoo.adapters.mm_run import _parser, build_config  # noqa: E402
 from zoo.models import tiny_kwargs  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -36,7 +37,7 @@ def _installed(package: str) -> bool:
 @cache
 def _channels(model_name: str) -> list[int]:
     with torch.device("meta"):
-        return timm.create_model(model_name).feature_info.channels()
+        return [info["num_chs"] for info in timm.create_model(model_name).feature_info]
 
 
 def _stage_channels(model_name: str, out_indices) -> list[int]:
@@ -199,3 +200,18 @@ def test_layer_decay_combines_with_custom_keys_and_checks_its_arguments():
         _learning_rates(model, dict(decay_rate=0.5, decay_type="block_wise", num_layers=6))
     with pytest.raises(ValueError, match="needs num_layers"):
         _learning_rates(model, dict(decay_rate=0.5))
+
+
+@pytest.mark.skipif(not _installed("mmdet"), reason="mmdet is not installed (`make openmmlab`)")
+def test_zoo_mm_applies_the_command_line_to_the_config():
+    config = str(CONFIGS / "mmdet" / "mask-rcnn_swin-tiny_fpn_1x_coco.py")
+    args = _parser().parse_args(["train", config, "--amp", "--resume", "--cfg-options", "train_cfg.max_epochs=2"])
+    cfg = build_config(args)
+    assert cfg.work_dir == "work_dirs/mask-rcnn_swin-tiny_fpn_1x_coco"
+    assert cfg.optim_wrapper.type == "AmpOptimWrapper" and cfg.optim_wrapper.loss_scale == "dynamic"
+    assert cfg.resume is True and cfg.load_from is None
+    assert cfg.train_cfg.max_epochs == 2 and cfg.launcher == "none"
+
+    args = _parser().parse_args(["test", config, "ckpt.pth", "--work-dir", "out", "--launcher", "pytorch"])
+    cfg = build_config(args)
+    assert (cfg.load_from, cfg.work_dir, cfg.launcher) == ("ckpt.pth", "out", "pytorch")
