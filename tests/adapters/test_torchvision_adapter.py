@@ -108,6 +108,16 @@ def test_batch_norm_is_frozen_by_default():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in norms)
 
 
+def test_returning_early_stages_drops_the_later_ones():
+    name = "zoo_swin_tiny"
+    backbone = backbone_with_fpn(name, returned_layers=[1, 2, 3], trainable_layers=1, **tiny_kwargs(name))
+    model = backbone.body.backbone.features.model
+    assert len(model.layers) == 3
+    assert not model.layers[1].blocks[0].norm1.weight.requires_grad
+    assert model.layers[2].blocks[0].norm1.weight.requires_grad
+    assert list(backbone(torch.randn(1, 3, 64, 64))) == ["0", "1", "2", "pool"]
+
+
 def test_returned_layers_choose_the_stages():
     name = "zoo_swin_tiny"
     backbone = backbone_with_fpn(name, returned_layers=[2, 4], **tiny_kwargs(name))

@@ -84,6 +84,7 @@ class DenseBackbone(nn.Module):
 
     @staticmethod
     def _stem_and_stages(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The stem's modules and the stages the feature getter kept (those up to the last returned)."""
         stage_names = [info["module"] for info in model.feature_info]
         container = stage_names[0].rsplit(".", 1)[0]
         stem = []
@@ -91,7 +92,8 @@ class DenseBackbone(nn.Module):
             if name == container.split(".")[0]:
                 break
             stem.append(child)
-        return stem, [model.get_submodule(name) for name in stage_names]
+        kept = len(model.get_submodule(container))
+        return stem, [model.get_submodule(name) for name in stage_names[:kept]]
 
     def _convert_batch_norm(self, batch_norm: type[nn.Module]) -> None:
         if batch_norm is FrozenBatchNorm2d:
