@@ -144,7 +144,8 @@ def test_zoo_swin_matches_mmdet_swin(size):
     zoo_swin = ZooBackbone("zoo_swin_tiny", drop_path_rate=0.0).eval()
     _randomize(zoo_swin)
     mmdet_swin = SwinTransformer(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
-                                 drop_path_rate=0.0, out_indices=(0, 1, 2, 3)).eval()
+                                 drop_path_rate=0.0, out_indices=(0, 1, 2, 3))
+    mmdet_swin.eval()  # its train() returns None
     missing, unexpected = mmdet_swin.load_state_dict(_zoo_to_mmdet(zoo_swin), strict=False)
     assert not unexpected and all(k.endswith("relative_position_index") for k in missing), (missing, unexpected)
 
