@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_WORKERS ?= 2
 
-.PHONY: test test-slow test-all demo lint bench bench-gpu list clean
+.PHONY: test test-slow test-all test-openmmlab openmmlab demo lint bench bench-gpu list clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15
+
+# The OpenMMLab stack (mmcv 2.1.0 built from source with CPU ops and cached, mmengine, mmdet, mmseg) for the
+# detection and segmentation adapters; see tools/openmmlab.sh. A no-op once installed.
+OPENMMLAB_STAMP := $(VENV)/.openmmlab-stamp
+
+$(OPENMMLAB_STAMP): $(STAMP) tools/openmmlab.sh constraints.txt
+	PYTHON=$(BIN)/python tools/openmmlab.sh
+	touch $(OPENMMLAB_STAMP)
+
+openmmlab: $(OPENMMLAB_STAMP)
+
+test-openmmlab: $(OPENMMLAB_STAMP)
+	$(BIN)/python -m pytest -m openmmlab --durations=15
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m slow --durations=15

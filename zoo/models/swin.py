@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from timm.layers import (
     ClassifierHead,
     DropPath,
+    LayerNorm2d,
     Mlp,
     PatchEmbed,
     calculate_drop_path_rates,
@@ -41,8 +42,15 @@ from ._state_dict import rename_key, unwrap_checkpoint
 __all__ = ["SwinTransformer"]
 
 
-def stage_window_and_shift(resolution: tuple[int, int], window_size: tuple[int, int], shifted: bool):
-    """Swin's rule: a stage whose map fits in one window uses a window of the map's size and no shift."""
+def stage_window_and_shift(resolution: tuple[int, int], window_size: tuple[int, int], shifted: bool,
+                           fit_window_to_map: bool = True):
+    """Swin's rule: a stage whose map fits in one window uses a window of the map's size and no shift.
+
+    Without ``fit_window_to_map`` every stage keeps the full window and shifts it by half, whatever
+    its map size, as the official detection and segmentation backbone does.
+    """
+    if not fit_window_to_map:
+        return window_size, tuple(w // 2 if shifted else 0 for w in window_size)
     window = tuple(min(r, w) for r, w in zip(resolution, window_size))
     shift = tuple(0 if (r <= w or not shifted) else w // 2 for r, w in zip(resolution, window))
     return window, shift
@@ -124,18 +132,20 @@ class SwinTransformerStage(Stage):
     """Optional 2x downsampling followed by ``depth`` blocks alternating W-MSA and SW-MSA.
 
     The first ``global_blocks`` blocks instead mix tokens with ``global_attn_layer(dim, num_heads,
-    resolution, stage)``, a module attending over the whole stage map.
+    resolution, stage)``, a module attending over the whole stage map. ``fit_window_to_map``: see
+    :func:`stage_window_and_shift`.
     """
 
     def __init__(self, dim: int, out_dim: int, resolution: tuple[int, int], depth: int, downsample: bool,
                  num_heads: int, window_size: tuple[int, int], mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  proj_drop: float = 0.0, drop_path: list[float] | float = 0.0,
                  norm_layer: type[nn.Module] = nn.LayerNorm, global_blocks: int = 0,
-                 global_attn_layer: Callable[..., nn.Module] | None = None, stage: int = 0):
+                 global_attn_layer: Callable[..., nn.Module] | None = None, stage: int = 0,
+                 fit_window_to_map: bool = True):
         downsampling = PatchMerging(dim, out_dim, norm_layer) if downsample else nn.Identity()
         blocks = []
         for i in range(depth):
-            window, shift = stage_window_and_shift(resolution, window_size, shifted=i % 2 == 1)
+            window, shift = stage_window_and_shift(resolution, window_size, i % 2 == 1, fit_window_to_map)
             attn = global_attn_layer(out_dim, num_heads, resolution, stage) if i < global_blocks else None
             blocks.append(SwinTransformerBlock(
                 out_dim, num_heads, window, shift, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
@@ -151,6 +161,8 @@ class SwinTransformer(Backbone):
     Stages run on NHWC maps. Window sizes are fixed at construction from ``img_size`` (a stage
     whose map is smaller than the window uses the map's size), so the weights are those of the
     model built at that size; any other input size is padded per block to the window.
+    ``fit_window_to_map=False`` keeps the full, shifted window in every stage instead, whatever the
+    map size: the official detection/segmentation backbone (see ``downstream_cfg``).
     ``global_blocks[i]`` blocks at the start of stage ``i`` use ``global_attn_layer`` instead of
     window attention (FLatten, Agent).
     """
@@ -178,6 +190,7 @@ class SwinTransformer(Backbone):
         norm_layer: type[nn.Module] = nn.LayerNorm,
         global_blocks: tuple[int, ...] = (0, 0, 0, 0),
         global_attn_layer: Callable[..., nn.Module] | None = None,
+        fit_window_to_map: bool = True,
     ):
         super().__init__(in_chans, num_classes, global_pool)
         if len(depths) != len(num_heads):
@@ -204,6 +217,7 @@ class SwinTransformer(Backbone):
                 depth=depths[i], downsample=i > 0, num_heads=num_heads[i], window_size=self.window_size,
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate, drop_path=drop_path[i],
                 norm_layer=norm_layer, global_blocks=global_blocks[i], global_attn_layer=global_attn_layer, stage=i,
+                fit_window_to_map=fit_window_to_map,
             ))
             self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * scale, module=f"layers.{i}"))
         self.layers = nn.Sequential(*stages)
@@ -260,6 +274,11 @@ def _create_swin(variant: str, pretrained: bool = False, checkpoint_filter=check
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("swin"))
+
+# The backbone of the official detection/segmentation code (Swin-Transformer-Object-Detection, mmdet's
+# SwinTransformer), which ``zoo.adapters`` build: full windows shifted in every stage, and a LayerNorm
+# (``norm0..3``) on every output map.
+downstream_cfg = dict(model_kwargs=dict(fit_window_to_map=False), out_norm=LayerNorm2d)
 
 register_tiny_kwargs(
     "zoo_swin", img_size=64, embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4), window_size=4
