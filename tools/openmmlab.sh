@@ -13,7 +13,6 @@ set -euo pipefail
 
 PYTHON=${PYTHON:-.venv/bin/python}
 MMCV_VERSION=2.1.0
-MMCV_URL=https://files.pythonhosted.org/packages/a7/19/f97f0fd4d432113a232e75f965335be6b7bb6557ae9faf8051e9a012cadd/mmcv-2.1.0.tar.gz
 MMCV_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f
 CONSTRAINTS=$(cd "$(dirname "$0")/.." && pwd)/constraints.txt
 
@@ -28,15 +27,10 @@ build_mmcv_wheel() {
     trap 'rm -rf "$work"' EXIT
     echo "openmmlab: building mmcv $MMCV_VERSION against torch $torch_version (CPU ops; 25-60 min)"
     "$PYTHON" -m pip install --quiet "setuptools<81" wheel ninja -c "$CONSTRAINTS"
-    "$PYTHON" - "$MMCV_URL" "$MMCV_SHA256" "$work/mmcv.tar.gz" <<'PY'
-import hashlib, sys, urllib.request
-url, sha256, dest = sys.argv[1:]
-data = urllib.request.urlopen(url, timeout=300).read()
-if hashlib.sha256(data).hexdigest() != sha256:
-    sys.exit(f"openmmlab: {url} does not match sha256 {sha256}")
-open(dest, "wb").write(data)
-PY
-    tar -xzf "$work/mmcv.tar.gz" -C "$work"
+    # The sdist from the package index; its setup.py imports torch, hence no build isolation.
+    "$PYTHON" -m pip download --quiet --no-deps --no-build-isolation --no-binary mmcv "mmcv==$MMCV_VERSION" -d "$work"
+    echo "$MMCV_SHA256  $work/mmcv-$MMCV_VERSION.tar.gz" | sha256sum --check --quiet
+    tar -xzf "$work/mmcv-$MMCV_VERSION.tar.gz" -C "$work"
     local src="$work/mmcv-$MMCV_VERSION"
     sed -i -e 's/-std=c++1[47]/-std=c++20/g' -e 's#/std:c++1[47]#/std:c++20#g' "$src/setup.py"
     if grep -q -e '-std=c++1[47]' -e '/std:c++1[47]' "$src/setup.py"; then

@@ -20,13 +20,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates, to_2tuple, trunc_normal_
-from timm.models import checkpoint_seq, generate_default_cfgs
+from timm.models import generate_default_cfgs
 
 from zoo.kernels import window_attention
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, build_backbone
+from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["CSWinTransformer", "CrossShapedWindowAttention"]
@@ -133,7 +133,7 @@ class ConvEmbed(nn.Module):
         return self.norm(self.conv(x).permute(0, 2, 3, 1))
 
 
-class CSWinStage(nn.Module):
+class CSWinStage(Stage):
     """Optional 2x downsampling followed by ``depth`` CSWin blocks.
 
     The first ``global_blocks`` blocks instead mix tokens with ``global_attn_layer(dim, num_heads,
@@ -145,9 +145,7 @@ class CSWinStage(nn.Module):
                  proj_drop: float = 0.0, drop_path: list[float] | float = 0.0,
                  norm_layer: type[nn.Module] = nn.LayerNorm, global_blocks: int = 0,
                  global_attn_layer: Callable[..., nn.Module] | None = None, stage: int = 0):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = ConvEmbed(dim, out_dim, 3, 2, 1, "NHWC", norm_layer) if downsample else nn.Identity()
+        downsampling = ConvEmbed(dim, out_dim, 3, 2, 1, "NHWC", norm_layer) if downsample else nn.Identity()
         blocks = []
         for i in range(depth):
             if i < global_blocks:
@@ -158,13 +156,7 @@ class CSWinStage(nn.Module):
                 out_dim, attn, mlp_ratio, proj_drop,
                 drop_path[i] if isinstance(drop_path, list) else drop_path, norm_layer,
             ))
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
+        super().__init__(downsampling, blocks)
 
 
 class CSWinTransformer(Backbone):

@@ -31,12 +31,12 @@ from timm.layers import (
     resample_abs_pos_embed,
     trunc_normal_,
 )
-from timm.models import checkpoint_seq, generate_default_cfgs
+from timm.models import generate_default_cfgs
 
 from zoo.layers.spectral import GlobalFilter, resize_filter
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, build_backbone
+from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["GFNet", "GFNetH", "GlobalFilterBlock", "resize_pos_embed"]
@@ -167,24 +167,16 @@ class Downsample(nn.Module):
         return self.proj(x).permute(0, 2, 3, 1)
 
 
-class GFNetHStage(nn.Module):
+class GFNetHStage(Stage):
     """Optional downsampling followed by global filter blocks with LayerScale."""
 
     def __init__(self, dim: int, out_dim: int, grid: tuple[int, int], depth: int, downsample: bool,
                  mlp_ratio: float, drop: float, drop_path: list[float], init_values: float):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = Downsample(dim, out_dim) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(*[
+        downsampling = Downsample(dim, out_dim) if downsample else nn.Identity()
+        super().__init__(downsampling, [
             GlobalFilterBlock(out_dim, grid, mlp_ratio, drop=drop, drop_path=drop_path[j], init_values=init_values)
             for j in range(depth)
         ])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
 
 
 class GFNetH(_PosEmbedBackbone):

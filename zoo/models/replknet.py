@@ -20,12 +20,12 @@ import re
 import torch
 import torch.nn as nn
 from timm.layers import ClassifierHead, ConvNormAct, DropPath, calculate_drop_path_rates
-from timm.models import checkpoint_seq, generate_default_cfgs, reparameterize_model
+from timm.models import generate_default_cfgs, reparameterize_model
 
 from zoo.layers.reparam import ReparamLargeKernelConv
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, build_backbone
+from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["RepLKNet"]
@@ -64,15 +64,13 @@ class ConvFFN(nn.Module):
         return x + self.drop_path(self.pw2(self.nonlinear(self.pw1(self.preffn_bn(x)))))
 
 
-class RepLKNetStage(nn.Module):
+class RepLKNetStage(Stage):
     """Optional transition (1x1 conv-BN-ReLU, stride-2 depthwise 3x3 conv-BN-ReLU), then ``depth``
     pairs of RepLK block and ConvFFN."""
 
     def __init__(self, in_dim: int, dim: int, depth: int, kernel_size: int, small_kernel: int | None,
                  dw_ratio: float, ffn_ratio: float, drop_path: list[float], downsample: bool):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = nn.Sequential(
+        downsampling = nn.Sequential(
             ConvNormAct(in_dim, dim, 1),
             ConvNormAct(dim, dim, 3, stride=2, groups=dim),
         ) if downsample else nn.Identity()
@@ -80,13 +78,7 @@ class RepLKNetStage(nn.Module):
         for rate in drop_path:
             blocks.append(RepLKBlock(dim, int(dim * dw_ratio), kernel_size, small_kernel, rate))
             blocks.append(ConvFFN(dim, int(dim * ffn_ratio), rate))
-        self.blocks = nn.Sequential(*blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
+        super().__init__(downsampling, blocks)
 
 
 class RepLKNet(Backbone):

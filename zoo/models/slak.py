@@ -24,12 +24,12 @@ import re
 import torch
 import torch.nn as nn
 from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, calculate_drop_path_rates, trunc_normal_
-from timm.models import checkpoint_seq, generate_default_cfgs, reparameterize_model
+from timm.models import generate_default_cfgs, reparameterize_model
 
 from zoo.layers.reparam import ReparamLargeKernelConv
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, build_backbone
+from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["SLaK"]
@@ -53,25 +53,17 @@ class SLaKBlock(nn.Module):
         return x + self.drop_path(y)
 
 
-class SLaKStage(nn.Module):
+class SLaKStage(Stage):
     """Optional 2x downsampling (LayerNorm, 2x2 stride-2 conv), then ``depth`` SLaK blocks."""
 
     def __init__(self, in_dim: int, dim: int, kernel_size: int, small_kernel: int, decomposed: bool,
                  drop_path: list[float], layer_scale_init_value: float, downsample: bool):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = nn.Sequential(
+        downsampling = nn.Sequential(
             LayerNorm2d(in_dim, eps=1e-6), nn.Conv2d(in_dim, dim, kernel_size=2, stride=2)
         ) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(*[
+        super().__init__(downsampling, [
             SLaKBlock(dim, kernel_size, small_kernel, decomposed, rate, layer_scale_init_value) for rate in drop_path
         ])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
 
 
 class SLaK(Backbone):

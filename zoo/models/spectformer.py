@@ -30,13 +30,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
-from timm.models import checkpoint_seq, generate_default_cfgs
+from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import Block
 
 from zoo.layers.spectral import GlobalFilter
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, build_backbone
+from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 from .gfnet import GFNet, GlobalFilterBlock, resize_spectral_param
 
@@ -166,26 +166,19 @@ class HierarchicalBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class HierarchicalStage(nn.Module):
+class HierarchicalStage(Stage):
     """Downsampling (the stem does it for the first stage), blocks, and a LayerNorm (except in the last stage)."""
 
     def __init__(self, dim: int, out_dim: int, downsample: bool, mixers: list[nn.Module], mlp_ratio: float,
                  drop_path: list[float], norm: bool):
-        super().__init__()
-        self.grad_checkpointing = False
-        self.downsample = ConvDownsample(dim, out_dim) if downsample else nn.Identity()
-        self.blocks = nn.Sequential(*[
+        downsampling = ConvDownsample(dim, out_dim) if downsample else nn.Identity()
+        super().__init__(downsampling, [
             HierarchicalBlock(out_dim, mixer, mlp_ratio, dp) for mixer, dp in zip(mixers, drop_path)
         ])
         self.norm = _layer_norm(out_dim) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.downsample(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            x = checkpoint_seq(self.blocks, x)
-        else:
-            x = self.blocks(x)
-        return self.norm(x)
+        return self.norm(super().forward(x))
 
 
 class ClassAttention(nn.Module):
