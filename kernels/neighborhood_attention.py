@@ -80,7 +80,7 @@ def neighborhood_attention2d_reference(q, k, v, kernel_size, dilation=1, rpb=Non
     key_cols, bias_cols = neighborhood_indices(w, kw, dw, q.device)
     per_row = b * w * kh * kw * nh * d * max(q.element_size(), 4)
     # While exporting, chunks() gives one slice whatever the size: no guard on the symbolic batch.
-    chunk = h if torch.compiler.is_exporting() else max(1, _REFERENCE_CHUNK_BYTES // per_row)
+    chunk = h if torch.compiler.is_exporting() else max(1, _REFERENCE_CHUNK_BYTES // max(per_row, 1))
     softmax_dtype = torch.promote_types(q.dtype, torch.float32)
 
     outputs = []
