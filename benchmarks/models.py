@@ -6,15 +6,16 @@
 
 Each family's model runs through three implementations, side by side in one process:
 
-* ``triton``: the zoo model with its kernels on (``ZOO_KERNELS=auto``; CUDA only);
+* ``triton``: the zoo model as it runs by default on CUDA (``ZOO_KERNELS=auto``: the Triton kernels
+  where ``kernels/path_rules.py`` picks them, PyTorch elsewhere);
 * ``reference``: the same model on the PyTorch path (``ZOO_KERNELS=reference``);
 * ``timm``: timm's own implementation of the family, where timm has one (Swin, SHViT).
 
 A train step is forward + cross-entropy + backward of one batch under bf16 autocast on CUDA (fp32
 on CPU); inference is a forward under ``torch.inference_mode``. Each case is timed with
-``_timing.measure`` (median of 10 after 3 warm-ups on CUDA, of 3 after 1 on CPU) and its row is appended to the CSV
-(``benchmarks/results/models-<device>.csv``) as soon as it is measured, so a run cut short keeps
-what it measured. ``--budget-s`` bounds the wall-clock time: a case that would not fit in what is
+``_timing.measure`` (median of 10 after 3 warm-ups on CUDA, of 3 after 1 on CPU) and its row is
+appended to the CSV (``benchmarks/results/models-<device>.csv``) as soon as it is measured, so a
+run cut short keeps what it measured. ``--budget-s`` bounds the wall-clock time: a case that would not fit in what is
 left is skipped and reported as such. ``--prewarm`` first runs one step of every model in parallel
 processes, which fills Triton's and inductor's on-disk caches so that the timed process does not
 compile one kernel after another.

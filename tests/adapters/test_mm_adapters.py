@@ -53,6 +53,7 @@ def _backbone(path) -> dict:
     return dict(model_name=re.search(r'model_name="(\w+)"', text).group(1))
 
 
+@pytest.mark.xfail(strict=True, reason="no configs yet for the large-kernel, spectral, CSWin, PVT and DeiT families")
 def test_every_family_has_a_detection_and_a_segmentation_config():
     families = {timm.models.model_entrypoint(name).__module__ for name in timm.list_models("zoo_*")}
     assert _families_with_configs(DET_CONFIGS) == families
