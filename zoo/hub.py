@@ -49,6 +49,7 @@ from zoo.weights import weight_entry
 __all__ = [
     "KeyReport",
     "WeightsError",
+    "apply_checkpoint_filter",
     "build_model_with_cfg",
     "check_fits",
     "check_readable",
@@ -366,7 +367,9 @@ def _filter_fn(model_name: str) -> Callable:
     return getattr(_family_module(model_name), "checkpoint_filter_fn", lambda state_dict, model: state_dict)
 
 
-def _apply_filter(model_name: str, state_dict: dict, model: torch.nn.Module) -> dict:
+def apply_checkpoint_filter(model_name: str, state_dict: dict, model: torch.nn.Module) -> dict:
+    """``state_dict`` through ``model_name``'s family's ``checkpoint_filter_fn``: official layouts
+    converted, position tables resized to ``model``."""
     try:
         return _filter_fn(model_name)(dict(state_dict), model)
     except (KeyError, AttributeError, RuntimeError, ValueError, IndexError) as e:
@@ -391,7 +394,7 @@ def _same_family_matches(model_name: str, state_dict: dict, model_kwargs: dict, 
                 model = timm.create_model(candidate, **model_kwargs)
             if keys is not None and keys != model.state_dict().keys():
                 continue
-            report = KeyReport.compare(_apply_filter(candidate, state_dict, model), model)
+            report = KeyReport.compare(apply_checkpoint_filter(candidate, state_dict, model), model)
         except Exception:  # a candidate that cannot even take the checkpoint is not a match
             continue
         classifier = model.pretrained_cfg.get("classifier") or ""
@@ -424,7 +427,7 @@ def check_fits(model_name: str, state_dict: dict, model: torch.nn.Module, model_
     """
     keys, filter_error = None, None
     try:
-        filtered = _apply_filter(model_name, state_dict, model)
+        filtered = apply_checkpoint_filter(model_name, state_dict, model)
         report = KeyReport.compare(filtered, model)
         if report.ok:
             return filtered

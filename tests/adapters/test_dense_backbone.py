@@ -1,9 +1,10 @@
 """zoo.adapters._features.DenseBackbone: a zoo model built as its family's official downstream backbone."""
 
+import pytest
 import timm
 import torch
 
-from zoo.adapters._features import DenseBackbone, downstream_cfg
+from zoo.adapters._features import DenseBackbone, SimpleFeaturePyramid, downstream_cfg
 from zoo.models import tiny_kwargs
 
 # At 128x128 the tiny Swin's last stage map (4x4) fits in one 4x4 window: the classification model
@@ -42,3 +43,43 @@ def test_output_norms_come_from_the_family():
     backbone = DenseBackbone("zoo_swin_tiny", out_indices=(1, 3), **SWIN)
     assert backbone.out_norm_names == ["norm1", "norm3"]
     assert [f.shape[1] for f in backbone(torch.randn(1, 3, 64, 96))] == [32, 128]
+
+
+ISOTROPIC = "zoo_agent_deit_small"  # 16x16 patches: every block at stride 16
+ISOTROPIC_KWARGS = {**tiny_kwargs(ISOTROPIC), "patch_size": 16, "depth": 8}
+
+
+def test_isotropic_model_gets_a_pyramid_of_four_blocks():
+    backbone = DenseBackbone(ISOTROPIC, **ISOTROPIC_KWARGS).eval()
+    assert backbone.out_indices == (1, 3, 5, 7)  # the last block of each quarter
+    assert backbone.strides == [4, 8, 16, 32] and backbone.channels == [16] * 4
+    x = torch.randn(2, 3, 96, 160)
+    maps = backbone(x)
+    assert [m.shape for m in maps] == [(2, 16, 96 // s, 160 // s) for s in (4, 8, 16, 32)]
+    with torch.no_grad():
+        blocks = backbone.features(x)
+    torch.testing.assert_close(maps[2], blocks[2])  # stride 16 is the block's own map
+    torch.testing.assert_close(maps[3], torch.nn.functional.max_pool2d(blocks[3], 2))
+
+
+def test_pyramid_trains_with_the_backbone():
+    backbone = DenseBackbone(ISOTROPIC, out_indices=(0, 2, 4, 7), frozen_stages=1, **ISOTROPIC_KWARGS)
+    sum(m.square().mean() for m in backbone(torch.randn(1, 3, 64, 64))).backward()
+    model = backbone.features.model
+    assert all(p.grad is not None for p in backbone.pyramid.parameters())
+    assert model.blocks[1].norm1.weight.grad is not None
+    # the stem, its position embedding and block 0 are frozen
+    assert model.pos_embed.grad is None and not model.pos_embed.requires_grad
+    assert model.blocks[0].norm1.weight.grad is None
+
+
+def test_isotropic_model_refuses_out_indices_that_are_not_four_blocks():
+    with pytest.raises(ValueError, match="out_indices must name four distinct blocks"):
+        DenseBackbone(ISOTROPIC, out_indices=(3, 7), **ISOTROPIC_KWARGS)
+    with pytest.raises(ValueError, match="has 2 blocks; its feature pyramid takes the maps of four"):
+        DenseBackbone(ISOTROPIC, **{**ISOTROPIC_KWARGS, "depth": 2})
+
+
+def test_pyramid_needs_power_of_two_ratios():
+    with pytest.raises(ValueError, match="ratio must be a power of 2"):
+        SimpleFeaturePyramid(8, in_stride=12)

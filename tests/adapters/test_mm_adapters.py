@@ -134,6 +134,60 @@ def test_init_cfg_loads_an_official_checkpoint_file(tmp_path):
         torch.testing.assert_close(value, expected[key], msg=key)
 
 
+def _official_swin_detector(tmp_path, with_norms: bool = True):
+    """An official (Swin-Transformer-Object-Detection layout) detector checkpoint over a random tiny Swin:
+    the path, the backbone's reference weights in the zoo layout, and its output norms."""
+    reference = timm.create_model("zoo_swin_tiny", **{**tiny_kwargs("zoo_swin_tiny"), "img_size": 128})
+    backbone = {k: v for k, v in _official_swin_layout(reference.state_dict())["model"].items()
+                if not k.startswith(("head.", "norm."))}
+    gen = torch.Generator().manual_seed(0)
+    norms = {f"norm{i}.{p}": torch.randn(c, generator=gen) for i, c in enumerate((16, 32, 64, 128))
+             for p in ("weight", "bias")} if with_norms else {}
+    detector = {f"backbone.{k}": v for k, v in {**backbone, **norms}.items()}
+    detector["head.weight"], detector["head.bias"] = torch.ones(4, 4), torch.zeros(4)
+    path = tmp_path / "mask_rcnn_swin_official.pth"
+    torch.save({"meta": {}, "state_dict": detector}, path)
+    return path, reference.state_dict(), norms
+
+
+def _check_loaded(backbone: ZooBackbone, reference: dict, norms: dict) -> None:
+    for key, value in backbone.body.features.model.state_dict().items():
+        torch.testing.assert_close(value, reference[key], msg=key)
+    for key, value in norms.items():
+        torch.testing.assert_close(backbone.body.get_parameter(key), value, msg=key)
+
+
+def test_an_official_detector_checkpoint_loads_whole(tmp_path):
+    from mmengine.runner import load_checkpoint
+
+    path, reference, norms = _official_swin_detector(tmp_path)
+    model = _Detector(_tiny_backbone())
+    load_checkpoint(model, str(path), strict=True)  # what a config's `load_from` does
+    _check_loaded(model.backbone, reference, norms)
+    torch.testing.assert_close(model.head.weight, torch.ones(4, 4))
+
+
+def test_init_cfg_with_a_prefix_loads_the_backbone_of_a_detector_checkpoint(tmp_path):
+    path, reference, norms = _official_swin_detector(tmp_path)
+    backbone = _tiny_backbone(init_cfg=dict(type="Pretrained", checkpoint=str(path), prefix="backbone."))
+    backbone.init_weights()
+    _check_loaded(backbone, reference, norms)
+
+
+def test_a_detector_checkpoint_that_does_not_fit_is_refused(tmp_path):
+    from zoo.hub import WeightsError
+
+    path, *_ = _official_swin_detector(tmp_path, with_norms=False)
+    backbone = _tiny_backbone(init_cfg=dict(type="Pretrained", checkpoint=str(path), prefix="backbone."))
+    with pytest.raises(WeightsError, match=r"no output norms \['norm0.weight'"):
+        backbone.init_weights()
+    other = _tiny_backbone("zoo_van_b0", init_cfg=dict(type="Pretrained", checkpoint=str(path), prefix="backbone."))
+    with pytest.raises(WeightsError, match="is not a zoo_van_b0 downstream backbone"):
+        other.init_weights()
+    with pytest.raises(WeightsError, match="has no keys under 'neck.'"):
+        _tiny_backbone(init_cfg=dict(type="Pretrained", checkpoint=str(path), prefix="neck.")).init_weights()
+
+
 def test_init_cfg_rejects_an_unknown_checkpoint():
     backbone = _tiny_backbone(init_cfg=dict(type="Pretrained", checkpoint="no/such/file.pth"))
     with pytest.raises(ValueError, match="neither a pretrained tag of zoo_swin_tiny"):

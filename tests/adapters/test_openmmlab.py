@@ -17,7 +17,7 @@ pytest.importorskip("mmcv.ops", reason="mmcv with compiled ops is not installed:
 pytest.importorskip("mmdet", reason="mmdet is not installed: run `make openmmlab`")
 pytest.importorskip("mmseg", reason="mmsegmentation is not installed: run `make openmmlab`")
 
-from adapter_families import FAMILY_MODELS  # noqa: E402
+from adapter_families import FAMILY_MODELS, dense_kwargs, is_isotropic  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 from mmengine.model import revert_sync_batchnorm  # noqa: E402
 from mmengine.optim import build_optim_wrapper  # noqa: E402
@@ -27,7 +27,6 @@ from mmengine.structures import PixelData  # noqa: E402
 import zoo.adapters.mmdet  # noqa: E402, F401  (registers ZooBackbone in mmdet)
 import zoo.adapters.mmseg  # noqa: E402, F401  (registers ZooBackbone in mmseg)
 from zoo.adapters._mm import ZooBackbone  # noqa: E402
-from zoo.models import tiny_kwargs  # noqa: E402
 
 pytestmark = pytest.mark.openmmlab
 
@@ -47,20 +46,12 @@ def _config_for(task: str, model_name: str) -> Config:
     return Config.fromfile(str(next(path for path in paths if "swin-tiny" in path.name and "-swin" not in path.name)))
 
 
-def _skip_isotropic(model_name: str) -> None:
-    """Isotropic backbones give every stage at one stride; FPN and UperNet need a pyramid, and the
-    adapters do not build a simple feature pyramid (ViTDet-style) in front of them yet."""
-    with torch.device("meta"):
-        model = timm.create_model(model_name, **tiny_kwargs(model_name))
-    reductions = [info["reduction"] for info in model.feature_info]
-    if len(set(reductions)) == 1 and len(reductions) > 1:
-        pytest.skip(f"{model_name} is isotropic (every stage at stride {reductions[0]}): no feature pyramid yet")
-
-
 def _tiny_backbone_cfg(cfg: Config, model_name: str) -> tuple[dict, list[int]]:
     """The config's backbone with the family's tiny instance in place of the full one, and its channels."""
-    backbone = dict(type="ZooBackbone", model_name=model_name, out_indices=cfg.model.backbone.out_indices,
-                    init_cfg=None, **tiny_kwargs(model_name))
+    # an isotropic tiny instance is four blocks deep: its pyramid takes them all
+    out_indices = None if is_isotropic(model_name) else cfg.model.backbone.out_indices
+    backbone = dict(type="ZooBackbone", model_name=model_name, out_indices=out_indices, init_cfg=None,
+                    **dense_kwargs(model_name))
     channels = ZooBackbone(**{k: v for k, v in backbone.items() if k != "type"}).out_channels
     return backbone, channels
 
@@ -78,7 +69,6 @@ def test_mask_rcnn_trains_one_iteration(name):
     from mmdet.testing import demo_mm_inputs
 
     init_default_scope("mmdet")
-    _skip_isotropic(name)
     cfg = _config_for("mmdet", name)
     backbone, channels = _tiny_backbone_cfg(cfg, name)
     cfg.model.backbone = backbone
@@ -104,7 +94,6 @@ def test_upernet_trains_one_iteration(name):
     from mmseg.structures import SegDataSample
 
     init_default_scope("mmseg")
-    _skip_isotropic(name)
     cfg = _config_for("mmseg", name)
     backbone, channels = _tiny_backbone_cfg(cfg, name)
     cfg.model.backbone = backbone

@@ -4,7 +4,7 @@ import pytest
 import timm
 import torch
 import torch.nn as nn
-from adapter_families import FAMILY_MODELS
+from adapter_families import FAMILY_MODELS, dense_kwargs
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -40,7 +40,7 @@ def _batch():
 
 @pytest.mark.parametrize("name", FAMILY_MODELS)
 def test_faster_rcnn_trains_and_detects(name):
-    backbone = backbone_with_fpn(name, out_channels=32, norm_layer=nn.BatchNorm2d, **tiny_kwargs(name))
+    backbone = backbone_with_fpn(name, out_channels=32, norm_layer=nn.BatchNorm2d, **dense_kwargs(name))
     assert isinstance(backbone, BackboneWithFPN)
     model = _detector(backbone)
     images, targets = _batch()
@@ -74,7 +74,7 @@ def test_faster_rcnn_trains_and_detects(name):
 
 @pytest.mark.parametrize("name", FAMILY_MODELS)
 def test_fpn_levels_follow_the_stage_strides(name):
-    backbone = backbone_with_fpn(name, out_channels=8, **tiny_kwargs(name)).eval()
+    backbone = backbone_with_fpn(name, out_channels=8, **dense_kwargs(name)).eval()
     with torch.no_grad():
         levels = backbone(torch.randn(1, 3, HEIGHT, WIDTH))
     strides = backbone.body.backbone.strides
@@ -90,8 +90,11 @@ def test_trainable_layers_freeze_the_stem_and_first_stages():
     model = backbone.body.backbone.features.model
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert frozen and all(n.startswith(("patch_embed.", "layers.0.", "layers.1.")) for n in frozen)
-    assert all(n.startswith(("layers.2.", "layers.3.")) for n in trained)
+    # the official Swin merges patches at the end of a stage: stage 2's patch merging is frozen with stage 1
+    frozen_prefixes = ("patch_embed.", "layers.0.", "layers.1.", "layers.2.downsample.")
+    assert frozen and all(n.startswith(frozen_prefixes) for n in frozen)
+    assert any(n.startswith("layers.2.downsample.") for n in frozen)
+    assert all(n.startswith(("layers.2.blocks.", "layers.3.")) for n in trained)
     assert not backbone.body.backbone.norm0.weight.requires_grad and backbone.body.backbone.norm2.weight.requires_grad
 
     backbone.train()

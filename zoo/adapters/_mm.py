@@ -26,7 +26,9 @@ class ZooBackbone(BaseModule):
 
     Args:
         model_name: a registered zoo model (``zoo_swin_tiny``).
-        out_indices: the stages whose NCHW maps are returned (their channels: ``out_channels``).
+        out_indices: the stages whose NCHW maps are returned (their channels: ``out_channels``); every
+            stage by default. An isotropic model (ViT-like) takes four blocks, whose maps a simple feature
+            pyramid rescales to strides 4, 8, 16 and 32 (by default the last block of each quarter).
         drop_path_rate: stochastic depth of the backbone (None keeps the model's default).
         frozen_stages: -1 trains everything; 0 freezes the stem; ``k`` also stages ``0..k-1``.
         norm_eval: keep the BatchNorm layers in eval mode while training.
@@ -35,14 +37,19 @@ class ZooBackbone(BaseModule):
         init_cfg: mmengine's ``dict(type="Pretrained", checkpoint=...)``, where the checkpoint is a zoo
             pretrained tag (``"zoo_swin_tiny.ms_in1k"`` or ``".ms_in1k"``), a Hub id
             (``"hf-hub:org/name"``) or a file, official layouts included (the family's
-            ``checkpoint_filter_fn`` converts it); or any other mmengine initializer.
+            ``checkpoint_filter_fn`` converts it); with ``prefix="backbone."``, the backbone of a
+            detection/segmentation checkpoint file (the family's official downstream one or a zoo one).
+            Or any other mmengine initializer.
         model_kwargs: passed to ``timm.create_model``, over the family's downstream ones.
+
+    A whole official detection/segmentation checkpoint also loads into a model with this backbone
+    (``load_from`` in a config): its backbone keys, in the official layout, are converted on load.
     """
 
     def __init__(
         self,
         model_name: str,
-        out_indices: tuple[int, ...] = (0, 1, 2, 3),
+        out_indices: tuple[int, ...] | None = None,
         drop_path_rate: float | None = None,
         frozen_stages: int = -1,
         norm_eval: bool = False,
@@ -59,9 +66,19 @@ class ZooBackbone(BaseModule):
         self.model_name = model_name
         self.model_kwargs = model_kwargs
         self.body = DenseBackbone(
-            model_name, tuple(out_indices), frozen_stages=frozen_stages, norm_eval=norm_eval,
+            model_name, out_indices, frozen_stages=frozen_stages, norm_eval=norm_eval,
             batch_norm=_BATCH_NORMS[norm_type], **model_kwargs,
         )
+        self.register_load_state_dict_pre_hook(self._convert_official_keys)
+
+    def _convert_official_keys(self, module, state_dict: dict, prefix: str, *args) -> None:
+        """Before loading: backbone keys in the family's official layout (``<prefix>layers.0...``, as in
+        an official detector checkpoint) become this module's (``<prefix>body....``)."""
+        official = [k for k in state_dict if k.startswith(prefix) and not k.startswith(prefix + "body.")]
+        if not official:
+            return
+        converted = self.body.convert_official({k.removeprefix(prefix): state_dict.pop(k) for k in official})
+        state_dict.update({f"{prefix}body.{k}": v for k, v in converted.items()})
 
     @property
     def out_channels(self) -> list[int]:
@@ -76,7 +93,9 @@ class ZooBackbone(BaseModule):
             super().init_weights()
             return
         if self.init_cfg.get("prefix"):
-            raise ValueError("ZooBackbone's Pretrained init_cfg takes a backbone checkpoint; `prefix` is not supported")
+            self._load_downstream(self.init_cfg["checkpoint"], self.init_cfg["prefix"])
+            self._is_init = True
+            return
         name, overlay = self._pretrained_source(self.init_cfg["checkpoint"])
         pretrained = DenseBackbone(
             name, self.body.out_indices, pretrained=True, pretrained_cfg_overlay=overlay,
@@ -84,6 +103,17 @@ class ZooBackbone(BaseModule):
         )
         self.body.features.load_state_dict(pretrained.features.state_dict())
         self._is_init = True
+
+    def _load_downstream(self, path: str, prefix: str) -> None:
+        """The backbone (keys under ``prefix``) of a detection/segmentation checkpoint file."""
+        from zoo.hub import WeightsError, read_checkpoint
+
+        if not os.path.isfile(path):
+            raise ValueError(f"init_cfg with prefix={prefix!r} takes a checkpoint file; {path!r} is not one")
+        state_dict = {k.removeprefix(prefix): v for k, v in read_checkpoint(path).items() if k.startswith(prefix)}
+        if not state_dict:
+            raise WeightsError(f"{path} has no keys under {prefix!r}")
+        self.load_state_dict(state_dict)
 
     def _pretrained_source(self, checkpoint: str) -> tuple[str, dict | None]:
         """``(model name with tag, pretrained cfg overlay)`` for a tag, a Hub id or a file."""
