@@ -35,10 +35,10 @@ HEIGHT, WIDTH = 96, 128
 
 
 def _config_for(task: str, model_name: str) -> Config:
-    """The repository's config of ``model_name``'s family for ``task`` ("mmdet" or "mmseg"); a family
+    """The repository's Mask R-CNN ("mmdet") or UperNet ("mmseg") config of ``model_name``'s family; a family
     without one yet runs in Swin-T's (the tests put the family's tiny backbone into it either way)."""
     family = timm.models.model_entrypoint(model_name).__module__
-    paths = sorted((CONFIGS / task).glob("*.py"))
+    paths = sorted((CONFIGS / task).glob({"mmdet": "mask-rcnn_*.py", "mmseg": "upernet_*.py"}[task]))
     for path in paths:
         config_model = re.search(r'model_name="(\w+)"', path.read_text()).group(1)
         if timm.models.model_entrypoint(config_model).__module__ == family:

@@ -22,6 +22,7 @@ from zoo.weights import pretrained_cfgs
 from ._registry import register_model, register_tiny_kwargs
 from .cswin import CSWinTransformer, _create_cswin
 from .cswin import checkpoint_filter_fn as cswin_checkpoint_filter_fn
+from .cswin import downstream_cfg as cswin_downstream_cfg
 
 
 def checkpoint_filter_fn(state_dict: dict, model: CSWinTransformer) -> dict[str, torch.Tensor]:
@@ -40,6 +41,9 @@ def _create_agent_cswin(variant: str, pretrained: bool = False, **kwargs) -> CSW
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("agent_cswin"))
+
+# No downstream code of its own: the CSWin trunk's official segmentation backbone.
+downstream_cfg = cswin_downstream_cfg
 
 register_tiny_kwargs(
     "zoo_agent_cswin", img_size=64, embed_dim=16, depths=(1, 1, 1, 1), split_size=(1, 2, 2, 2),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import routing_attention
@@ -233,6 +233,10 @@ def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiForm
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("biformer"))
+
+# The official detection/segmentation backbone (rayleizhu/BiFormer `object_detection/models_mm/biformer_mm.py`,
+# `semantic_segmentation/models_mm/biformer_mm.py`): timm's LayerNorm2d on every output map (its `extra_norms.{i}`).
+downstream_cfg = dict(out_norm=LayerNorm2d)
 
 register_tiny_kwargs(
     "zoo_biformer", embed_dims=(16, 32, 32, 64), depths=(1, 1, 1, 1), head_dim=16, n_win=2, topks=(1, 2, 3, -2)

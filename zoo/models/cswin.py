@@ -15,11 +15,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates, to_2tuple, trunc_normal_
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    LayerNorm2d,
+    Mlp,
+    calculate_drop_path_rates,
+    to_2tuple,
+    trunc_normal_,
+)
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import window_attention
@@ -279,6 +288,11 @@ def _create_cswin(variant: str, pretrained: bool = False, checkpoint_filter=chec
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("cswin"))
+
+# The official segmentation backbone (microsoft/CSWin-Transformer `segmentation/backbone/cswin_transformer.py`):
+# an nn.LayerNorm on every output map, named `norm1..norm4` there and `norm0..norm3` here; like this model it
+# attends over the whole map in the last stage and in full-height / full-width stripes elsewhere at any size.
+downstream_cfg = dict(out_norm=partial(LayerNorm2d, eps=1e-5))
 
 register_tiny_kwargs(
     "zoo_cswin", img_size=64, embed_dim=16, depths=(1, 1, 1, 1), split_size=(1, 2, 2, 2), num_heads=(2, 2, 4, 4)

@@ -12,8 +12,11 @@ attention blocks.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
+from timm.layers import LayerNorm2d
 from timm.models import generate_default_cfgs
 
 from zoo.layers.flatten_attention import FocusedLinearAttention, resize_positional_encodings
@@ -22,6 +25,7 @@ from zoo.weights import pretrained_cfgs
 from ._registry import register_model, register_tiny_kwargs
 from .swin import SwinTransformer, _create_swin
 from .swin import checkpoint_filter_fn as swin_checkpoint_filter_fn
+from .swin import downstream_cfg as swin_downstream_cfg
 
 __all__ = ["FocusedLinearAttention"]
 
@@ -42,6 +46,10 @@ def _create_flatten_swin(variant: str, pretrained: bool = False, **kwargs) -> Sw
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("flatten_swin"))
+
+# No downstream code of its own: Swin's official detection/segmentation backbone (Swin-Transformer-Object-
+# Detection): full, shifted windows in every Swin stage and an nn.LayerNorm `norm{i}` (eps 1e-5) on every output.
+downstream_cfg = dict(swin_downstream_cfg, out_norm=partial(LayerNorm2d, eps=1e-5))
 
 register_tiny_kwargs(
     "zoo_flatten_swin", img_size=64, embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4), window_size=4,

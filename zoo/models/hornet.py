@@ -280,6 +280,10 @@ def _create_hornet(variant: str, pretrained: bool = False, **kwargs) -> HorNet:
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("hornet"))
 
+# The official detection/segmentation backbone (raoyongming/HorNet `object_detection/models/hornet.py`): a
+# channels-first LayerNorm (eps 1e-6) `norm{i}` on every output map.
+downstream_cfg = dict(out_norm=LayerNorm2d)
+
 register_tiny_kwargs("zoo_hornet", img_size=64, base_dim=16, depths=(1, 1, 1, 1))
 
 _GF = dict(global_filter_stages=(2, 3))

@@ -17,10 +17,20 @@ size works.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerScale, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import (
+    ClassifierHead,
+    DropPath,
+    LayerNorm2d,
+    LayerScale,
+    Mlp,
+    calculate_drop_path_rates,
+    trunc_normal_,
+)
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import neighborhood_attention2d
@@ -312,6 +322,10 @@ def _create_dinat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("nat"))
+
+# The official detection/segmentation backbones (SHI-Labs/Neighborhood-Attention-Transformer `detection/nat.py`,
+# `detection/dinat.py`, and their `segmentation/` copies): an nn.LayerNorm `norm{i}` on every output map.
+downstream_cfg = dict(out_norm=partial(LayerNorm2d, eps=1e-5))
 
 register_tiny_kwargs("zoo_nat", embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=3)
 register_tiny_kwargs("zoo_dinat", embed_dim=16, depths=(2, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=3)

@@ -57,6 +57,14 @@ class CenteredL2Norm(nn.Module):
         return (normed * self.weight.float()).to(x.dtype)
 
 
+
+class CenteredL2Norm2d(CenteredL2Norm):
+    """:class:`CenteredL2Norm` over the channels of an NCHW map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 class Scale(nn.Module):
     """Learnable per-channel scale of a channels-last tensor (the official ``res_scale``)."""
 
@@ -346,6 +354,11 @@ def _create_parcnetv2(variant: str, pretrained: bool = False, **kwargs) -> ParCN
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("parcnetv2"))
+
+# The official detection/segmentation backbone (XuRuihan/ParCNetV2 `object_detection/backbone/parcnetv2.py`,
+# `semantic_segmentation/backbone/parcnetv2.py`): the blocks' norm, `LayerNormGeneral(eps=1e-6, bias=False)`,
+# as `norm{i}` on every output map.
+downstream_cfg = dict(out_norm=CenteredL2Norm2d)
 
 register_tiny_kwargs("zoo_parcnetv2", img_size=64, dims=(8, 16, 24, 32), depths=(1, 1, 1, 1))
 

@@ -126,13 +126,14 @@ class VANStage(Stage):
         mlp_ratio: float,
         drop: float = 0.0,
         drop_path: list[float] | None = None,
+        norm_eps: float = 1e-6,
     ):
         downsampling = OverlapPatchEmbed(in_chans, dim, kernel_size=7 if first else 3, stride=4 if first else 2)
         drop_path = drop_path or [0.0] * depth
         super().__init__(
             downsampling, [VANBlock(dim, mlp_ratio=mlp_ratio, drop=drop, drop_path=drop_path[i]) for i in range(depth)]
         )
-        self.norm = LayerNorm2d(dim, eps=1e-6)
+        self.norm = LayerNorm2d(dim, eps=norm_eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(super().forward(x))
@@ -142,7 +143,7 @@ class VAN(Backbone):
     """Visual Attention Network: four stages of LKA blocks at strides 4, 8, 16 and 32 (NCHW throughout).
 
     There is no stem: stage 0's patch embedding takes the image. Each stage ends in its own
-    LayerNorm, so there is no final norm.
+    LayerNorm (eps ``stage_norm_eps``), so there is no final norm.
     """
 
     stem_name = None
@@ -158,6 +159,7 @@ class VAN(Backbone):
         drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        stage_norm_eps: float = 1e-6,
     ):
         super().__init__(in_chans, num_classes, global_pool)
         if not len(embed_dims) == len(depths) == len(mlp_ratios):
@@ -178,6 +180,7 @@ class VAN(Backbone):
                     mlp_ratio=mlp_ratios[i],
                     drop=proj_drop_rate,
                     drop_path=drop_path[i],
+                    norm_eps=stage_norm_eps,
                 )
             )
             self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f"stages.{i}"))
@@ -223,6 +226,10 @@ def _create_van(variant: str, pretrained: bool = False, **kwargs) -> VAN:
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("van"))
+
+# The official segmentation backbone (Visual-Attention-Network/VAN-Segmentation `van.py`) ends its stages in
+# nn.LayerNorm with the default eps 1e-5 (1e-6 in classification); it adds no output norms.
+downstream_cfg = dict(model_kwargs=dict(stage_norm_eps=1e-5))
 
 register_tiny_kwargs("zoo_van", embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1))
 
