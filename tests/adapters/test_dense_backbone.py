@@ -83,3 +83,18 @@ def test_isotropic_model_refuses_out_indices_that_are_not_four_blocks():
 def test_pyramid_needs_power_of_two_ratios():
     with pytest.raises(ValueError, match="ratio must be a power of 2"):
         SimpleFeaturePyramid(8, in_stride=12)
+
+
+def test_official_output_norm_names_are_converted():
+    """CSWin's official segmentation backbone names its output norms norm1..norm4."""
+    name = "zoo_cswin_tiny"
+    backbone = DenseBackbone(name, out_indices=(1, 3), **tiny_kwargs(name))
+    official = {k.removeprefix("features.model."): v for k, v in backbone.state_dict().items()
+                if k.startswith("features.model.")}
+    gen = torch.Generator().manual_seed(0)
+    norms = {f"norm{i + 1}.{p}": torch.randn(backbone.get_submodule(f"norm{i}").weight.shape, generator=gen)
+             for i in (1, 3) for p in ("weight", "bias")}
+    converted = backbone.convert_official({**official, **norms})
+    for i in (1, 3):
+        torch.testing.assert_close(converted[f"norm{i}.weight"], norms[f"norm{i + 1}.weight"])
+    assert converted.keys() == backbone.state_dict().keys()

@@ -5,7 +5,8 @@ getter: NCHW maps of the stages in ``out_indices``, the head and final norm prun
 dense-prediction code of the families does around it:
 
 - the family's own downstream construction, read from its model file's ``downstream_cfg``
-  (``model_kwargs`` to build with; ``out_norm``, a norm applied to every output map as ``norm<i>``;
+  (``model_kwargs`` to build with; ``out_norm``, a norm applied to every output map as ``norm<i>``, and
+  ``official_out_norm_name``, its name in official checkpoints if other than ``norm<i>``;
   ``downsample_ends_stage``, where the official code puts a stage's downsampling, see below);
 - a simple feature pyramid for isotropic models (every block at one stride, as in ViT): four blocks'
   maps rescaled to strides 4, 8, 16 and 32 (:class:`SimpleFeaturePyramid`);
@@ -126,6 +127,8 @@ class DenseBackbone(nn.Module):
         self.out_norm_names = [f"norm{i}" for i in self.out_indices] if out_norm else []
         for name, channels in zip(self.out_norm_names, self.channels):
             self.add_module(name, out_norm(channels))
+        official_name = family.get("official_out_norm_name", "norm{}".format)
+        self.official_out_norm_names = {official_name(i): f"norm{i}" for i in self.out_indices} if out_norm else {}
         self.downsample_ends_stage = family.get("downsample_ends_stage", False)
         self.batch_norm = batch_norm
         self._convert_batch_norm(batch_norm)
@@ -210,14 +213,20 @@ class DenseBackbone(nn.Module):
         """The backbone part of an official downstream checkpoint (keys without the detector's
         ``backbone.`` prefix) as this module's state dict.
 
-        The output norms (``norm<i>``) are taken as they are; the rest goes through the family's
-        ``checkpoint_filter_fn`` (official layouts, resized position tables). Raises ``WeightsError``
-        naming the keys when the checkpoint does not fit the model.
+        The output norms are renamed from their official names (``norm<i>`` unless the family says
+        otherwise); the rest goes through the family's ``checkpoint_filter_fn`` (official layouts,
+        resized position tables). Raises ``WeightsError`` naming the keys when the checkpoint does not
+        fit the model.
         """
         from zoo.hub import KeyReport, WeightsError, apply_checkpoint_filter
 
-        norms = {k: v for k, v in state_dict.items() if k.split(".")[0] in self.out_norm_names}
-        model_keys = {k: v for k, v in state_dict.items() if k not in norms}
+        norms, model_keys = {}, {}
+        for key, value in state_dict.items():
+            module, _, param = key.rpartition(".")
+            if module in self.official_out_norm_names:
+                norms[f"{self.official_out_norm_names[module]}.{param}"] = value
+            else:
+                model_keys[key] = value
         model = self.features.model
         converted = apply_checkpoint_filter(self.model_name, model_keys, model)
         own = model.state_dict()

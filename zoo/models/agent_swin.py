@@ -12,10 +12,7 @@ the map, as the official detection and segmentation code does.
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
-from timm.layers import LayerNorm2d
 from timm.models import generate_default_cfgs
 
 from zoo.layers.agent_attention import AgentAttention, resize_agent_biases
@@ -49,7 +46,7 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("agent_swin"))
 # The official detection/segmentation backbone (LeapLabTHU/Agent-Attention `downstream/detection/mmdet/models/
 # backbones/agent_swin.py`) is Swin's: full, shifted windows in every Swin stage and an nn.LayerNorm `norm{i}`
 # (eps 1e-5) on every output map.
-downstream_cfg = dict(swin_downstream_cfg, out_norm=partial(LayerNorm2d, eps=1e-5))
+downstream_cfg = swin_downstream_cfg
 
 register_tiny_kwargs(
     "zoo_agent_swin", img_size=64, embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4), window_size=4,

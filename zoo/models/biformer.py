@@ -236,7 +236,7 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("biformer"))
 
 # The official detection/segmentation backbone (rayleizhu/BiFormer `object_detection/models_mm/biformer_mm.py`,
 # `semantic_segmentation/models_mm/biformer_mm.py`): timm's LayerNorm2d on every output map (its `extra_norms.{i}`).
-downstream_cfg = dict(out_norm=LayerNorm2d)
+downstream_cfg = dict(out_norm=LayerNorm2d, official_out_norm_name="extra_norms.{}".format)
 
 register_tiny_kwargs(
     "zoo_biformer", embed_dims=(16, 32, 32, 64), depths=(1, 1, 1, 1), head_dim=16, n_win=2, topks=(1, 2, 3, -2)

@@ -292,7 +292,7 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("cswin"))
 # The official segmentation backbone (microsoft/CSWin-Transformer `segmentation/backbone/cswin_transformer.py`):
 # an nn.LayerNorm on every output map, named `norm1..norm4` there and `norm0..norm3` here; like this model it
 # attends over the whole map in the last stage and in full-height / full-width stripes elsewhere at any size.
-downstream_cfg = dict(out_norm=partial(LayerNorm2d, eps=1e-5))
+downstream_cfg = dict(out_norm=partial(LayerNorm2d, eps=1e-5), official_out_norm_name=lambda i: f"norm{i + 1}")
 
 register_tiny_kwargs(
     "zoo_cswin", img_size=64, embed_dim=16, depths=(1, 1, 1, 1), split_size=(1, 2, 2, 2), num_heads=(2, 2, 4, 4)

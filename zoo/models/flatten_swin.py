@@ -12,11 +12,8 @@ attention blocks.
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn as nn
-from timm.layers import LayerNorm2d
 from timm.models import generate_default_cfgs
 
 from zoo.layers.flatten_attention import FocusedLinearAttention, resize_positional_encodings
@@ -49,7 +46,7 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("flatten_swin"))
 
 # No downstream code of its own: Swin's official detection/segmentation backbone (Swin-Transformer-Object-
 # Detection): full, shifted windows in every Swin stage and an nn.LayerNorm `norm{i}` (eps 1e-5) on every output.
-downstream_cfg = dict(swin_downstream_cfg, out_norm=partial(LayerNorm2d, eps=1e-5))
+downstream_cfg = swin_downstream_cfg
 
 register_tiny_kwargs(
     "zoo_flatten_swin", img_size=64, embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4), window_size=4,

@@ -324,8 +324,9 @@ def _create_dinat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
 default_cfgs = generate_default_cfgs(pretrained_cfgs("nat"))
 
 # The official detection/segmentation backbones (SHI-Labs/Neighborhood-Attention-Transformer `detection/nat.py`,
-# `detection/dinat.py`, and their `segmentation/` copies): an nn.LayerNorm `norm{i}` on every output map.
-downstream_cfg = dict(out_norm=partial(LayerNorm2d, eps=1e-5))
+# `detection/dinat.py`, and their `segmentation/` copies): an nn.LayerNorm `norm{i}` on every output map; a
+# level's downsampler ends it there.
+downstream_cfg = dict(out_norm=partial(LayerNorm2d, eps=1e-5), downsample_ends_stage=True)
 
 register_tiny_kwargs("zoo_nat", embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=3)
 register_tiny_kwargs("zoo_dinat", embed_dim=16, depths=(2, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=3)

@@ -57,7 +57,6 @@ class CenteredL2Norm(nn.Module):
         return (normed * self.weight.float()).to(x.dtype)
 
 
-
 class CenteredL2Norm2d(CenteredL2Norm):
     """:class:`CenteredL2Norm` over the channels of an NCHW map."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -276,9 +277,13 @@ def _create_swin(variant: str, pretrained: bool = False, checkpoint_filter=check
 default_cfgs = generate_default_cfgs(pretrained_cfgs("swin"))
 
 # The backbone of the official detection/segmentation code (Swin-Transformer-Object-Detection, mmdet's
-# SwinTransformer), which ``zoo.adapters`` build: full windows shifted in every stage, a LayerNorm
-# (``norm0..3``) on every output map, and the patch merging at the end of a stage (frozen with it).
-downstream_cfg = dict(model_kwargs=dict(fit_window_to_map=False), out_norm=LayerNorm2d, downsample_ends_stage=True)
+# SwinTransformer), which ``zoo.adapters`` build: full windows shifted in every stage, an nn.LayerNorm
+# (``norm0..3``, eps 1e-5) on every output map, and the patch merging at the end of a stage (frozen with it).
+downstream_cfg = dict(
+    model_kwargs=dict(fit_window_to_map=False),
+    out_norm=partial(LayerNorm2d, eps=1e-5),
+    downsample_ends_stage=True,
+)
 
 register_tiny_kwargs(
     "zoo_swin", img_size=64, embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4), window_size=4
