@@ -3,6 +3,7 @@
 # fpn_agent_pvt_t_12-16-28-28.py`: AdamW lr 2e-4, weight decay 1e-4, drop path 0.1; 40.18 mIoU). The closest
 # official UperNet 160k settings are its Agent-Swin ones (`upernet_agent_swin_t_9-12-14-7.py`: AdamW lr 6e-5,
 # weight decay 0.01, none on norms and agent biases): those, with the Semantic FPN config's drop path 0.1.
+# The backbone pools its agents to the official 12x12, 16x16, 28x28, 28x28 grids (`downstream_cfg` of zoo_agent_pvt).
 _base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
 
 model = dict(

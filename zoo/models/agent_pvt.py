@@ -6,7 +6,8 @@ Every block uses agent attention (the official configs' attention types ``AAAA``
 and 49 agent tokens per stage and no spatial reduction of keys and values
 (``PVT_LA_SR_RATIOS=1111``); ``sr_ratios`` builds reduced versions. Official checkpoints
 (LeapLabTHU/Agent-Attention) load through ``checkpoint_filter_fn``; for other input sizes the
-position embeddings and biases are interpolated to the maps.
+position embeddings and biases are interpolated to the maps. ``agent_shapes`` pools the agents of
+each stage to another grid, as the official detection and segmentation code does (see ``downstream_cfg``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import torch
 from timm.models import generate_default_cfgs
 
-from zoo.layers.agent_attention import AgentAttention, resize_agent_biases
+from zoo.layers.agent_attention import AgentAttention, resize_agent_biases, stage_agent_shapes
 from zoo.layers.map_attention import SpatialReduction
 from zoo.weights import pretrained_cfgs
 
@@ -37,15 +38,22 @@ def checkpoint_filter_fn(state_dict: dict, model: PyramidVisionTransformer) -> d
 
 def _create_agent_pvt(variant: str, pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
     agent_nums = kwargs.pop("agent_num", (9, 16, 49, 49))
+    agent_shapes = stage_agent_shapes(kwargs.pop("agent_shapes", None), len(agent_nums))
 
     def attn_layer(dim: int, num_heads: int, resolution: tuple[int, int], sr_ratio: int, stage: int):
-        return ReducedAgentAttention(dim, num_heads, resolution, agent_num=agent_nums[stage], sr_ratio=sr_ratio)
+        return ReducedAgentAttention(dim, num_heads, resolution, agent_num=agent_nums[stage], sr_ratio=sr_ratio,
+                                     agent_shape=agent_shapes[stage])
 
     return build_backbone(PyramidVisionTransformer, variant, pretrained, checkpoint_filter_fn,
                           attn_layer=attn_layer, **kwargs)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("agent_pvt"))
+
+# The official detection/segmentation backbone (LeapLabTHU/Agent-Attention `downstream/detection/mmdet/models/
+# backbones/agent_pvt.py`) returns the stage maps as they are, its agents pooled to 12x12, 16x16, 28x28 and 28x28
+# grids in every official detection and segmentation config (`downstream_agent_shapes`).
+downstream_cfg = dict(model_kwargs=dict(agent_shapes=((12, 12), (16, 16), (28, 28), (28, 28))))
 
 register_tiny_kwargs(
     "zoo_agent_pvt", img_size=64, embed_dims=(16, 16, 32, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),

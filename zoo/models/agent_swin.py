@@ -7,7 +7,8 @@ configs' ``window_size: 56``: one window at 224), with ``agent_num`` 9-16-49-49 
 pooled from the queries; the remaining blocks keep shifted-window attention on the shared
 ``window_attention`` kernel. Official checkpoints (LeapLabTHU/Agent-Attention) load through
 ``checkpoint_filter_fn``. For other input sizes the position biases are interpolated bilinearly to
-the map, as the official detection and segmentation code does.
+the map, as the official detection and segmentation code does; ``agent_shapes`` pools the agents of
+each stage to another grid, as that code does too (see ``downstream_cfg``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 from timm.models import generate_default_cfgs
 
-from zoo.layers.agent_attention import AgentAttention, resize_agent_biases
+from zoo.layers.agent_attention import AgentAttention, resize_agent_biases, stage_agent_shapes
 from zoo.weights import pretrained_cfgs
 
 from ._registry import register_model, register_tiny_kwargs
@@ -33,9 +34,10 @@ def checkpoint_filter_fn(state_dict: dict, model: SwinTransformer) -> dict[str, 
 
 def _create_agent_swin(variant: str, pretrained: bool = False, **kwargs) -> SwinTransformer:
     agent_nums = kwargs.pop("agent_num", (9, 16, 49, 49))
+    agent_shapes = stage_agent_shapes(kwargs.pop("agent_shapes", None), len(agent_nums))
 
     def global_attn_layer(dim: int, num_heads: int, resolution: tuple[int, int], stage: int) -> AgentAttention:
-        return AgentAttention(dim, num_heads, resolution, agent_num=agent_nums[stage])
+        return AgentAttention(dim, num_heads, resolution, agent_num=agent_nums[stage], agent_shape=agent_shapes[stage])
 
     return _create_swin(variant, pretrained, checkpoint_filter=checkpoint_filter_fn,
                         global_attn_layer=global_attn_layer, **kwargs)
@@ -45,8 +47,12 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("agent_swin"))
 
 # The official detection/segmentation backbone (LeapLabTHU/Agent-Attention `downstream/detection/mmdet/models/
 # backbones/agent_swin.py`) is Swin's: full, shifted windows in every Swin stage and an nn.LayerNorm `norm{i}`
-# (eps 1e-5) on every output map.
-downstream_cfg = swin_downstream_cfg
+# (eps 1e-5) on every output map; and every official detection and segmentation config pools the agents to
+# 9x9, 12x12, 14x14 and 7x7 grids (`downstream_agent_shapes`).
+downstream_cfg = dict(
+    swin_downstream_cfg,
+    model_kwargs=dict(swin_downstream_cfg["model_kwargs"], agent_shapes=((9, 9), (12, 12), (14, 14), (7, 7))),
+)
 
 register_tiny_kwargs(
     "zoo_agent_swin", img_size=64, embed_dim=16, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4), window_size=4,
