@@ -99,6 +99,33 @@ def test_mask_rcnn_trains_one_iteration(name):
     assert torch.isfinite(losses["loss"]), losses
 
 
+@pytest.mark.parametrize("path", sorted((CONFIGS / "mmdet").glob("cascade-mask-rcnn_*.py")), ids=lambda p: p.stem)
+def test_cascade_mask_rcnn_trains_one_iteration(path):
+    """A family's Cascade Mask R-CNN 3x config (its tiny backbone, fp32: mixed precision needs a GPU)."""
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+
+    init_default_scope("mmdet")
+    cfg = Config.fromfile(str(path))
+    cfg.model.backbone, cfg.model.neck.in_channels = _tiny_backbone_cfg(cfg, cfg.model.backbone.model_name)
+    cfg.model.neck.out_channels = 32
+    cfg.model.rpn_head.in_channels = cfg.model.rpn_head.feat_channels = 32
+    for extractor in ("bbox_roi_extractor", "mask_roi_extractor"):
+        cfg.model.roi_head[extractor].out_channels = 32
+    for head in cfg.model.roi_head.bbox_head:
+        head.update(in_channels=32, conv_out_channels=32, fc_out_channels=64)
+    cfg.model.roi_head.mask_head.update(in_channels=32, conv_out_channels=32)
+    cfg.optim_wrapper.type = "OptimWrapper"
+    cfg.optim_wrapper.pop("loss_scale", None)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))  # SyncBN heads need a process group
+
+    torch.manual_seed(0)
+    data = demo_mm_inputs(batch_size=2, image_shapes=[(3, HEIGHT, WIDTH)] * 2, num_classes=80, with_mask=True)
+    losses = _train_one_iteration(model, cfg, data)
+    assert {"s0.loss_cls", "s2.loss_bbox", "s2.loss_mask"} <= set(losses)
+    assert torch.isfinite(losses["loss"]), losses
+
+
 @pytest.mark.parametrize("name", FAMILY_MODELS)
 def test_upernet_trains_one_iteration(name):
     from mmseg.registry import MODELS
