@@ -3,7 +3,8 @@
 # Official: ysj9909/FFNet `detection/configs/coco/casc_mask_rcnn_ffnet_2_fpn_3x_coco.py` (distilled ImageNet model;
 # AdamW lr 1e-4, weight decay 0.05, layer-wise lr decay 0.8 over 12 layers, drop path 0.35, SyncBN, 16 images a
 # step): 51.8 box AP / 44.9 mask AP. The official constructor leaves the stem at the full lr (its names match none
-# of its layer rules); here the stem is layer 0.
+# of its layer rules) and counts each stage's downsampling as block 0 of the stage (shifting the third stage's
+# groups of 3 blocks by one); here the stem is layer 0 and the blocks are counted from 0.
 _base_ = "./_base_/cascade-mask-rcnn_zoo_fpn_giou_3x_coco.py"
 
 model = dict(
