@@ -11,4 +11,5 @@ model = dict(
     ),
     neck=dict(in_channels=[128, 256, 512, 1024]),
 )
-optim_wrapper = dict(optimizer=dict(lr=4e-4, weight_decay=0.05))
+# the official constructor decays biases (mmcv's default), not norms
+optim_wrapper = dict(optimizer=dict(lr=4e-4, weight_decay=0.05), paramwise_cfg=dict(bias_decay_mult=1.0))
