@@ -32,18 +32,17 @@ pytestmark = pytest.mark.openmmlab
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 HEIGHT, WIDTH = 96, 128
+_TRAINED_CONFIGS = {"mmdet": "mask-rcnn_*.py", "mmseg": "upernet_*.py"}  # the Cascade ones have their own test
 
 
 def _config_for(task: str, model_name: str) -> Config:
-    """The repository's Mask R-CNN ("mmdet") or UperNet ("mmseg") config of ``model_name``'s family; a family
-    without one yet runs in Swin-T's (the tests put the family's tiny backbone into it either way)."""
+    """The repository's Mask R-CNN ("mmdet") or UperNet ("mmseg") config of ``model_name``'s family."""
     family = timm.models.model_entrypoint(model_name).__module__
-    paths = sorted((CONFIGS / task).glob({"mmdet": "mask-rcnn_*.py", "mmseg": "upernet_*.py"}[task]))
-    for path in paths:
+    for path in sorted((CONFIGS / task).glob(_TRAINED_CONFIGS[task])):
         config_model = re.search(r'model_name="(\w+)"', path.read_text()).group(1)
         if timm.models.model_entrypoint(config_model).__module__ == family:
             return Config.fromfile(str(path))
-    return Config.fromfile(str(next(path for path in paths if "swin-tiny" in path.name and "-swin" not in path.name)))
+    raise LookupError(f"configs/{task} has no {_TRAINED_CONFIGS[task]} config for {family}")
 
 
 def _tiny_backbone_cfg(cfg: Config, model_name: str) -> tuple[dict, list[int]]:
@@ -85,6 +84,33 @@ def test_mask_rcnn_trains_one_iteration(name):
     data = demo_mm_inputs(batch_size=2, image_shapes=[(3, HEIGHT, WIDTH)] * 2, num_classes=80, with_mask=True)
     losses = _train_one_iteration(model, cfg, data)
     assert {"loss_rpn_cls", "loss_cls", "loss_bbox", "loss_mask"} <= set(losses)
+    assert torch.isfinite(losses["loss"]), losses
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "mmdet").glob("cascade-mask-rcnn_*.py")), ids=lambda p: p.stem)
+def test_cascade_mask_rcnn_trains_one_iteration(path):
+    """A family's Cascade Mask R-CNN 3x config (its tiny backbone, fp32: mixed precision needs a GPU)."""
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+
+    init_default_scope("mmdet")
+    cfg = Config.fromfile(str(path))
+    cfg.model.backbone, cfg.model.neck.in_channels = _tiny_backbone_cfg(cfg, cfg.model.backbone.model_name)
+    cfg.model.neck.out_channels = 32
+    cfg.model.rpn_head.in_channels = cfg.model.rpn_head.feat_channels = 32
+    for extractor in ("bbox_roi_extractor", "mask_roi_extractor"):
+        cfg.model.roi_head[extractor].out_channels = 32
+    for head in cfg.model.roi_head.bbox_head:
+        head.update(in_channels=32, conv_out_channels=32, fc_out_channels=64)
+    cfg.model.roi_head.mask_head.update(in_channels=32, conv_out_channels=32)
+    cfg.optim_wrapper.type = "OptimWrapper"
+    cfg.optim_wrapper.pop("loss_scale", None)
+    model = revert_sync_batchnorm(MODELS.build(cfg.model))  # SyncBN heads need a process group
+
+    torch.manual_seed(0)
+    data = demo_mm_inputs(batch_size=2, image_shapes=[(3, HEIGHT, WIDTH)] * 2, num_classes=80, with_mask=True)
+    losses = _train_one_iteration(model, cfg, data)
+    assert {"s0.loss_cls", "s2.loss_bbox", "s2.loss_mask"} <= set(losses)
     assert torch.isfinite(losses["loss"]), losses
 
 

@@ -24,7 +24,7 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates
+from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates
 from timm.models import generate_default_cfgs, reparameterize_model
 
 from zoo.layers.dwconv import DepthwiseConv2d
@@ -289,6 +289,10 @@ def _create_ffnet(variant: str, pretrained: bool = False, **kwargs) -> FFNet:
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("ffnet"))
+
+# The official detection/segmentation backbone (``detection/mmdet_custom/models/backbones/ffnet.py``) drops the
+# head and normalizes every returned map with a channels-first LayerNorm (eps 1e-6) named ``norm{i}``.
+downstream_cfg = dict(out_norm=partial(LayerNorm2d, eps=1e-6))
 
 register_tiny_kwargs(
     "zoo_ffnet", embed_dims=(8, 16, 16, 32), depths=(1, 1, 1, 1), stem_dim=8, kernel_sizes=(3, 7, 3, 7),

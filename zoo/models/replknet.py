@@ -162,6 +162,11 @@ def _create_replknet(variant: str, pretrained: bool = False, **kwargs) -> RepLKN
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("replknet"))
 
+# No ``downstream_cfg``: the official detection/segmentation backbone (``segmentation/replknet.py``) returns the
+# stage maps of RepLKNet-31B/L as they are. Only its XL configs (``norm_intermediate_features=True``) add a
+# BatchNorm to every returned map, kept as ``stages.{i}.norm``; a family-wide ``downstream_cfg`` cannot add it
+# to XL alone.
+
 register_tiny_kwargs("zoo_replknet", dims=(8, 16, 16, 24), depths=(1, 1, 1, 1), large_kernel_sizes=(13, 11, 7, 5))
 
 

@@ -20,6 +20,7 @@ whose checkpoints load too. The folded kernel has more taps than the three branc
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -152,6 +153,11 @@ def _create_slak(variant: str, pretrained: bool = False, **kwargs) -> SLaK:
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("slak"))
+
+# The official detection/segmentation backbone (``{detection,segmentation}/slak.py``) drops the head, normalizes
+# every returned map with a channels-first LayerNorm (eps 1e-6) named ``norm{i}`` and is configured with layer
+# scales initialized to 1 (the pretrained ones replace them).
+downstream_cfg = dict(model_kwargs=dict(layer_scale_init_value=1.0), out_norm=partial(LayerNorm2d, eps=1e-6))
 
 register_tiny_kwargs(
     "zoo_slak", dims=(8, 16, 16, 24), width_factor=1.0, depths=(1, 1, 1, 1), kernel_sizes=(13, 11, 7, 5),

@@ -225,6 +225,10 @@ def _create_unireplknet(variant: str, pretrained: bool = False, **kwargs) -> Uni
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("unireplknet"))
 
+# The official detection/segmentation backbone (``{detection,segmentation}/mm*_custom/models/backbones/unireplknet.py``)
+# drops the head and normalizes every returned map with a channels-first LayerNorm (eps 1e-6) named ``norm{i}``.
+downstream_cfg = dict(out_norm=partial(LayerNorm2d, eps=1e-6))
+
 register_tiny_kwargs(
     "zoo_unireplknet", dims=(8, 16, 16, 24), depths=(1, 1, 2, 1), kernel_sizes=((3,), (13,), (7, 3), (5,))
 )
