@@ -2,7 +2,7 @@
 # Agent Attention releases detection code for Agent-Swin and Agent-PVT only, and CSWin none: Swin-T's official
 # Mask R-CNN 1x settings (AdamW lr 1e-4, weight decay 0.05, drop path 0.2), with no weight decay on the agent
 # biases as in the official Agent-Swin configs.
-_base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
+_base_ = ["./_base_/mask-rcnn_zoo_fpn_1x_coco.py", "../_base_/agent_attention.py"]
 
 model = dict(
     backbone=dict(
@@ -10,15 +10,4 @@ model = dict(
     ),
     neck=dict(in_channels=[64, 128, 256, 512]),
 )
-optim_wrapper = dict(
-    paramwise_cfg=dict(
-        custom_keys={
-            "an_bias": dict(decay_mult=0.0),
-            "na_bias": dict(decay_mult=0.0),
-            "ah_bias": dict(decay_mult=0.0),
-            "aw_bias": dict(decay_mult=0.0),
-            "ha_bias": dict(decay_mult=0.0),
-            "wa_bias": dict(decay_mult=0.0),
-        }
-    ),
-)
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.agent_bias_no_decay}}))

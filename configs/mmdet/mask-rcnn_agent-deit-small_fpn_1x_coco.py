@@ -3,7 +3,7 @@
 # Agent Attention releases no detection code for Agent-DeiT: Swin-T's official Mask R-CNN 1x settings (AdamW
 # lr 1e-4, weight decay 0.05) with DeiT-S's drop path 0.1, no weight decay on the position embedding, class token
 # and agent biases.
-_base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
+_base_ = ["./_base_/mask-rcnn_zoo_fpn_1x_coco.py", "../_base_/agent_attention.py"]
 
 model = dict(
     backbone=dict(
@@ -14,19 +14,4 @@ model = dict(
     ),
     neck=dict(in_channels=[384, 384, 384, 384]),
 )
-optim_wrapper = dict(
-    paramwise_cfg=dict(
-        custom_keys={
-            "pos_embed": dict(decay_mult=0.0),
-            "cls_token": dict(decay_mult=0.0),
-            "an_bias": dict(decay_mult=0.0),
-            "na_bias": dict(decay_mult=0.0),
-            "ah_bias": dict(decay_mult=0.0),
-            "aw_bias": dict(decay_mult=0.0),
-            "ha_bias": dict(decay_mult=0.0),
-            "wa_bias": dict(decay_mult=0.0),
-            "ac_bias": dict(decay_mult=0.0),
-            "ca_bias": dict(decay_mult=0.0),
-        }
-    ),
-)
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.agent_deit_no_decay}}))

@@ -2,7 +2,7 @@
 # Agent Attention releases segmentation code for Agent-Swin and Agent-PVT only: the CSWin trunk's official
 # settings (microsoft/CSWin-Transformer `segmentation/configs/cswin/upernet_cswin_tiny.py`: AdamW lr 6e-5, weight
 # decay 0.01, drop path 0.3), with no weight decay on the agent biases as in the official Agent-Swin UperNet config.
-_base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
+_base_ = ["./_base_/upernet_zoo_160k_ade20k-512x512.py", "../_base_/agent_attention.py"]
 
 model = dict(
     backbone=dict(
@@ -11,15 +11,4 @@ model = dict(
     decode_head=dict(in_channels=[64, 128, 256, 512]),
     auxiliary_head=dict(in_channels=256),
 )
-optim_wrapper = dict(
-    paramwise_cfg=dict(
-        custom_keys={
-            "an_bias": dict(decay_mult=0.0),
-            "na_bias": dict(decay_mult=0.0),
-            "ah_bias": dict(decay_mult=0.0),
-            "aw_bias": dict(decay_mult=0.0),
-            "ha_bias": dict(decay_mult=0.0),
-            "wa_bias": dict(decay_mult=0.0),
-        }
-    ),
-)
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.agent_bias_no_decay}}))

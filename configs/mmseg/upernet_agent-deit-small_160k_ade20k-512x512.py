@@ -3,7 +3,7 @@
 # Agent Attention releases no segmentation code for Agent-DeiT: mmseg's DeiT-S UperNet settings
 # (`vit/vit_deit-s16_upernet_8xb2-160k_ade20k-512x512.py`: AdamW lr 6e-5, weight decay 0.01, none on the position
 # embedding, class token and norms, drop path 0.1), no weight decay on the agent biases either.
-_base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
+_base_ = ["./_base_/upernet_zoo_160k_ade20k-512x512.py", "../_base_/agent_attention.py"]
 
 model = dict(
     backbone=dict(
@@ -15,19 +15,4 @@ model = dict(
     decode_head=dict(in_channels=[384, 384, 384, 384]),
     auxiliary_head=dict(in_channels=384),
 )
-optim_wrapper = dict(
-    paramwise_cfg=dict(
-        custom_keys={
-            "pos_embed": dict(decay_mult=0.0),
-            "cls_token": dict(decay_mult=0.0),
-            "an_bias": dict(decay_mult=0.0),
-            "na_bias": dict(decay_mult=0.0),
-            "ah_bias": dict(decay_mult=0.0),
-            "aw_bias": dict(decay_mult=0.0),
-            "ha_bias": dict(decay_mult=0.0),
-            "wa_bias": dict(decay_mult=0.0),
-            "ac_bias": dict(decay_mult=0.0),
-            "ca_bias": dict(decay_mult=0.0),
-        }
-    ),
-)
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.agent_deit_no_decay}}))

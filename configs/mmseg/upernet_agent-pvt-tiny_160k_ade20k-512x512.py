@@ -4,7 +4,7 @@
 # official UperNet 160k settings are its Agent-Swin ones (`upernet_agent_swin_t_9-12-14-7.py`: AdamW lr 6e-5,
 # weight decay 0.01, none on norms and agent biases): those, with the Semantic FPN config's drop path 0.1.
 # The backbone pools its agents to the official 12x12, 16x16, 28x28, 28x28 grids (`downstream_cfg` of zoo_agent_pvt).
-_base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
+_base_ = ["./_base_/upernet_zoo_160k_ade20k-512x512.py", "../_base_/agent_attention.py"]
 
 model = dict(
     backbone=dict(
@@ -13,15 +13,4 @@ model = dict(
     decode_head=dict(in_channels=[64, 128, 320, 512]),
     auxiliary_head=dict(in_channels=320),
 )
-optim_wrapper = dict(
-    paramwise_cfg=dict(
-        custom_keys={
-            "an_bias": dict(decay_mult=0.0),
-            "na_bias": dict(decay_mult=0.0),
-            "ah_bias": dict(decay_mult=0.0),
-            "aw_bias": dict(decay_mult=0.0),
-            "ha_bias": dict(decay_mult=0.0),
-            "wa_bias": dict(decay_mult=0.0),
-        }
-    ),
-)
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.agent_bias_no_decay}}))
