@@ -1,0 +1,157 @@
+"""Building blocks of the family tests: tiny models with weights that make every tensor of a checkpoint
+matter, official key layouts written as renaming rules, loading through timm's ``pretrained=True``, and
+the checks several families repeat (re-parameterization, autocast, gradient checkpointing, the zoo
+depthwise kernel's calls)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import timm
+import torch
+from timm.utils import reparameterize_model
+
+import zoo.layers.dwconv
+from zoo.models import tiny_kwargs
+
+
+def parameter_count(name: str, **kwargs) -> int:
+    """Parameters of the registered model ``name``, built on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        model = timm.create_model(name, **kwargs)
+    return sum(p.numel() for p in model.parameters())
+
+
+def rename_keys(state_dict: dict, rules: tuple) -> dict:
+    """Each key rewritten by the ``(pattern, replacement)`` rules in order, as ``re.sub`` does."""
+    renamed = {}
+    for key, value in state_dict.items():
+        for pattern, replacement in rules:
+            key = re.sub(pattern, replacement, key)
+        renamed[key] = value
+    return renamed
+
+
+def randomize_batchnorm(model: torch.nn.Module, scale_suffixes: tuple[str, ...] = (), seed: int = 0) -> None:
+    """Random BatchNorm parameters and statistics, and the parameters named ``*<suffix>`` (layer scales,
+    usually 1e-6 or zero at init) of order one, so that every tensor of a checkpoint matters."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.copy_(1 + 0.2 * torch.randn(module.weight.shape, generator=generator))
+                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
+                module.running_mean.copy_(0.2 * torch.randn(module.running_mean.shape, generator=generator))
+                module.running_var.uniform_(0.5, 1.5, generator=generator)
+        for name, param in model.named_parameters():
+            if scale_suffixes and name.endswith(scale_suffixes):
+                param.copy_(torch.randn(param.shape, generator=generator))
+
+
+def tiny_model(name: str, scale_suffixes: tuple[str, ...] = (), **kwargs) -> torch.nn.Module:
+    """The registered model at its tiny test size (``kwargs`` override it), in eval mode, with
+    :func:`randomize_batchnorm` applied."""
+    model = timm.create_model(name, **dict(tiny_kwargs(name), **kwargs)).eval()
+    randomize_batchnorm(model, scale_suffixes)
+    return model
+
+
+def random_model(name: str, std: float = 0.05, **kwargs) -> torch.nn.Module:
+    """The registered model in eval mode with every parameter drawn from N(0, std²) (seeded)."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, **kwargs).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0, std, generator=generator)
+    return model
+
+
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def load_pretrained_file(name: str, path: str | Path, **kwargs) -> torch.nn.Module:
+    """``timm.create_model(name, pretrained=True)`` loading the local checkpoint at ``path``, in eval mode."""
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs).eval()
+
+
+def assert_same_outputs(model: torch.nn.Module, reference: torch.nn.Module, x: torch.Tensor, **tolerances) -> None:
+    """``model(x)`` equals ``reference(x)``: to the bit unless ``rtol`` / ``atol`` are given."""
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), **(tolerances or dict(rtol=0, atol=0)))
+
+
+def check_reparameterization(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """timm's ``reparameterize_model`` gives the same outputs (to 1e-5 relative), and so does the model's own
+    ``reparameterize()``, bit for bit with timm's; returns timm's folded copy."""
+    with torch.no_grad():
+        expected = model(x)
+        folded = reparameterize_model(model)
+        assert relative_difference(folded(x), expected) < 1e-5
+        model.reparameterize()
+        torch.testing.assert_close(model(x), folded(x), rtol=0, atol=0)
+    return folded
+
+
+def record_depthwise_calls(monkeypatch, record: Callable | None = None) -> list:
+    """Route ``zoo.layers.dwconv.depthwise_conv2d`` through a recorder: each call appends
+    ``record(x, weight, *args, **kwargs)`` (by default the kernel's spatial shape) to the returned list."""
+    calls = []
+    kernel = zoo.layers.dwconv.depthwise_conv2d
+    record = record or (lambda x, weight, *args, **kwargs: tuple(weight.shape[-2:]))
+
+    def recording(x, weight, *args, **kwargs):
+        calls.append(record(x, weight, *args, **kwargs))
+        return kernel(x, weight, *args, **kwargs)
+
+    monkeypatch.setattr(zoo.layers.dwconv, "depthwise_conv2d", recording)
+    return calls
+
+
+def kernel_shape_and_channels_last(x: torch.Tensor, weight: torch.Tensor, *args, **kwargs) -> tuple:
+    """A recorder for :func:`record_depthwise_calls`: the kernel's spatial shape and whether the input is
+    channels_last."""
+    return tuple(weight.shape[-2:]), x.is_contiguous(memory_format=torch.channels_last)
+
+
+def assert_finite_autocast_step(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    dtype: torch.dtype,
+    loss: Callable[[torch.Tensor], torch.Tensor] = lambda out: out.float().logsumexp(-1).sum(),
+    every_parameter: bool = True,
+) -> torch.Tensor:
+    """Forward under CPU autocast to ``dtype`` and backward: finite outputs and finite gradients (for every
+    parameter, or, with ``every_parameter=False``, for those that get one). Returns the output."""
+    with torch.autocast("cpu", dtype=dtype):
+        out = model(x)
+    assert torch.isfinite(out).all()
+    loss(out).backward()
+    for name, param in model.named_parameters():
+        if every_parameter or param.grad is not None:
+            assert param.grad is not None and torch.isfinite(param.grad).all(), name
+    return out
+
+
+def assert_bfloat16_autocast_close(model: torch.nn.Module, x: torch.Tensor, tolerance: float = 2e-2) -> None:
+    """bf16 autocast stays within ``tolerance`` (relative to the largest logit) of fp32 in eval mode, and a
+    training step under it has finite gradients everywhere."""
+    with torch.no_grad():
+        expected = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert relative_difference(model(x).float(), expected) < tolerance
+    assert_finite_autocast_step(model.train(), x, torch.bfloat16)
+
+
+def assert_grad_checkpointing_same_gradients(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """``set_grad_checkpointing(True)`` leaves every parameter's gradient as it was."""
+    model(x).sum().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(x).sum().backward()
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, expected[name], msg=name)
