@@ -58,15 +58,35 @@ def tiny_model(name: str, scale_suffixes: tuple[str, ...] = (), **kwargs) -> tor
     return model
 
 
+def randomize_parameters(model: torch.nn.Module, std: float, seed: int = 0) -> None:
+    """Every parameter drawn from N(0, std²) (seeded)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0, std, generator=generator)
+
+
 def random_model(name: str, std: float = 0.05, **kwargs) -> torch.nn.Module:
     """The registered model in eval mode with every parameter drawn from N(0, std²) (seeded)."""
     torch.manual_seed(0)
     model = timm.create_model(name, **kwargs).eval()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0, std, generator=generator)
+    randomize_parameters(model, std)
     return model
+
+
+def randomize_state(model: torch.nn.Module, std: float = 0.1, seed: int = 0, around_init: bool = False) -> None:
+    """Every floating tensor of the state dict random, buffers included, so that every tensor of a checkpoint
+    matters: N(0, std²) (added to the initial value with ``around_init``), BatchNorm running variances
+    uniform in [0.5, 1.5)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not tensor.dtype.is_floating_point:
+                continue
+            if name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
+            else:
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * std + (tensor if around_init else 0))
 
 
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -76,6 +96,13 @@ def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 def load_pretrained_file(name: str, path: str | Path, **kwargs) -> torch.nn.Module:
     """``timm.create_model(name, pretrained=True)`` loading the local checkpoint at ``path``, in eval mode."""
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs).eval()
+
+
+def load_checkpoint(name: str, checkpoint: dict, directory: Path, **kwargs) -> torch.nn.Module:
+    """``checkpoint`` saved as ``directory / "official.pth"`` and loaded by :func:`load_pretrained_file`."""
+    path = Path(directory) / "official.pth"
+    torch.save(checkpoint, path)
+    return load_pretrained_file(name, path, **kwargs)
 
 
 def assert_same_outputs(model: torch.nn.Module, reference: torch.nn.Module, x: torch.Tensor, **tolerances) -> None:

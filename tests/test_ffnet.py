@@ -3,18 +3,10 @@ against the branches they replace, and the depthwise convolutions running throug
 
 import re
 
+import _family_checks as checks
 import pytest
 import torch
 import torch.nn.functional as F
-from _family_checks import (
-    assert_same_outputs,
-    check_reparameterization,
-    load_pretrained_file,
-    parameter_count,
-    randomize_batchnorm,
-    record_depthwise_calls,
-    tiny_model,
-)
 
 import zoo  # noqa: F401
 from zoo.models import tiny_kwargs
@@ -51,12 +43,12 @@ def _official_layout(state_dict: dict) -> dict:
 
 
 def _tiny(name: str = "zoo_ffnet_3", **kwargs) -> torch.nn.Module:
-    return tiny_model(name, scale_suffixes=("layer_scale",), **kwargs)
+    return checks.tiny_model(name, scale_suffixes=("layer_scale",), **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_parameter_count_equals_official(name):
-    assert parameter_count(name) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 def test_training_time_checkpoint_loads():
@@ -71,12 +63,12 @@ def test_training_time_checkpoint_loads():
     assert expected_keys <= set(state_dict)
     model = _tiny()
     model.load_state_dict(checkpoint_filter_fn({"state_dict": state_dict, "epoch": 299}, model))
-    assert_same_outputs(model, source, torch.randn(2, 3, 64, 96))
+    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 96))
 
 
 def test_reparameterize_matches_and_loads_as_the_official_fused_layout():
     x = torch.randn(2, 3, 96, 64)
-    folded = check_reparameterization(_tiny(), x)
+    folded = checks.check_reparameterization(_tiny(), x)
 
     state_dict = _official_layout(folded.state_dict())
     assert {"patch_embed.0.bias", "stages.1.0.proj.0.bias", "stages.1.0.proj.1.bias"} <= set(state_dict)
@@ -84,13 +76,13 @@ def test_reparameterize_matches_and_loads_as_the_official_fused_layout():
     assert not any(".bn." in key or ".c." in key or ".conv1.conv." in key for key in state_dict)
     deployed = _tiny()
     deployed.load_state_dict(checkpoint_filter_fn(state_dict, deployed))
-    assert_same_outputs(deployed, folded, x)
+    checks.assert_same_outputs(deployed, folded, x)
 
 
 @pytest.mark.parametrize("stride, out_dim", [(1, 6), (2, 12)])
 def test_repvgg_branches_fuse_to_one_convolution(stride, out_dim):
     module = RepVGGDW(6, out_dim, 7, stride).eval()
-    randomize_batchnorm(module, ("layer_scale",))
+    checks.randomize_batchnorm(module, ("layer_scale",))
     x = torch.randn(2, 6, 15, 12)
     with torch.no_grad():
         expected = sum(
@@ -103,7 +95,7 @@ def test_repvgg_branches_fuse_to_one_convolution(stride, out_dim):
 
 def test_bn_conv_residual_fuses_to_one_convolution():
     module = BnConvResidual(5).eval()
-    randomize_batchnorm(module, ("layer_scale",))
+    checks.randomize_batchnorm(module, ("layer_scale",))
     x = torch.randn(2, 5, 7, 9)
     with torch.no_grad():
         expected = x + F.conv2d(module.conv.bn(x), module.conv.c.weight)
@@ -119,7 +111,7 @@ def test_stride_one_depthwise_convolutions_run_through_the_zoo_kernel(monkeypatc
     with torch.no_grad():
         expected = model(x)
     model.to(memory_format=memory_format)
-    calls = record_depthwise_calls(monkeypatch)
+    calls = checks.record_depthwise_calls(monkeypatch)
     with torch.no_grad():
         torch.testing.assert_close(model(x.to(memory_format=memory_format)), expected)
         # per block the FFN's kernel and the token mixer's two (six 3s, six 7s); a 7 runs as 7x7 + 3x3
@@ -134,8 +126,8 @@ def test_pretrained_file_loads_through_timm(tmp_path):
     source = _tiny()
     path = tmp_path / "ffnet_3.pth.tar"
     torch.save({"state_dict": _official_layout(source.state_dict()), "epoch": 299}, path)
-    model = load_pretrained_file("zoo_ffnet_3", path, **tiny_kwargs("zoo_ffnet_3"))
-    assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))
+    model = checks.load_pretrained_file("zoo_ffnet_3", path, **tiny_kwargs("zoo_ffnet_3"))
+    checks.assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))
 
 
 def test_bad_configuration_raises():

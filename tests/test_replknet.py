@@ -3,20 +3,10 @@ counts, folding, and the large-kernel convolutions running through the zoo kerne
 
 import re
 
+import _family_checks as checks
 import pytest
 import timm
 import torch
-from _family_checks import (
-    assert_bfloat16_autocast_close,
-    assert_grad_checkpointing_same_gradients,
-    assert_same_outputs,
-    check_reparameterization,
-    kernel_shape_and_channels_last,
-    load_pretrained_file,
-    parameter_count,
-    record_depthwise_calls,
-    tiny_model,
-)
 
 import zoo  # noqa: F401
 from zoo.models import tiny_kwargs
@@ -48,12 +38,12 @@ def _official_layout(state_dict: dict, mmpretrain: bool = False, num_stages: int
 
 
 def _tiny(name: str = "zoo_replknet_31b", **kwargs) -> torch.nn.Module:
-    return tiny_model(name, scale_suffixes=(), **kwargs)
+    return checks.tiny_model(name, scale_suffixes=(), **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_parameter_count_equals_official(name):
-    assert parameter_count(name) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 @pytest.mark.parametrize("mmpretrain", [False, True], ids=["official", "mmpretrain"])
@@ -69,20 +59,20 @@ def test_training_time_checkpoint_loads(mmpretrain):
     wrapped = {"state_dict": state_dict, "meta": {}} if mmpretrain else {"model": state_dict}
     model = _tiny()
     model.load_state_dict(checkpoint_filter_fn(wrapped, model))
-    assert_same_outputs(model, source, torch.randn(2, 3, 64, 48))
+    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 48))
 
 
 @pytest.mark.parametrize("name", ["zoo_replknet_31b", "zoo_replknet_xl_320"])
 def test_reparameterize_matches_and_loads_as_the_official_deploy_checkpoint(name):
     x = torch.randn(2, 3, 72, 56)
-    folded = check_reparameterization(_tiny(name), x)
+    folded = checks.check_reparameterization(_tiny(name), x)
 
     state_dict = _official_layout(folded.state_dict())
     assert "stages.0.blocks.0.large_kernel.lkb_reparam.bias" in state_dict
     assert not any("lkb_origin" in key or "small_conv" in key for key in state_dict)
     deployed = _tiny(name)
     deployed.load_state_dict(checkpoint_filter_fn(state_dict, deployed))
-    assert_same_outputs(deployed, folded, x)
+    checks.assert_same_outputs(deployed, folded, x)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
@@ -93,7 +83,7 @@ def test_large_kernels_run_through_the_zoo_kernel(monkeypatch, channels_last):
     with torch.no_grad():
         expected = model(x)
         model.to(memory_format=memory_format)
-        calls = record_depthwise_calls(monkeypatch, kernel_shape_and_channels_last)
+        calls = checks.record_depthwise_calls(monkeypatch, checks.kernel_shape_and_channels_last)
         out = model(x.to(memory_format=memory_format))
         torch.testing.assert_close(out, expected)
         assert sorted(shape for shape, _ in calls) == sorted([(13, 13), (11, 11), (7, 7), (5, 5)] + [(5, 5)] * 4)
@@ -108,7 +98,7 @@ def test_full_size_kernel_calls_per_forward(monkeypatch):
     """RepLKNet-31B: each of its 24 RepLK blocks runs its large kernel and its 5x5 kernel through the zoo
     kernel (one call per block once folded); shapes only, on a narrow copy of the model."""
     model = timm.create_model("zoo_replknet_31b", dims=(4, 4, 4, 4)).eval()
-    calls = record_depthwise_calls(monkeypatch, kernel_shape_and_channels_last)
+    calls = checks.record_depthwise_calls(monkeypatch, checks.kernel_shape_and_channels_last)
     with torch.no_grad():
         model(torch.randn(1, 3, 64, 64))
         assert sorted({shape: None for shape, _ in calls}) == [(5, 5), (13, 13), (27, 27), (29, 29), (31, 31)]
@@ -120,11 +110,11 @@ def test_full_size_kernel_calls_per_forward(monkeypatch):
 
 
 def test_grad_checkpointing_gives_the_same_gradients():
-    assert_grad_checkpointing_same_gradients(_tiny(drop_path_rate=0.0).train(), torch.randn(2, 3, 48, 40))
+    checks.assert_grad_checkpointing_same_gradients(_tiny(drop_path_rate=0.0).train(), torch.randn(2, 3, 48, 40))
 
 
 def test_bfloat16_autocast_forward_backward():
-    assert_bfloat16_autocast_close(_tiny(), torch.randn(2, 3, 64, 64))
+    checks.assert_bfloat16_autocast_close(_tiny(), torch.randn(2, 3, 64, 64))
 
 
 @pytest.mark.parametrize("layout", ["official_deploy", "mmpretrain"])
@@ -140,6 +130,6 @@ def test_pretrained_file_loads_through_timm(tmp_path, layout):
     path = tmp_path / "replknet.pth"
     torch.save(checkpoint, path)
     name = "zoo_replknet_31b"
-    model = load_pretrained_file(name, path, **tiny_kwargs(name))
+    model = checks.load_pretrained_file(name, path, **tiny_kwargs(name))
     assert hasattr(model.stages[0].blocks[0].large_kernel, "lkb_reparam") == (layout == "official_deploy")
-    assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))
+    checks.assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))

@@ -1,21 +1,11 @@
 """SLaK: official checkpoint layout (training-time and re-parameterized), parameter counts, the
 implicit-GEMM padding of the strips, folding, and the convolutions running through the zoo kernel."""
 
+import _family_checks as checks
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from _family_checks import (
-    assert_bfloat16_autocast_close,
-    assert_same_outputs,
-    check_reparameterization,
-    kernel_shape_and_channels_last,
-    load_pretrained_file,
-    parameter_count,
-    record_depthwise_calls,
-    rename_keys,
-    tiny_model,
-)
 
 import zoo  # noqa: F401
 from zoo.models import tiny_kwargs
@@ -42,12 +32,12 @@ TO_OFFICIAL = (
 
 
 def _tiny(name: str = "zoo_slak_tiny", **kwargs) -> torch.nn.Module:
-    return tiny_model(name, scale_suffixes=("gamma",), **kwargs)
+    return checks.tiny_model(name, scale_suffixes=("gamma",), **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_parameter_count_equals_official(name):
-    assert parameter_count(name) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 def test_strips_pad_as_the_implicit_gemm_convolution():
@@ -64,7 +54,7 @@ def test_strips_pad_as_the_implicit_gemm_convolution():
 
 def test_training_time_checkpoint_loads():
     source = _tiny()
-    state_dict = rename_keys(source.state_dict(), TO_OFFICIAL)
+    state_dict = checks.rename_keys(source.state_dict(), TO_OFFICIAL)
     expected_keys = {
         "downsample_layers.0.0.weight", "downsample_layers.3.1.bias", "stages.2.0.large_kernel.LoRA2.bn.running_var",
         "stages.0.0.pwconv1.weight", "stages.0.0.gamma", "norm.weight", "head.weight",
@@ -72,19 +62,19 @@ def test_training_time_checkpoint_loads():
     assert expected_keys <= set(state_dict)
     model = _tiny()
     model.load_state_dict(checkpoint_filter_fn({"model": state_dict, "epoch": 299}, model))
-    assert_same_outputs(model, source, torch.randn(2, 3, 64, 96))
+    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 96))
 
 
 def test_reparameterize_matches_and_loads_as_the_official_deploy_layout():
     x = torch.randn(2, 3, 96, 64)
-    folded = check_reparameterization(_tiny(), x)
+    folded = checks.check_reparameterization(_tiny(), x)
 
-    state_dict = rename_keys(folded.state_dict(), TO_OFFICIAL)
+    state_dict = checks.rename_keys(folded.state_dict(), TO_OFFICIAL)
     assert state_dict["stages.0.0.large_kernel.lkb_reparam.weight"].shape == (8, 1, 13, 13)
     assert not any(branch in key for key in state_dict for branch in ("LoRA", "small_conv"))
     deployed = _tiny()
     deployed.load_state_dict(checkpoint_filter_fn(state_dict, deployed))
-    assert_same_outputs(deployed, folded, x)
+    checks.assert_same_outputs(deployed, folded, x)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
@@ -95,7 +85,7 @@ def test_every_branch_runs_through_the_zoo_kernel(monkeypatch, channels_last):
     with torch.no_grad():
         expected = model(x)
     model.to(memory_format=memory_format)
-    calls = record_depthwise_calls(monkeypatch, kernel_shape_and_channels_last)
+    calls = checks.record_depthwise_calls(monkeypatch, checks.kernel_shape_and_channels_last)
     with torch.no_grad():
         torch.testing.assert_close(model(x.to(memory_format=memory_format)), expected)
         shapes = [shape for shape, _ in calls]
@@ -111,12 +101,12 @@ def test_every_branch_runs_through_the_zoo_kernel(monkeypatch, channels_last):
 
 
 def test_bfloat16_autocast_forward_backward():
-    assert_bfloat16_autocast_close(_tiny(), torch.randn(2, 3, 64, 64))
+    checks.assert_bfloat16_autocast_close(_tiny(), torch.randn(2, 3, 64, 64))
 
 
 def test_pretrained_file_loads_through_timm(tmp_path):
     source = _tiny()
     path = tmp_path / "slak.pth"
-    torch.save({"model": rename_keys(source.state_dict(), TO_OFFICIAL), "epoch": 299}, path)
-    model = load_pretrained_file("zoo_slak_tiny", path, **tiny_kwargs("zoo_slak_tiny"))
-    assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))
+    torch.save({"model": checks.rename_keys(source.state_dict(), TO_OFFICIAL), "epoch": 299}, path)
+    model = checks.load_pretrained_file("zoo_slak_tiny", path, **tiny_kwargs("zoo_slak_tiny"))
+    checks.assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))

@@ -1,19 +1,10 @@
 """UniRepLKNet: official checkpoint layout (training-time and deployed), parameter counts, GRN, folding,
 and the large and dilated depthwise convolutions running through the zoo kernel."""
 
+import _family_checks as checks
 import pytest
 import timm
 import torch
-from _family_checks import (
-    assert_grad_checkpointing_same_gradients,
-    assert_same_outputs,
-    check_reparameterization,
-    load_pretrained_file,
-    parameter_count,
-    record_depthwise_calls,
-    rename_keys,
-    tiny_model,
-)
 
 import zoo  # noqa: F401
 from zoo.models import tiny_kwargs
@@ -53,17 +44,17 @@ TO_OFFICIAL = (
 
 def _official_layout(state_dict: dict) -> dict:
     """Our keys -> the official ones; GRN's parameters have the official ``(1, 1, 1, C)`` shape."""
-    official = rename_keys(state_dict, TO_OFFICIAL)
+    official = checks.rename_keys(state_dict, TO_OFFICIAL)
     return {key: value.reshape(1, 1, 1, -1) if ".act.1." in key else value for key, value in official.items()}
 
 
 def _tiny(name: str = "zoo_unireplknet_a", **kwargs) -> torch.nn.Module:
-    return tiny_model(name, scale_suffixes=("gamma", "grn.weight", "grn.bias"), **kwargs)
+    return checks.tiny_model(name, scale_suffixes=("gamma", "grn.weight", "grn.bias"), **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_parameter_count_equals_official(name):
-    assert parameter_count(name) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 def test_kernel_sizes_per_block_are_the_official_ones():
@@ -101,12 +92,12 @@ def test_training_time_checkpoint_loads():
     assert "stages.0.0.pwconv2.0.bias" not in state_dict
     model = _tiny()
     model.load_state_dict(checkpoint_filter_fn({"model": {"module." + k: v for k, v in state_dict.items()}}, model))
-    assert_same_outputs(model, source, torch.randn(2, 3, 64, 96))
+    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 96))
 
 
 def test_reparameterize_matches_and_loads_as_the_official_deploy_layout():
     x = torch.randn(2, 3, 96, 64)
-    folded = check_reparameterization(_tiny(), x)
+    folded = checks.check_reparameterization(_tiny(), x)
 
     state_dict = _official_layout(folded.state_dict())
     assert state_dict["stages.1.0.dwconv.lk_origin.weight"].shape == (16, 1, 13, 13)
@@ -117,7 +108,7 @@ def test_reparameterize_matches_and_loads_as_the_official_deploy_layout():
     assert not any(key.endswith(".0.gamma") for key in state_dict)
     deployed = _tiny()
     deployed.load_state_dict(checkpoint_filter_fn(state_dict, deployed))
-    assert_same_outputs(deployed, folded, x)
+    checks.assert_same_outputs(deployed, folded, x)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
@@ -129,7 +120,7 @@ def test_depthwise_convolutions_run_through_the_zoo_kernel(monkeypatch, channels
     with torch.no_grad():
         expected = model(x)
     model.to(memory_format=memory_format)
-    calls = record_depthwise_calls(
+    calls = checks.record_depthwise_calls(
         monkeypatch, lambda x, weight, bias=None, padding=0, dilation=1: (tuple(weight.shape[-2:]), tuple(dilation))
     )
     with torch.no_grad():
@@ -148,7 +139,7 @@ def test_full_size_kernel_calls_per_forward(monkeypatch):
     """UniRepLKNet-S: 18 blocks of 13x13 with five dilated branches each, 33 of 3x3; shapes only, on a
     narrow copy of the model."""
     model = timm.create_model("zoo_unireplknet_s", dims=(4, 4, 4, 4)).eval()
-    calls = record_depthwise_calls(monkeypatch)
+    calls = checks.record_depthwise_calls(monkeypatch)
     with torch.no_grad():
         model(torch.randn(1, 3, 64, 64))
         assert calls.count((13, 13)) == 15 and len(calls) == 15 * 6 + 21
@@ -159,7 +150,7 @@ def test_full_size_kernel_calls_per_forward(monkeypatch):
 
 
 def test_grad_checkpointing_gives_the_same_gradients():
-    assert_grad_checkpointing_same_gradients(_tiny().train(), torch.randn(2, 3, 48, 40))
+    checks.assert_grad_checkpointing_same_gradients(_tiny().train(), torch.randn(2, 3, 48, 40))
 
 
 @pytest.mark.parametrize("form", ["training", "deploy"])
@@ -171,9 +162,9 @@ def test_hub_file_loads_through_timm(tmp_path, form):
     path = tmp_path / "unireplknet_a_in1k_224_acc77.03.pth"
     torch.save(_official_layout(source.state_dict()), path)
     name = "zoo_unireplknet_a"
-    model = load_pretrained_file(name, path, **tiny_kwargs(name))
+    model = checks.load_pretrained_file(name, path, **tiny_kwargs(name))
     assert isinstance(model.stages[0].blocks[0].norm, torch.nn.Identity) == (form == "deploy")
-    assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))
+    checks.assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))
 
 
 def test_manifest_points_at_the_official_hub_files():
