@@ -111,6 +111,25 @@ def assert_same_outputs(model: torch.nn.Module, reference: torch.nn.Module, x: t
         torch.testing.assert_close(model(x), reference(x), **(tolerances or dict(rtol=0, atol=0)))
 
 
+def check_checkpoint_filter(
+    name: str, checkpoint: dict, checkpoint_filter_fn: Callable, source: torch.nn.Module, x: torch.Tensor, **kwargs
+) -> None:
+    """A fresh ``name`` model loads ``checkpoint`` through the family's ``checkpoint_filter_fn`` and gives
+    ``source``'s outputs, bit for bit."""
+    model = timm.create_model(name, **kwargs).eval()
+    model.load_state_dict(checkpoint_filter_fn(checkpoint, model))
+    assert_same_outputs(model, source, x)
+
+
+def assert_maps_round_up(model: torch.nn.Module, sizes: tuple, reductions: tuple = (4, 8, 16, 32)) -> None:
+    """At each input size every stage's map is the input size over the stage's reduction, rounded up."""
+    with torch.no_grad():
+        for size in sizes:
+            _, intermediates = model.forward_intermediates(torch.randn(1, 3, *size))
+            for feature, r in zip(intermediates, reductions):
+                assert feature.shape[-2:] == (-(-size[0] // r), -(-size[1] // r))
+
+
 def check_reparameterization(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
     """timm's ``reparameterize_model`` gives the same outputs (to 1e-5 relative), and so does the model's own
     ``reparameterize()``, bit for bit with timm's; returns timm's folded copy."""
