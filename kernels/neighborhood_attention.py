@@ -31,6 +31,7 @@ import math
 
 import torch
 
+from . import _dispatch
 from ._dispatch import autotune, check_qkv, chunks, dot_precision, interpreting, pair, use_triton
 
 try:
@@ -537,16 +538,4 @@ def _(grad_out, q, k, v, rpb, out, lse, kernel_h, kernel_w, dilation_h, dilation
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), drpb
 
 
-def _setup_context(ctx, inputs, output):
-    q, k, v, rpb, *ctx.geometry = inputs
-    ctx.save_for_backward(q, k, v, rpb, *output)
-
-
-def _backward(ctx, grad_out, _grad_lse):
-    q, k, v, rpb, out, lse = ctx.saved_tensors
-    rpb_grad = rpb is not None and ctx.needs_input_grad[3]
-    grads = _neighborhood_attention_backward_op(grad_out, q, k, v, rpb, out, lse, *ctx.geometry, rpb_grad)
-    return *grads[:3], grads[3] if rpb_grad else None, None, None, None, None, None
-
-
-_neighborhood_attention_op.register_autograd(_backward, setup_context=_setup_context)
+_dispatch.register_biased_attention_autograd(_neighborhood_attention_op, _neighborhood_attention_backward_op)
