@@ -17,12 +17,12 @@ size and each block is a feature map (:meth:`AgentDeiT.stage_feature_map` drops 
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import (
-    DropPath,
     Mlp,
     PatchEmbed,
     calculate_drop_path_rates,
@@ -33,6 +33,7 @@ from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import Attention
 
 from zoo.layers.agent_attention import AgentAttention, resize_agent_biases
+from zoo.layers.blocks import PreNormBlock
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, build_backbone, init_trunc_normal
@@ -94,18 +95,13 @@ class SoftmaxAttention(Attention):
         return super().forward(x)
 
 
-class DeiTBlock(nn.Module):
+class DeiTBlock(PreNormBlock):
     """Pre-norm ViT block over the class token and the patches, on the packed ``(B, 1 + H, W, C)`` tensor."""
 
     def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, proj_drop: float = 0.0,
                  drop_path: float = 0.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = attn
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        super().__init__(dim, attn, mlp, drop_path, partial(nn.LayerNorm, eps=1e-6))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cls_token, patches = split_class_token(x)

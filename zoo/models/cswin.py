@@ -19,10 +19,11 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates, to_2tuple, trunc_normal_
+from timm.layers import ClassifierHead, Mlp, calculate_drop_path_rates, to_2tuple, trunc_normal_
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import window_attention
+from zoo.layers.blocks import PreNormBlock
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
@@ -99,22 +100,12 @@ class CrossShapedWindowAttention(nn.Module):
         return self.proj_drop(self.proj(out))
 
 
-class CSWinBlock(nn.Module):
+class CSWinBlock(PreNormBlock):
     """Pre-norm block: token mixing then MLP, each with a residual connection (paper Sec. 3.4)."""
 
     def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, proj_drop: float = 0.0,
                  drop_path: float = 0.0, norm_layer: type[nn.Module] = nn.LayerNorm):
-        super().__init__()
-        self.norm1 = norm_layer(dim)
-        self.attn = attn
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        super().__init__(dim, attn, Mlp(dim, int(dim * mlp_ratio), drop=proj_drop), drop_path, norm_layer)
 
 
 class ConvEmbed(nn.Module):

@@ -20,10 +20,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerScale, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import ClassifierHead, Mlp, calculate_drop_path_rates, trunc_normal_
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import neighborhood_attention2d
+from zoo.layers.blocks import PreNormBlock
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
@@ -95,7 +96,7 @@ class NeighborhoodAttention(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
-class NATBlock(nn.Module):
+class NATBlock(PreNormBlock):
     """Pre-norm block: neighborhood attention then MLP, each with optional layer scale and a residual."""
 
     def __init__(
@@ -111,19 +112,9 @@ class NATBlock(nn.Module):
         layer_scale: float | None = None,
         norm_layer: type[nn.Module] = nn.LayerNorm,
     ):
-        super().__init__()
-        self.norm1 = norm_layer(dim)
-        self.attn = NeighborhoodAttention(dim, num_heads, kernel_size, dilation, qkv_bias, proj_drop)
-        self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
-        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
-        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        attn = NeighborhoodAttention(dim, num_heads, kernel_size, dilation, qkv_bias, proj_drop)
+        mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        super().__init__(dim, attn, mlp, drop_path, norm_layer, layer_scale)
 
 
 class NATStage(Stage):

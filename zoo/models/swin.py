@@ -20,7 +20,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import (
     ClassifierHead,
-    DropPath,
     LayerNorm2d,
     Mlp,
     PatchEmbed,
@@ -33,6 +32,7 @@ from timm.layers import (
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import window_attention
+from zoo.layers.blocks import PreNormBlock
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
@@ -88,7 +88,7 @@ class WindowAttention(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
-class SwinTransformerBlock(nn.Module):
+class SwinTransformerBlock(PreNormBlock):
     """Pre-norm block: token mixing then MLP, each with a residual connection (paper Eq. 3).
 
     The mixer is Swin's (S)W-MSA unless another ``(B, H, W, C) -> (B, H, W, C)`` module is given
@@ -98,17 +98,8 @@ class SwinTransformerBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int], shift_size: tuple[int, int],
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, proj_drop: float = 0.0,
                  drop_path: float = 0.0, norm_layer: type[nn.Module] = nn.LayerNorm, attn: nn.Module | None = None):
-        super().__init__()
-        self.norm1 = norm_layer(dim)
-        self.attn = attn or WindowAttention(dim, num_heads, window_size, shift_size, qkv_bias, proj_drop)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        attn = attn or WindowAttention(dim, num_heads, window_size, shift_size, qkv_bias, proj_drop)
+        super().__init__(dim, attn, Mlp(dim, int(dim * mlp_ratio), drop=proj_drop), drop_path, norm_layer)
 
 
 class PatchMerging(nn.Module):
