@@ -16,6 +16,25 @@ from timm.utils import reparameterize_model
 import zoo.layers.dwconv
 from zoo.models import tiny_kwargs
 
+# Our keys -> official ones, for layouts that several families' official code shares. ConvNeXt's: the stem
+# is ``downsample_layers.0``, stage i's downsampling ``downsample_layers.i`` and its blocks ``stages.i.j``.
+TO_CONVNEXT_LAYOUT = (
+    (r"^stem\.", "downsample_layers.0."),
+    (r"^stages\.(\d+)\.downsample\.", r"downsample_layers.\1."),
+    (r"^stages\.(\d+)\.blocks\.(\d+)\.", r"stages.\1.\2."),
+)
+# A NormMlpClassifierHead's norm and linear as a bare final ``norm`` and ``head``.
+TO_BARE_HEAD = ((r"^head\.norm\.", "norm."), (r"^head\.fc\.", "head."))
+# timm's InvertedResidual as cvnets' (``exp_1x1`` / ``conv_3x3`` / ``red_1x1`` conv-norm layers).
+TO_CVNETS_INVERTED_RESIDUAL = (
+    (r"\.conv_pw\.", ".block.exp_1x1.block.conv."),
+    (r"\.bn1\.", ".block.exp_1x1.block.norm."),
+    (r"\.conv_dw\.", ".block.conv_3x3.block.conv."),
+    (r"\.bn2\.", ".block.conv_3x3.block.norm."),
+    (r"\.conv_pwl\.", ".block.red_1x1.block.conv."),
+    (r"\.bn3\.", ".block.red_1x1.block.norm."),
+)
+
 
 def parameter_count(name: str, **kwargs) -> int:
     """Parameters of the registered model ``name``, built on the meta device (no memory, no init)."""

@@ -25,12 +25,7 @@ SMALL = dict(stem_dim=8, dims=(8, 16, 16, 24, 32), depths=(1, 2, 1, 1, 1), aff_d
 TO_OFFICIAL = (
     (r"\.conv\.", ".block.conv."),
     (r"\.bn\.", ".block.norm."),
-    (r"\.conv_pw\.", ".block.exp_1x1.block.conv."),
-    (r"\.bn1\.", ".block.exp_1x1.block.norm."),
-    (r"\.conv_dw\.", ".block.conv_3x3.block.conv."),
-    (r"\.bn2\.", ".block.conv_3x3.block.norm."),
-    (r"\.conv_pwl\.", ".block.red_1x1.block.conv."),
-    (r"\.bn3\.", ".block.red_1x1.block.norm."),
+    *checks.TO_CVNETS_INVERTED_RESIDUAL,
     (r"\.blocks\.", ".global_rep."),
     (r"^stem\.", "conv_1."),
     (r"^final_conv\.", "conv_1x1_exp."),

@@ -1,4 +1,4 @@
-"""BiFormer: official checkpoint layouts, BRA semantics with padding, sizes, precision."""
+"""BiFormer: official checkpoint layouts, BRA semantics with padding, sizes (autocast: test_autocast.py)."""
 
 import _family_checks as checks
 import pytest
@@ -187,12 +187,3 @@ def test_any_input_size():
         assert stl(torch.randn(1, 3, 45, 70)).shape == (1, 1000)
     with pytest.raises(ValueError, match="at least 32x32"):
         stl(torch.randn(1, 3, 31, 64))
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, pytest.param(torch.float16, marks=pytest.mark.slow)])
-def test_mixed_precision_default_size(dtype):
-    """Autocast forward + backward of the smallest variant at 224² (CPU): finite logits and gradients.
-    (fp16 is emulated on CPU, hence slow.)"""
-    torch.manual_seed(0)
-    model = timm.create_model("zoo_biformer_tiny").train()
-    checks.assert_finite_autocast_step(model, torch.randn(2, 3, 224, 224), dtype)

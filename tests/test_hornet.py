@@ -25,12 +25,9 @@ SMALL = dict(base_dim=16, depths=(1, 1, 2, 1))
 
 # Our key -> the official key (hornet.py: downsample_layers, stages.{i}.{j}, pwconv1/2, norm, head).
 TO_OFFICIAL = (
-    (r"^stem\.", "downsample_layers.0."),
-    (r"^stages\.(\d)\.downsample\.", r"downsample_layers.\1."),
-    (r"^stages\.(\d)\.blocks\.(\d+)\.", r"stages.\1.\2."),
+    *checks.TO_CONVNEXT_LAYOUT,
     (r"\.mlp\.fc([12])\.", r".pwconv\1."),
-    (r"^head\.norm\.", "norm."),
-    (r"^head\.fc\.", "head."),
+    *checks.TO_BARE_HEAD,
 )
 
 

@@ -1,4 +1,5 @@
-"""NAT / DiNAT: official and Hugging Face checkpoint layouts, padding of small maps, sizes, precision."""
+"""NAT / DiNAT: official and Hugging Face checkpoint layouts, padding of small maps, sizes
+(autocast: test_autocast.py)."""
 
 import re
 
@@ -198,12 +199,3 @@ def test_full_size_parameter_counts_match_official(name):
 def test_any_input_size():
     model = timm.create_model("zoo_dinat_mini", **dict(SMALL, dilations=((8,), (1, 4), (2,), (1,)))).eval()
     checks.assert_maps_round_up(model, sizes=((33, 47), (7, 9), (1, 1)))
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, pytest.param(torch.float16, marks=pytest.mark.slow)])
-def test_mixed_precision_default_size(dtype):
-    """Autocast forward + backward of the smallest variant at 224² (CPU): finite logits and gradients.
-    (fp16 is emulated on CPU, hence slow.)"""
-    torch.manual_seed(0)
-    model = timm.create_model("zoo_dinat_mini").train()
-    checks.assert_finite_autocast_step(model, torch.randn(1, 3, 224, 224), dtype)

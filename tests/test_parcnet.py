@@ -1,5 +1,5 @@
 """ParCNetV2 and ParC-Net v1: official checkpoint layouts, parameter counts, the oversized and circular
-convolutions against functional references written from the official code, autocast."""
+convolutions against functional references written from the official code (autocast: test_autocast.py)."""
 
 import re
 
@@ -47,12 +47,7 @@ V1_TO_OFFICIAL = (
     (r"^final_conv\.bn\.", "conv_1x1_exp.block.norm."),
     (r"^head\.fc\.", "classifier.fc."),
     (r"^stages\.(\d)\.", lambda m: f"layer_{int(m.group(1)) + 1}."),
-    (r"\.conv_pw\.", ".block.exp_1x1.block.conv."),
-    (r"\.bn1\.", ".block.exp_1x1.block.norm."),
-    (r"\.conv_dw\.", ".block.conv_3x3.block.conv."),
-    (r"\.bn2\.", ".block.conv_3x3.block.norm."),
-    (r"\.conv_pwl\.", ".block.red_1x1.block.conv."),
-    (r"\.bn3\.", ".block.red_1x1.block.norm."),
+    *checks.TO_CVNETS_INVERTED_RESIDUAL,
     (r"\.conv_kxk\.conv\.", ".dim_adaptive.0.block.conv."),
     (r"\.conv_kxk\.bn\.", ".dim_adaptive.0.block.norm."),
     (r"\.conv_1x1\.", ".dim_adaptive.1.block.conv."),
@@ -273,12 +268,3 @@ def test_circular_conv_wraps_around():
     x, kernel = torch.randn(1, 3, 5, 7), torch.randn(3, 1, 1, 7)
     expected = sum(kernel[:, 0, 0, k].view(1, 3, 1, 1) * torch.roll(x, -k, dims=3) for k in range(7))
     torch.testing.assert_close(parcnet.circular_conv(x, kernel, "w"), expected)
-
-
-@pytest.mark.parametrize("name, batch", [("zoo_parcnetv2_xt", 1), ("zoo_parcnet_s", 2)])  # batch 2: BatchNorm
-@pytest.mark.parametrize("dtype", [torch.bfloat16, pytest.param(torch.float16, marks=pytest.mark.slow)])
-def test_autocast_forward_backward_is_finite(name, batch, dtype):
-    model = timm.create_model(name).train()
-    size = model.pretrained_cfg["input_size"][-1]
-    x = torch.randn(batch, 3, size, size)
-    checks.assert_finite_autocast_step(model, x, dtype)

@@ -1,4 +1,5 @@
-"""SHViT: official and timm checkpoint layouts, parameter counts, re-parameterization, input sizes, autocast."""
+"""SHViT: official and timm checkpoint layouts, parameter counts, re-parameterization, input sizes
+(autocast: test_autocast.py)."""
 
 import math
 
@@ -165,10 +166,3 @@ def test_single_head_attention_matches_paper():
         for fused_attn in (True, False):
             attn.fused_attn = fused_attn
             torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, pytest.param(torch.float16, marks=pytest.mark.slow)])
-def test_autocast_forward_backward_is_finite(dtype):
-    model = timm.create_model("zoo_shvit_s1").train()
-    x = torch.randn(2, 3, 224, 224)
-    checks.assert_finite_autocast_step(model, x, dtype)

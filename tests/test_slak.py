@@ -21,13 +21,10 @@ OFFICIAL_PARAMS = {
 }
 
 TO_OFFICIAL = (
-    (r"^stem\.", "downsample_layers.0."),
-    (r"^stages\.(\d+)\.downsample\.", r"downsample_layers.\1."),
-    (r"^stages\.(\d+)\.blocks\.(\d+)\.", r"stages.\1.\2."),
+    *checks.TO_CONVNEXT_LAYOUT,
     (r"\.mlp\.fc1\.", ".pwconv1."),
     (r"\.mlp\.fc2\.", ".pwconv2."),
-    (r"^head\.norm\.", "norm."),
-    (r"^head\.fc\.", "head."),
+    *checks.TO_BARE_HEAD,
 )
 
 

@@ -26,9 +26,7 @@ OFFICIAL_PARAMS = {
 }
 
 TO_OFFICIAL = (
-    (r"^stem\.", "downsample_layers.0."),
-    (r"^stages\.(\d+)\.downsample\.", r"downsample_layers.\1."),
-    (r"^stages\.(\d+)\.blocks\.(\d+)\.", r"stages.\1.\2."),
+    *checks.TO_CONVNEXT_LAYOUT,
     (r"\.se\.fc1\.", ".se.down."),
     (r"\.se\.fc2\.", ".se.up."),
     (r"\.pwconv1\.", ".pwconv1.1."),
@@ -37,8 +35,7 @@ TO_OFFICIAL = (
     (r"\.pwconv2\.", ".pwconv2.0."),
     (r"\.ffn_norm\.", ".pwconv2.2."),
     (r"\.layer_scale\.gamma$", ".gamma"),
-    (r"^head\.norm\.", "norm."),
-    (r"^head\.fc\.", "head."),
+    *checks.TO_BARE_HEAD,
 )
 
 

@@ -30,7 +30,7 @@ from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
 from ._registry import register_model, register_tiny_kwargs
-from ._state_dict import rename_keys, unwrap_checkpoint
+from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
 __all__ = ["BiFormer"]
 
@@ -203,9 +203,7 @@ class BiFormer(Backbone):
 
 # Official (rayleizhu/BiFormer) key -> ours, applied in order.
 _OFFICIAL_RENAMES = (
-    (r"^downsample_layers\.0\.", "stem."),
-    (r"^downsample_layers\.(\d+)\.", r"stages.\1.downsample."),
-    (r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
+    *CONVNEXT_RENAMES,
     (r"\.attn\.qkv\.qkv\.", ".attn.qkv."),
     (r"\.attn\.wo\.", ".attn.proj."),
     (r"\.mlp\.0\.", ".mlp.fc1."),
