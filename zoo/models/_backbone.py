@@ -44,6 +44,7 @@ any other stage whole.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -56,7 +57,7 @@ from torch.utils.checkpoint import checkpoint
 from zoo.hub import build_model_with_cfg
 from zoo.layers.checks import check_image_batch
 
-__all__ = ["Backbone", "Stage", "StageFeatures", "build_backbone", "init_trunc_normal"]
+__all__ = ["Backbone", "Stage", "StageFeatures", "build_backbone", "init_conv_fan_out", "init_trunc_normal"]
 
 _FORMATS = ("NCHW", "NHWC")
 
@@ -235,6 +236,19 @@ def init_trunc_normal(module: nn.Module, layers: tuple[type[nn.Module], ...] = (
         trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def init_conv_fan_out(module: nn.Module) -> None:
+    """:func:`init_trunc_normal` for linears, and convolutions drawn from N(0, 2 / fan_out) with the fan-out
+    over one group's kernel taps and output channels (He, fan-out mode) and zero biases: the
+    initialization of the PVTv2-derived families: ``model.apply(init_conv_fan_out)``."""
+    if isinstance(module, nn.Conv2d):
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    else:
+        init_trunc_normal(module)
 
 
 class StageFeatures(FeatureGetterNet):

@@ -36,7 +36,7 @@ from timm.models import generate_default_cfgs
 from zoo.layers.spectral import GlobalFilter, resize_filter
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["GFNet", "GFNetH", "GlobalFilterBlock", "resize_pos_embed"]
@@ -85,13 +85,6 @@ class _PosEmbedBackbone(Backbone):
         b, h, w, c = x.shape
         pos_embed = resize_pos_embed(self.pos_embed, self.patch_embed.grid_size, (h, w))
         return self.pos_drop(x + pos_embed.reshape(1, h, w, c))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -142,7 +135,7 @@ class GFNet(_PosEmbedBackbone):
         self.norm = _layer_norm(embed_dim)
         self.head = ClassifierHead(embed_dim, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC")
         trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(self._init_weights)
+        self.apply(init_trunc_normal)
 
     def make_block(self, index: int, dim: int, grid: tuple[int, int], mlp_ratio: float, drop: float,
                    drop_path: float) -> nn.Module:
@@ -229,7 +222,7 @@ class GFNetH(_PosEmbedBackbone):
             self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
         )
         trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(self._init_weights)
+        self.apply(init_trunc_normal)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
