@@ -26,7 +26,6 @@ from timm.layers import (
     DropPath,
     LayerScale,
     Mlp,
-    PatchEmbed,
     calculate_drop_path_rates,
     resample_abs_pos_embed,
     trunc_normal_,
@@ -36,7 +35,7 @@ from timm.models import generate_default_cfgs
 from zoo.layers.spectral import GlobalFilter, resize_filter
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
+from ._backbone import Backbone, IsotropicBackbone, Stage, build_backbone, init_trunc_normal, token_map_patch_embed
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["GFNet", "GFNetH", "GlobalFilterBlock", "resize_pos_embed"]
@@ -91,15 +90,12 @@ class _PosEmbedBackbone(Backbone):
         return {"pos_embed"}
 
 
-class GFNet(_PosEmbedBackbone):
+class GFNet(_PosEmbedBackbone, IsotropicBackbone):
     """Isotropic GFNet: patch embedding, position embedding, ``depth`` global filter blocks.
 
     Each block is a stage of ``feature_info`` (stride ``patch_size``); the filters are learned for the
     ``img_size // patch_size`` grid. Subclasses change the blocks through ``make_block``.
     """
-
-    stages_name = "blocks"
-    output_fmt = "NHWC"
 
     def __init__(
         self,
@@ -119,11 +115,7 @@ class GFNet(_PosEmbedBackbone):
         super().__init__(in_chans, num_classes, global_pool)
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
 
-        self.patch_embed = PatchEmbed(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
-            output_fmt="NHWC", strict_img_size=False, dynamic_img_pad=True,
-        )
-        grid = self.patch_embed.grid_size
+        grid = self.embed_patches(img_size, patch_size, embed_dim, depth)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1], embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
         drop_path = calculate_drop_path_rates(drop_path_rate, depth)
@@ -131,7 +123,6 @@ class GFNet(_PosEmbedBackbone):
             self.make_block(i, embed_dim, grid, mlp_ratio, proj_drop_rate, drop_path[i], **block_kwargs)
             for i in range(depth)
         ])
-        self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)]
         self.norm = _layer_norm(embed_dim)
         self.head = ClassifierHead(embed_dim, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC")
         trunc_normal_(self.pos_embed, std=0.02)
@@ -200,10 +191,7 @@ class GFNetH(_PosEmbedBackbone):
             raise ValueError(f"embed_dims {embed_dims} and depths {depths} must have one entry per stage")
         self.num_features = self.head_hidden_size = embed_dims[-1]
 
-        self.patch_embed = PatchEmbed(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dims[0],
-            output_fmt="NHWC", strict_img_size=False, dynamic_img_pad=True,
-        )
+        self.patch_embed = token_map_patch_embed(img_size, patch_size, in_chans, embed_dims[0])
         grid = self.patch_embed.grid_size
         self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1], embed_dims[0]))
         self.pos_drop = nn.Dropout(drop_rate)
