@@ -201,6 +201,16 @@ def assert_finite_autocast_step(
     return out
 
 
+def assert_autocast_keeps_fp32(layer: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Under CPU autocast to ``dtype``, ``layer`` computes the fp32 input ``x`` in fp32: the same output, bit
+    for bit, as without autocast. Returns that output (for a backward pass)."""
+    expected = layer(x)
+    with torch.autocast("cpu", dtype=dtype):
+        out = layer(x)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)  # dtype included
+    return out
+
+
 def assert_bfloat16_autocast_close(model: torch.nn.Module, x: torch.Tensor, tolerance: float = 2e-2) -> None:
     """bf16 autocast stays within ``tolerance`` (relative to the largest logit) of fp32 in eval mode, and a
     training step under it has finite gradients everywhere."""

@@ -39,8 +39,7 @@ def test_parameter_counts_match_official(name):
 
 @pytest.mark.parametrize("name", ["zoo_hornet_tiny", "zoo_hornet_tiny_gf"])
 def test_official_checkpoint_loads(tmp_path, name):
-    reference = timm.create_model(name, **SMALL).eval()
-    checks.randomize_parameters(reference, std=0.1)
+    reference = checks.random_model(name, std=0.1, **SMALL)
     official = checks.rename_keys(reference.state_dict(), TO_OFFICIAL)
     expected_shapes = {
         "downsample_layers.0.0.weight": (16, 3, 4, 4),
@@ -73,8 +72,7 @@ def test_official_checkpoint_loads(tmp_path, name):
 
 def test_global_filter_resized_at_load_equals_resized_at_runtime(tmp_path):
     """A 224 GF checkpoint loaded into a 384 model gives the 224 model's outputs on 384 inputs."""
-    reference = timm.create_model("zoo_hornet_tiny_gf", **SMALL).eval()
-    checks.randomize_parameters(reference, std=0.1)
+    reference = checks.random_model("zoo_hornet_tiny_gf", std=0.1, **SMALL)
     path = tmp_path / "gf_224.pth"
     torch.save({"model": checks.rename_keys(reference.state_dict(), TO_OFFICIAL)}, path)
     model = checks.load_pretrained_file("zoo_hornet_tiny_gf", path, img_size=384, **SMALL)

@@ -67,8 +67,7 @@ def test_heads_that_do_not_divide_the_width_are_refused():
 
 @pytest.mark.parametrize("name, kwargs", [("zoo_spectformer_xs", SMALL), ("zoo_spectformer_h_s", SMALL_H)])
 def test_official_layout_loads_and_gives_the_same_output(name, kwargs):
-    source = timm.create_model(name, **kwargs).eval()
-    checks.randomize_parameters(source, std=0.1)
+    source = checks.random_model(name, std=0.1, **kwargs)
     checkpoint = official_layout(source)
     assert "head.weight" in checkpoint["model"]
     x = torch.randn(2, 3, kwargs["img_size"], kwargs["img_size"])
@@ -88,8 +87,7 @@ def test_hierarchical_logits_add_half_the_best_token_score():
 
 
 def test_hierarchical_filters_resize_at_load_and_in_the_forward_pass():
-    source = timm.create_model("zoo_spectformer_h_s", **SMALL_H).eval()
-    checks.randomize_parameters(source, std=0.1)
+    source = checks.random_model("zoo_spectformer_h_s", std=0.1, **SMALL_H)
     assert source.stages[0].blocks[0].attn.complex_weight.shape == (16, 9, 8, 2)
     assert source.stages[1].blocks[0].attn.complex_weight.shape == (8, 5, 16, 2)
     bigger = timm.create_model("zoo_spectformer_h_s", **dict(SMALL_H, img_size=96)).eval()

@@ -27,8 +27,7 @@ def test_parameter_count_matches_official(name):
 
 
 def test_official_layout_loads_and_gives_the_same_output():
-    source = timm.create_model("zoo_svt_h_s", **SMALL).eval()
-    checks.randomize_parameters(source, std=0.1)
+    source = checks.random_model("zoo_svt_h_s", std=0.1, **SMALL)
     checkpoint = official_layout(source)
     assert "block1.1.attn.complex_weight_lh_b2" in checkpoint["model"]
     assert "block1.0.attn.xfm.h0o" in checkpoint["model"]  # pytorch_wavelets' filters are in the state dict
@@ -51,8 +50,7 @@ def test_dtcwt_equals_pytorch_wavelets_and_inverts(size):
 
 
 def test_low_pass_weight_resizes_at_load_and_in_the_forward_pass():
-    source = timm.create_model("zoo_svt_h_s", **SMALL).eval()
-    checks.randomize_parameters(source, std=0.1)
+    source = checks.random_model("zoo_svt_h_s", std=0.1, **SMALL)
     assert source.stages[0].blocks[0].attn.complex_weight_ll.shape == (8, 16, 16)
     bigger = timm.create_model("zoo_svt_h_s", **dict(SMALL, img_size=(88, 72))).eval()
     bigger.load_state_dict(checkpoint_filter_fn(official_layout(source), bigger))
@@ -81,10 +79,7 @@ def test_odd_maps_are_padded_for_the_transform(size):
 def test_scattering_runs_in_fp32_under_autocast_with_large_activations(dtype):
     mixer = ScatteringMixer(dim=8, size=(14, 14))
     x = (torch.randn(2, 14, 14, 8) * 200).requires_grad_()
-    expected = mixer(x)
-    with torch.autocast("cpu", dtype=dtype):
-        out = mixer(x)
-    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    out = checks.assert_autocast_keeps_fp32(mixer, x, dtype)
     out.sum().backward()
     assert torch.isfinite(x.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in mixer.parameters())
