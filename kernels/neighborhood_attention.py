@@ -37,6 +37,8 @@ from ._dispatch import autotune, check_qkv, chunks, dot_precision, interpreting,
 try:
     import triton
     import triton.language as tl
+
+    from ._online_softmax import online_softmax_step
 except ImportError:
     triton = None
 
@@ -235,12 +237,7 @@ if triton is not None:
             if HAS_RPB:
                 s += tl.load(bias_ptrs + ki * s_rr, mask=hit, other=0.0).to(tl.float32) * _LOG2E
             s = tl.where(hit, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-            m_i = m_new
+            m_i, l_i, acc = online_softmax_step(s, v, m_i, l_i, acc, PRECISION)
 
         l_i = tl.where(l_i > 0, l_i, 1.0)
         out = acc / l_i[:, None]
