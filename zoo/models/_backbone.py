@@ -50,7 +50,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
-from timm.layers import NormMlpClassifierHead, PatchEmbed, trunc_normal_
+from timm.layers import ClassifierHead, NormMlpClassifierHead, PatchEmbed, trunc_normal_
 from timm.models import checkpoint_seq
 from timm.models._features import FeatureGetterNet, feature_take_indices
 from torch.utils.checkpoint import checkpoint
@@ -124,6 +124,12 @@ class Backbone(nn.Module):
     def final_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's output -> ``forward_features``' output: the final norm."""
         return self.norm(x)
+
+    def classifier_head(self, drop_rate: float = 0.0) -> ClassifierHead:
+        """timm's ``ClassifierHead`` for this model: ``global_pool`` over the ``num_features`` channels of an
+        ``output_fmt`` map (set ``num_features`` first), dropout, then the linear classifier."""
+        return ClassifierHead(self.num_features, self.num_classes, pool_type=self.global_pool,
+                              drop_rate=drop_rate, input_fmt=self.output_fmt)
 
     # -- running the stages ----------------------------------------------------------------------
 

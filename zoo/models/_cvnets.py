@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, ConvNormAct
+from timm.layers import ConvNormAct
 from timm.models._efficientnet_blocks import InvertedResidual
 
 from ._backbone import Backbone
@@ -68,7 +68,7 @@ class CvnetsBackbone(Backbone):
         self.final_conv = ConvNormAct(dims[-1], final_dim, 1, act_layer=act_layer)
         self.norm = nn.Identity()
         self.num_features = self.head_hidden_size = final_dim
-        self.head = ClassifierHead(final_dim, self.num_classes, pool_type=self.global_pool, drop_rate=drop_rate)
+        self.head = self.classifier_head(drop_rate)
         self.apply(self._init_weights)
 
     @staticmethod

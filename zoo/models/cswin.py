@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, Mlp, calculate_drop_path_rates, to_2tuple
+from timm.layers import Mlp, calculate_drop_path_rates, to_2tuple
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import window_attention
@@ -211,9 +211,7 @@ class CSWinTransformer(Backbone):
             grid = [(g + 1) // 2 for g in grid]
         self.stages = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features)
-        self.head = ClassifierHead(
-            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
-        )
+        self.head = self.classifier_head(drop_rate)
         self.apply(init_trunc_normal)
 
 

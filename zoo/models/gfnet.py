@@ -22,7 +22,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import (
-    ClassifierHead,
     DropPath,
     LayerScale,
     Mlp,
@@ -124,7 +123,7 @@ class GFNet(_PosEmbedBackbone, IsotropicBackbone):
             for i in range(depth)
         ])
         self.norm = _layer_norm(embed_dim)
-        self.head = ClassifierHead(embed_dim, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC")
+        self.head = self.classifier_head(drop_rate)
         trunc_normal_(self.pos_embed, std=0.02)
         self.apply(init_trunc_normal)
 
@@ -206,9 +205,7 @@ class GFNetH(_PosEmbedBackbone):
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=patch_size * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = _layer_norm(self.num_features)
-        self.head = ClassifierHead(
-            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
-        )
+        self.head = self.classifier_head(drop_rate)
         trunc_normal_(self.pos_embed, std=0.02)
         self.apply(init_trunc_normal)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import Mlp, calculate_drop_path_rates, trunc_normal_
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import neighborhood_attention2d
@@ -217,9 +217,7 @@ class NAT(Backbone):
             self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features)
-        self.head = ClassifierHead(
-            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
-        )
+        self.head = self.classifier_head(drop_rate)
         self.apply(init_trunc_normal)
 
     @torch.jit.ignore

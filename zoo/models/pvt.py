@@ -21,7 +21,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, Mlp, calculate_drop_path_rates, to_2tuple, trunc_normal_
+from timm.layers import Mlp, calculate_drop_path_rates, to_2tuple, trunc_normal_
 from timm.models import checkpoint_seq
 
 from zoo.layers.blocks import PreNormBlock
@@ -145,9 +145,7 @@ class PyramidVisionTransformer(Backbone):
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()
-        self.head = ClassifierHead(
-            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
-        )
+        self.head = self.classifier_head(drop_rate)
         self.apply(init_trunc_normal)
 
 

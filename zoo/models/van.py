@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates
+from timm.layers import DropPath, LayerNorm2d, calculate_drop_path_rates
 from timm.models import generate_default_cfgs
 
 from zoo.layers.dwconv import DepthwiseConv2d
@@ -181,7 +181,7 @@ class VAN(Backbone):
             self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.head = self.classifier_head(drop_rate)
         self.apply(init_conv_fan_out)
 
 
