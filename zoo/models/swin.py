@@ -32,6 +32,7 @@ from timm.models import generate_default_cfgs
 
 from zoo.kernels import window_attention
 from zoo.layers.blocks import PreNormBlock
+from zoo.layers.map_attention import PaddedHeadsAttention
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
@@ -55,7 +56,7 @@ def stage_window_and_shift(resolution: tuple[int, int], window_size: tuple[int, 
     return window, shift
 
 
-class WindowAttention(nn.Module):
+class WindowAttention(PaddedHeadsAttention):
     """Multi-head self-attention inside (shifted) windows with Swin's relative position bias.
 
     Takes a ``(B, H, W, C)`` map of any size: it is padded to a multiple of the window (as the
@@ -64,27 +65,19 @@ class WindowAttention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int], shift_size: tuple[int, int] = (0, 0),
                  qkv_bias: bool = True, proj_drop: float = 0.0):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        super().__init__(dim, num_heads, qkv_bias, proj_drop)
         self.window_size = window_size
         self.shift_size = shift_size
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window_size[0] - 1) * (2 * window_size[1] - 1), num_heads)
         )
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, h, w, c = x.shape
-        x = F.pad(x, (0, 0, 0, -w % self.window_size[1], 0, -h % self.window_size[0]))
-        b, hp, wp, _ = x.shape
-        q, k, v = self.qkv(x).reshape(b, hp, wp, 3, self.num_heads, self.head_dim).unbind(3)
-        x = window_attention(q, k, v, self.window_size, self.shift_size, rpb=self.relative_position_bias_table)
-        x = x.reshape(b, hp, wp, c)[:, :h, :w]
-        return self.proj_drop(self.proj(x))
+    def padding(self, h: int, w: int) -> tuple[int, int]:
+        return -h % self.window_size[0], -w % self.window_size[1]
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return window_attention(q, k, v, self.window_size, self.shift_size, rpb=self.relative_position_bias_table)
 
 
 class SwinTransformerBlock(PreNormBlock):
