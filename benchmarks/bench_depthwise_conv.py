@@ -13,13 +13,11 @@ On CPU (``quick``) only the reference path (which is ``F.conv2d``) runs, at tiny
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from _timing import measure
+from _timing import forced_kernels, measure, result_row
 
 import zoo.kernels.depthwise_conv as dwconv
 
@@ -45,20 +43,6 @@ QUICK_CASES = [
 
 
 BASELINE_NOTE = {"cuda": ", cudnn.benchmark=True"}
-
-
-@contextmanager
-def _kernels(choice: str):
-    """Force ``ZOO_KERNELS`` for the calls inside the block."""
-    previous = os.environ.get("ZOO_KERNELS")
-    os.environ["ZOO_KERNELS"] = choice
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("ZOO_KERNELS")
-        else:
-            os.environ["ZOO_KERNELS"] = previous
 
 
 def torch_conv(x, weight, bias, dilation):
@@ -119,7 +103,7 @@ def _case_rows(case, batch, channels, size, kernel, dilation, dtype, channels_la
     for name, (conv, choice) in impls.items():
         ms, peak_mb, notes = float("nan"), float("nan"), ""
         try:
-            with _kernels(choice):
+            with forced_kernels(choice):
                 ms, peak_mb = _timed(conv, inputs, dilation, mode, device)
                 if name == "triton":
                     notes = _triton_notes(inputs, dilation, mode)
@@ -128,19 +112,7 @@ def _case_rows(case, batch, channels, size, kernel, dilation, dtype, channels_la
         if baseline_ms is None:
             baseline_ms = ms
             notes = notes or f"baseline: F.conv2d(groups=C){BASELINE_NOTE.get(device.type, '')}"
-        rows.append(
-            dict(
-                op="depthwise_conv",
-                case=case,
-                dtype=str(dtype).removeprefix("torch."),
-                mode=mode,
-                impl=name,
-                ms=ms,
-                peak_mb=peak_mb,
-                speedup=baseline_ms / ms,
-                notes=notes,
-            )
-        )
+        rows.append(result_row("depthwise_conv", case, dtype, mode, name, ms, peak_mb, baseline_ms, notes))
     return rows
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from _timing import autotuned_choice, flex_enabled, measure
+from _timing import autotuned_choice, flex_enabled, result_row, time_attention
 
 from zoo.kernels import neighborhood_attention as na
 from zoo.kernels.neighborhood_attention import neighborhood_attention2d, neighborhood_attention2d_reference
@@ -112,25 +112,6 @@ def _inputs(batch: int, size: int, heads: int, dtype: torch.dtype, device, grad:
     return q, k, v, rpb
 
 
-def _timed(attention, inputs, mode: str, device):
-    q, k, v, rpb = inputs
-    if mode == "fwd":
-
-        def step():
-            with torch.no_grad():
-                return attention(q, k, v, rpb)
-    else:
-        grad_out = torch.randn(q.shape, device=q.device, dtype=q.dtype)
-
-        def step():
-            out = attention(q, k, v, rpb)
-            leaves = [t for t in (q, k, v, rpb) if t.requires_grad]
-            return torch.autograd.grad(out, leaves, grad_out, allow_unused=True)
-
-    on_cuda = device.type == "cuda"
-    return measure(step, device, warmup=3 if on_cuda else 1, iters=10 if on_cuda else 3)
-
-
 def _natten_available() -> bool:
     try:
         import natten
@@ -165,7 +146,6 @@ def run(device: torch.device, quick: bool) -> Iterator[dict]:
 
 def _case_rows(case, built, build_errors, batch, size, heads, dtype, mode, device) -> list[dict]:
     inputs = _inputs(batch, size, heads, dtype, device, grad=mode != "fwd")
-    dtype_name = str(dtype).removeprefix("torch.")
     timings = {}
     for name in IMPLS:
         if name not in built and name not in build_errors:
@@ -173,7 +153,7 @@ def _case_rows(case, built, build_errors, batch, size, heads, dtype, mode, devic
         ms, peak_mb, notes = float("nan"), float("nan"), build_errors.get(name, "")
         if name in built:
             try:
-                ms, peak_mb = _timed(built[name], inputs, mode, device)
+                ms, peak_mb = time_attention(built[name], inputs, mode, device)
                 if name == "triton":
                     notes = autotuned_choice(fwd=na._fwd_tuned, dq=na._bwd_dq_tuned, dkdv=na._bwd_dkdv_tuned)
             except Exception as error:  # noqa: BLE001 - report the failure in the table, keep going
@@ -191,19 +171,8 @@ def _case_rows(case, built, build_errors, batch, size, heads, dtype, mode, devic
         default_notes["natten"] = f"natten.na2d fused, no bias; natten_ms / triton_no_rpb_ms = {ratio:.2f}"
     rows = []
     for name, (ms, peak_mb, notes) in timings.items():
-        rows.append(
-            dict(
-                op="neighborhood_attention",
-                case=case,
-                dtype=dtype_name,
-                mode=mode,
-                impl=name,
-                ms=ms,
-                peak_mb=peak_mb,
-                speedup=baseline_ms / ms if baseline_ms else float("nan"),
-                notes=notes or default_notes.get(name, ""),
-            )
-        )
+        notes = notes or default_notes.get(name, "")
+        rows.append(result_row("neighborhood_attention", case, dtype, mode, name, ms, peak_mb, baseline_ms, notes))
     return rows
 
 

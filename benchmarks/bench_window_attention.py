@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from _timing import autotuned_choice, flex_enabled, measure
+from _timing import autotuned_choice, flex_enabled, result_row, time_attention
 
 from zoo.kernels.window_attention import (
     relative_position_index,
@@ -165,24 +165,6 @@ def _inputs(batch: int, size: int, heads: int, dtype: torch.dtype, device, grad:
     return q, k, v, rpb
 
 
-def _timed(attention, inputs, mode: str, device):
-    q, k, v, rpb = inputs
-    if mode == "fwd":
-
-        def step():
-            with torch.no_grad():
-                return attention(q, k, v, rpb)
-    else:
-        leaves = tuple(t for t in (q, k, v, rpb) if t is not None)  # CSWin stripes have no bias
-        grad_out = torch.randn(q.shape, device=q.device, dtype=q.dtype)
-
-        def step():
-            return torch.autograd.grad(attention(q, k, v, rpb), leaves, grad_out)
-
-    on_cuda = device.type == "cuda"
-    return measure(step, device, warmup=3 if on_cuda else 1, iters=10 if on_cuda else 3)
-
-
 def run(device: torch.device, quick: bool) -> Iterator[dict]:
     device = torch.device(device)
     on_cuda = device.type == "cuda"
@@ -237,26 +219,14 @@ def _case_rows(case: str, built: dict, notes: dict, inputs, mode: str, device) -
         ms, peak_mb = float("nan"), float("nan")
         if name in built:
             try:
-                ms, peak_mb = _timed(built[name], inputs, mode, device)
+                ms, peak_mb = time_attention(built[name], inputs, mode, device)
                 if name == "triton":
                     note = autotuned_choice(fwd=window_module._fwd_tuned, bwd=window_module._bwd_tuned)
             except Exception as error:  # noqa: BLE001 - report the failure in the table, keep going
                 note = f"failed: {type(error).__name__}: {error}"[:200]
         if not rows:
             baseline_ms = ms
-        rows.append(
-            dict(
-                op="window_attention",
-                case=case,
-                dtype=str(inputs[0].dtype).removeprefix("torch."),
-                mode=mode,
-                impl=name,
-                ms=ms,
-                peak_mb=peak_mb,
-                speedup=baseline_ms / ms,
-                notes=note,
-            )
-        )
+        rows.append(result_row("window_attention", case, inputs[0].dtype, mode, name, ms, peak_mb, baseline_ms, note))
     return rows
 
 

@@ -27,14 +27,13 @@ compile one kernel after another.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +47,7 @@ from zoo.models import tiny_kwargs
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _timing import measure  # noqa: E402
+from _timing import forced_kernels, measure  # noqa: E402
 
 COLUMNS = (
     "model", "impl", "compiled", "mode", "batch", "img_size", "dtype", "ms", "img_per_s", "peak_mb",
@@ -100,20 +99,6 @@ CASES = (
 )
 QUICK_BATCH = 2
 QUICK_IMG_SIZE = 64
-
-
-@contextlib.contextmanager
-def kernels(choice: str) -> Iterator[None]:
-    """Run the zoo's ops on ``choice`` (``auto`` = Triton on CUDA, or ``reference``) inside the block."""
-    previous = os.environ.get("ZOO_KERNELS")
-    os.environ["ZOO_KERNELS"] = choice
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("ZOO_KERNELS", None)
-        else:
-            os.environ["ZOO_KERNELS"] = previous
 
 
 def build(case: Case, impl: str, quick: bool, device: torch.device) -> tuple[torch.nn.Module, int]:
@@ -219,7 +204,7 @@ def impls_for(case: Case, device: torch.device) -> list[str]:
 def run_case(case: Case, impl: str, compiled: bool, mode: str, args, device: torch.device, dtype: torch.dtype):
     """Build, optionally compile, and time one (model, impl, mode); returns the row's measured fields."""
     torch.manual_seed(0)
-    with kernels("reference" if impl == "reference" else "auto"):
+    with forced_kernels("reference" if impl == "reference" else "auto"):
         model, img_size = build(case, impl, args.quick, device)
         batch = args.batch or (QUICK_BATCH if args.quick else case.batch)
         if compiled:
@@ -249,7 +234,7 @@ def prewarm(cases: list[Case], args, workers: int) -> None:
 def warm_only(args, device: torch.device, dtype: torch.dtype) -> int:
     """The child process of ``prewarm``: one train step and one inference of one model."""
     case = Case(args.models[0], batch=args.batch or 64, img_size=args.img_size)
-    with kernels("auto"):
+    with forced_kernels("auto"):
         model, img_size = build(case, "triton", False, device)
         if args.compile_only:
             model = torch.compile(model)

@@ -120,3 +120,25 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, op: str) -> Non
         )
     if k.dtype != q.dtype or v.dtype != q.dtype or k.device != q.device or v.device != q.device:
         raise ValueError(f"{op}: q, k, v must share dtype and device")
+
+
+def register_biased_attention_autograd(forward_op, backward_op) -> None:
+    """The autograd formula of a fused attention custom op with a bias table.
+
+    ``forward_op(q, k, v, rpb, *geometry)`` returns ``(out, lse)``; ``backward_op(grad_out, q, k, v, rpb,
+    out, lse, *geometry, bias_grad)`` returns the gradients of q, k, v and (when ``bias_grad``) of ``rpb``,
+    which is asked for only where ``rpb`` is given and needs one. ``geometry`` (window or kernel sizes,
+    shifts or dilations, the scale) gets no gradient.
+    """
+
+    def setup_context(ctx, inputs, output):
+        q, k, v, rpb, *ctx.geometry = inputs
+        ctx.save_for_backward(q, k, v, rpb, *output)
+
+    def backward(ctx, grad_out, _grad_lse):
+        q, k, v, rpb, out, lse = ctx.saved_tensors
+        bias_grad = rpb is not None and ctx.needs_input_grad[3]
+        grads = backward_op(grad_out, q, k, v, rpb, out, lse, *ctx.geometry, bias_grad)
+        return *grads[:3], grads[3] if bias_grad else None, *(None,) * len(ctx.geometry)
+
+    forward_op.register_autograd(backward, setup_context=setup_context)

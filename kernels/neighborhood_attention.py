@@ -31,11 +31,14 @@ import math
 
 import torch
 
+from . import _dispatch
 from ._dispatch import autotune, check_qkv, chunks, dot_precision, interpreting, pair, use_triton
 
 try:
     import triton
     import triton.language as tl
+
+    from ._online_softmax import online_softmax_step
 except ImportError:
     triton = None
 
@@ -234,12 +237,7 @@ if triton is not None:
             if HAS_RPB:
                 s += tl.load(bias_ptrs + ki * s_rr, mask=hit, other=0.0).to(tl.float32) * _LOG2E
             s = tl.where(hit, s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-            m_i = m_new
+            m_i, l_i, acc = online_softmax_step(s, v, m_i, l_i, acc, PRECISION)
 
         l_i = tl.where(l_i > 0, l_i, 1.0)
         out = acc / l_i[:, None]
@@ -537,16 +535,4 @@ def _(grad_out, q, k, v, rpb, out, lse, kernel_h, kernel_w, dilation_h, dilation
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), drpb
 
 
-def _setup_context(ctx, inputs, output):
-    q, k, v, rpb, *ctx.geometry = inputs
-    ctx.save_for_backward(q, k, v, rpb, *output)
-
-
-def _backward(ctx, grad_out, _grad_lse):
-    q, k, v, rpb, out, lse = ctx.saved_tensors
-    rpb_grad = rpb is not None and ctx.needs_input_grad[3]
-    grads = _neighborhood_attention_backward_op(grad_out, q, k, v, rpb, out, lse, *ctx.geometry, rpb_grad)
-    return *grads[:3], grads[3] if rpb_grad else None, None, None, None, None, None
-
-
-_neighborhood_attention_op.register_autograd(_backward, setup_context=_setup_context)
+_dispatch.register_biased_attention_autograd(_neighborhood_attention_op, _neighborhood_attention_backward_op)

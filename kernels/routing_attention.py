@@ -36,6 +36,8 @@ from .path_rules import routing_prefers_triton
 try:
     import triton
     import triton.language as tl
+
+    from ._online_softmax import online_softmax_step
 except ImportError:
     triton = None
 
@@ -285,12 +287,7 @@ if triton is not None:
             v = _load_tile(v_ptr, v_offsets, col_ok, dims, HEAD_DIM)
             s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
             s = tl.where(same_group & col_ok[None, :], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
-            m_i = m_new
+            m_i, l_i, acc = online_softmax_step(s, v, m_i, l_i, acc, PRECISION)
 
         l_i = tl.where(l_i > 0, l_i, 1.0)
         out_rows = _token_offsets(batch, head, q_region, q_token, out_strides, N_WIN, RH, RW)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import _dispatch
 from ._dispatch import autotune, check_qkv, chunks, dot_precision, interpreting, pair, use_triton
 
 try:
@@ -495,19 +496,7 @@ def _(grad_out, q, k, v, rpb, out, lse, window_h, window_w, shift_h, shift_w, sc
     return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape), grad_rpb
 
 
-def _setup_context(ctx, inputs, output):
-    q, k, v, rpb, *ctx.geometry = inputs
-    ctx.save_for_backward(q, k, v, rpb, *output)
-
-
-def _backward(ctx, grad_out, _grad_lse):
-    q, k, v, rpb, out, lse = ctx.saved_tensors
-    bias_grad = rpb is not None and ctx.needs_input_grad[3]
-    grads = _window_attention_backward_op(grad_out, q, k, v, rpb, out, lse, *ctx.geometry, bias_grad)
-    return *grads[:3], grads[3] if bias_grad else None, None, None, None, None, None
-
-
-_window_attention_op.register_autograd(_backward, setup_context=_setup_context)
+_dispatch.register_biased_attention_autograd(_window_attention_op, _window_attention_backward_op)
 
 
 def window_attention_triton(q, k, v, window_size, shift_size=0, rpb=None, scale=None) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 import re
 
+import _family_checks as checks
 import pytest
 import timm
 import torch
@@ -24,12 +25,7 @@ SMALL = dict(stem_dim=8, dims=(8, 16, 16, 24, 32), depths=(1, 2, 1, 1, 1), aff_d
 TO_OFFICIAL = (
     (r"\.conv\.", ".block.conv."),
     (r"\.bn\.", ".block.norm."),
-    (r"\.conv_pw\.", ".block.exp_1x1.block.conv."),
-    (r"\.bn1\.", ".block.exp_1x1.block.norm."),
-    (r"\.conv_dw\.", ".block.conv_3x3.block.conv."),
-    (r"\.bn2\.", ".block.conv_3x3.block.norm."),
-    (r"\.conv_pwl\.", ".block.red_1x1.block.conv."),
-    (r"\.bn3\.", ".block.red_1x1.block.norm."),
+    *checks.TO_CVNETS_INVERTED_RESIDUAL,
     (r"\.blocks\.", ".global_rep."),
     (r"^stem\.", "conv_1."),
     (r"^final_conv\.", "conv_1x1_exp."),
@@ -51,36 +47,24 @@ def _official_layout(model) -> dict:
     return {"model": official}
 
 
-def _randomize(model):
-    with torch.no_grad():
-        for key, value in model.state_dict().items():
-            if "running_var" in key:
-                value.uniform_(0.5, 2.0)
-            elif value.is_floating_point():
-                value.normal_(0.0, 0.3)
-
-
 @pytest.mark.parametrize("name", OFFICIAL_PARAMS)
 def test_parameter_count_matches_official(name):
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 @pytest.mark.parametrize("attn_norm", ["layer_norm", "layer_norm_2d"])
 def test_official_layout_loads_and_gives_the_same_output(attn_norm):
     source = timm.create_model("zoo_affnet", attn_norm=attn_norm, **SMALL).eval()
-    _randomize(source)
+    checks.randomize_state(source, std=0.3)
     checkpoint = _official_layout(source)
     official = checkpoint["model"]
     assert {"conv_1.block.conv.weight", "layer_4.1.global_rep.2.weight", "layer_4.1.global_rep.1.filter.w1",
             "layer_4.1.global_rep.0.mlp.block.red_1x1.block.norm.running_var", "layer_4.1.fusion.block.conv.weight",
             "classifier.fc.bias"} <= set(official)  # fmt: skip
-    model = timm.create_model("zoo_affnet", attn_norm=attn_norm, **SMALL).eval()
-    model.load_state_dict(checkpoint_filter_fn(checkpoint, model))
     x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    checks.check_checkpoint_filter(
+        "zoo_affnet", checkpoint, checkpoint_filter_fn, source, x, attn_norm=attn_norm, **SMALL
+    )
 
 
 def test_own_layout_passes_through():
@@ -162,12 +146,10 @@ def test_any_input_size_gives_feature_maps_of_every_stride(size):
 def test_filter_runs_in_fp32_under_autocast_with_large_activations(dtype):
     layer = AdaptiveFrequencyFilter(16)
     x = (torch.randn(2, 16, 14, 14) * 200).requires_grad_()
-    expected = layer(x)
+    out = checks.assert_autocast_keeps_fp32(layer, x, dtype)
     with torch.autocast("cpu", dtype=dtype):
-        out = layer(x)
         half_out = layer(x.detach().to(dtype))
-    assert out.dtype == torch.float32 and half_out.dtype == dtype
-    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert half_out.dtype == dtype
     half_x = x.detach().to(dtype)
     filtered = layer(half_x.float()) - half_x.float()  # fp32 spectrum work, then the residual in the input dtype
     torch.testing.assert_close(half_out, filtered.to(dtype) + half_x)
@@ -178,11 +160,7 @@ def test_filter_runs_in_fp32_under_autocast_with_large_activations(dtype):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_mixed_precision_forward_backward(dtype):
     model = timm.create_model("zoo_affnet", **SMALL).train()
-    with torch.autocast("cpu", dtype=dtype):
-        out = model(torch.randn(2, 3, 56, 40) * 200)
-    out.float().logsumexp(-1).mean().backward()
-    assert torch.isfinite(out).all()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    checks.assert_finite_autocast_step(model, torch.randn(2, 3, 56, 40) * 200, dtype, every_parameter=False)
 
 
 @pytest.mark.slow

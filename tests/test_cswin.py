@@ -3,6 +3,7 @@
 
 import re
 
+import _family_checks as checks
 import pytest
 import timm
 import torch
@@ -115,16 +116,6 @@ def test_odd_head_count_is_refused():
         CrossShapedWindowAttention(dim=24, num_heads=3, split_size=2)
 
 
-def _random_model(name, **kwargs):
-    torch.manual_seed(0)
-    model = timm.create_model(name, **kwargs).eval()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0, 0.05, generator=generator)
-    return model
-
-
 def _official_layout(state_dict: dict, agent: bool) -> dict:
     """Our weights under the official key names (microsoft/CSWin-Transformer and its FLatten / Agent
     versions): stem ``stage1_conv_embed.{0,2}``, ``merge{i}`` ahead of stage ``i+1``, blocks
@@ -148,7 +139,7 @@ def _official_layout(state_dict: dict, agent: bool) -> dict:
 @pytest.mark.parametrize("name", FAMILIES)
 def test_official_checkpoint_loads(name, tmp_path):
     kwargs = FAMILIES[name]
-    source = _random_model(name, **kwargs)
+    source = checks.random_model(name, **kwargs)
     official = _official_layout(source.state_dict(), agent="agent" in name)
     expected_keys = {
         "stage1_conv_embed.0.weight", "stage1_conv_embed.2.weight", "merge1.conv.weight", "merge3.norm.bias",
@@ -159,20 +150,15 @@ def test_official_checkpoint_loads(name, tmp_path):
     assert not [k for k in official if k.startswith(("stem", "stages", "head.fc"))]
     path = tmp_path / "official.pth"
     torch.save({"state_dict_ema": official, "epoch": 299}, path)
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs).eval()
-    x = torch.randn(2, 3, 64, 72)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    model = checks.load_pretrained_file(name, path, **kwargs)
+    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 72))
 
 
 @pytest.mark.parametrize("name", ["zoo_flatten_cswin_tiny", "zoo_agent_cswin_tiny"])
 def test_checkpoint_resized_for_another_resolution(name, tmp_path):
     kwargs = FAMILIES[name]
-    path = tmp_path / "official.pth"
-    torch.save({"model": _official_layout(_random_model(name, **kwargs).state_dict(), "agent" in name)}, path)
-    model = timm.create_model(
-        name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **dict(kwargs, img_size=96)
-    ).eval()
+    official = _official_layout(checks.random_model(name, **kwargs).state_dict(), "agent" in name)
+    model = checks.load_checkpoint(name, {"model": official}, tmp_path, **dict(kwargs, img_size=96))
     with torch.no_grad():
         assert torch.isfinite(model(torch.randn(1, 3, 96, 96))).all()
 
@@ -196,6 +182,4 @@ OFFICIAL_PARAMS = {
 
 @pytest.mark.parametrize("name", OFFICIAL_PARAMS)
 def test_parameter_count_matches_official(name):
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]

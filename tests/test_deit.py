@@ -1,8 +1,8 @@
 """Agent-DeiT: the class-token agent attention against the official formulation written out plainly,
 the official checkpoint layout, other input sizes, parameter counts."""
 
+import _family_checks as checks
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
 
@@ -43,34 +43,20 @@ def test_class_token_agent_attention_matches_official():
         torch.testing.assert_close(attn(x, (6, 6)), official_agent_deit_attention(attn, x, 6), rtol=1e-5, atol=1e-5)
 
 
-def _random_model(name, **kwargs):
-    torch.manual_seed(0)
-    model = timm.create_model(name, **kwargs).eval()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0, 0.05, generator=generator)
-    return model
-
-
 def test_official_checkpoint_loads(tmp_path):
     kwargs = dict(tiny_kwargs(NAME), agent_blocks=1)  # one agent block, then softmax attention (as DeiT-B)
-    source = _random_model(NAME, **kwargs)
+    source = checks.random_model(NAME, **kwargs)
     official = {k.replace("head.fc.", "head."): v for k, v in source.state_dict().items()}
     expected = {"patch_embed.proj.weight", "cls_token", "pos_embed", "blocks.0.attn.ac_bias",
                 "blocks.0.attn.dwc.weight", "blocks.1.attn.qkv.weight", "norm.weight", "head.weight"}
     assert expected <= set(official)
     assert not hasattr(source.blocks[1].attn, "an_bias")
-    path = tmp_path / "official.pth"
-    torch.save({"model": official, "epoch": 299}, path)
-    model = timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs).eval()
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    model = checks.load_checkpoint(NAME, {"model": official, "epoch": 299}, tmp_path, **kwargs)
+    checks.assert_same_outputs(model, source, torch.randn(2, 3, 32, 32))
 
 
 def test_class_token_rides_on_top_of_the_patch_map():
-    model = _random_model(NAME, **tiny_kwargs(NAME)).eval()
+    model = checks.random_model(NAME, **tiny_kwargs(NAME)).eval()
     x = torch.randn(2, 3, 40, 56)
     with torch.no_grad():
         features = model.forward_features(x)
@@ -89,12 +75,8 @@ def test_class_token_rides_on_top_of_the_patch_map():
 
 def test_checkpoint_resized_for_another_resolution(tmp_path):
     kwargs = tiny_kwargs(NAME)
-    path = tmp_path / "official.pth"
-    state = {k.replace("head.fc.", "head."): v for k, v in _random_model(NAME, **kwargs).state_dict().items()}
-    torch.save({"model": state}, path)
-    model = timm.create_model(
-        NAME, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **dict(kwargs, img_size=48)
-    ).eval()
+    state = {k.replace("head.fc.", "head."): v for k, v in checks.random_model(NAME, **kwargs).state_dict().items()}
+    model = checks.load_checkpoint(NAME, {"model": state}, tmp_path, **dict(kwargs, img_size=48))
     assert model.pos_embed.shape == (1, 1 + 36, 16) and model.blocks[0].attn.ah_bias.shape[3] == 6
     with torch.no_grad():
         assert torch.isfinite(model(torch.randn(1, 3, 48, 48))).all()
@@ -112,6 +94,4 @@ OFFICIAL_PARAMS = {
 
 @pytest.mark.parametrize("name", OFFICIAL_PARAMS)
 def test_parameter_count_matches_official(name):
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]

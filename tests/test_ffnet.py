@@ -3,14 +3,12 @@ against the branches they replace, and the depthwise convolutions running throug
 
 import re
 
+import _family_checks as checks
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
-from timm.utils import reparameterize_model
 
 import zoo  # noqa: F401
-import zoo.layers.dwconv
 from zoo.models import tiny_kwargs
 from zoo.models.ffnet import BnConvResidual, FFNet, RepVGGDW, checkpoint_filter_fn
 
@@ -44,36 +42,13 @@ def _official_layout(state_dict: dict) -> dict:
     return official
 
 
-def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
-    """Random BatchNorm parameters and statistics and layer scales of order one."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.copy_(1 + 0.2 * torch.randn(module.weight.shape, generator=generator))
-                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
-                module.running_mean.copy_(0.2 * torch.randn(module.running_mean.shape, generator=generator))
-                module.running_var.uniform_(0.5, 1.5, generator=generator)
-        for name, param in model.named_parameters():
-            if name.endswith("layer_scale"):
-                param.copy_(torch.randn(param.shape, generator=generator))
-
-
 def _tiny(name: str = "zoo_ffnet_3", **kwargs) -> torch.nn.Module:
-    model = timm.create_model(name, **dict(tiny_kwargs(name), **kwargs)).eval()
-    _randomize(model)
-    return model
-
-
-def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
+    return checks.tiny_model(name, scale_suffixes=("layer_scale",), **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_parameter_count_equals_official(name):
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 def test_training_time_checkpoint_loads():
@@ -88,20 +63,12 @@ def test_training_time_checkpoint_loads():
     assert expected_keys <= set(state_dict)
     model = _tiny()
     model.load_state_dict(checkpoint_filter_fn({"state_dict": state_dict, "epoch": 299}, model))
-    x = torch.randn(2, 3, 64, 96)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 96))
 
 
 def test_reparameterize_matches_and_loads_as_the_official_fused_layout():
-    model = _tiny()
     x = torch.randn(2, 3, 96, 64)
-    with torch.no_grad():
-        expected = model(x)
-        folded = reparameterize_model(model)
-        assert _relative_difference(folded(x), expected) < 1e-5
-        model.reparameterize()
-        torch.testing.assert_close(model(x), folded(x), rtol=0, atol=0)
+    folded = checks.check_reparameterization(_tiny(), x)
 
     state_dict = _official_layout(folded.state_dict())
     assert {"patch_embed.0.bias", "stages.1.0.proj.0.bias", "stages.1.0.proj.1.bias"} <= set(state_dict)
@@ -109,14 +76,13 @@ def test_reparameterize_matches_and_loads_as_the_official_fused_layout():
     assert not any(".bn." in key or ".c." in key or ".conv1.conv." in key for key in state_dict)
     deployed = _tiny()
     deployed.load_state_dict(checkpoint_filter_fn(state_dict, deployed))
-    with torch.no_grad():
-        torch.testing.assert_close(deployed(x), folded(x), rtol=0, atol=0)
+    checks.assert_same_outputs(deployed, folded, x)
 
 
 @pytest.mark.parametrize("stride, out_dim", [(1, 6), (2, 12)])
 def test_repvgg_branches_fuse_to_one_convolution(stride, out_dim):
     module = RepVGGDW(6, out_dim, 7, stride).eval()
-    _randomize(module)
+    checks.randomize_batchnorm(module, ("layer_scale",))
     x = torch.randn(2, 6, 15, 12)
     with torch.no_grad():
         expected = sum(
@@ -129,7 +95,7 @@ def test_repvgg_branches_fuse_to_one_convolution(stride, out_dim):
 
 def test_bn_conv_residual_fuses_to_one_convolution():
     module = BnConvResidual(5).eval()
-    _randomize(module)
+    checks.randomize_batchnorm(module, ("layer_scale",))
     x = torch.randn(2, 5, 7, 9)
     with torch.no_grad():
         expected = x + F.conv2d(module.conv.bn(x), module.conv.c.weight)
@@ -145,14 +111,7 @@ def test_stride_one_depthwise_convolutions_run_through_the_zoo_kernel(monkeypatc
     with torch.no_grad():
         expected = model(x)
     model.to(memory_format=memory_format)
-    calls = []
-    kernel = zoo.layers.dwconv.depthwise_conv2d
-
-    def counting(x, weight, *args, **kwargs):
-        calls.append(tuple(weight.shape[-2:]))
-        return kernel(x, weight, *args, **kwargs)
-
-    monkeypatch.setattr(zoo.layers.dwconv, "depthwise_conv2d", counting)
+    calls = checks.record_depthwise_calls(monkeypatch)
     with torch.no_grad():
         torch.testing.assert_close(model(x.to(memory_format=memory_format)), expected)
         # per block the FFN's kernel and the token mixer's two (six 3s, six 7s); a 7 runs as 7x7 + 3x3
@@ -167,12 +126,8 @@ def test_pretrained_file_loads_through_timm(tmp_path):
     source = _tiny()
     path = tmp_path / "ffnet_3.pth.tar"
     torch.save({"state_dict": _official_layout(source.state_dict()), "epoch": 299}, path)
-    model = timm.create_model(
-        "zoo_ffnet_3", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **tiny_kwargs("zoo_ffnet_3")
-    ).eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    model = checks.load_pretrained_file("zoo_ffnet_3", path, **tiny_kwargs("zoo_ffnet_3"))
+    checks.assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))
 
 
 def test_bad_configuration_raises():

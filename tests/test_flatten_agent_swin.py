@@ -2,6 +2,7 @@
 
 import re
 
+import _family_checks as checks
 import pytest
 import timm
 import torch
@@ -14,16 +15,6 @@ FAMILIES = {
     "zoo_flatten_swin_tiny": dict(SMALL, global_blocks=(2, 2, 0, 0)),
     "zoo_agent_swin_tiny": dict(SMALL, global_blocks=(2, 2, 1, 0), agent_num=(4, 4, 4, 1)),
 }
-
-
-def _random_model(name, **kwargs):
-    torch.manual_seed(0)
-    model = timm.create_model(name, **kwargs).eval()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0, 0.05, generator=generator)
-    return model
 
 
 def _official_layout(state_dict: dict) -> dict:
@@ -46,25 +37,18 @@ def _official_layout(state_dict: dict) -> dict:
 @pytest.mark.parametrize("name", FAMILIES)
 def test_official_checkpoint_loads(name, tmp_path):
     kwargs = FAMILIES[name]
-    source = _random_model(name, **kwargs)
+    source = checks.random_model(name, **kwargs)
     official = _official_layout(source.state_dict())
     assert "layers.0.downsample.reduction.weight" in official and "head.weight" in official
-    path = tmp_path / "official.pth"
-    torch.save({"model": official, "epoch": 299}, path)
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs).eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    model = checks.load_checkpoint(name, {"model": official, "epoch": 299}, tmp_path, **kwargs)
+    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 64))
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_checkpoint_resized_for_another_resolution(name, tmp_path):
     kwargs = FAMILIES[name]
-    path = tmp_path / "official.pth"
-    torch.save({"model": _official_layout(_random_model(name, **kwargs).state_dict())}, path)
-    model = timm.create_model(
-        name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **dict(kwargs, img_size=96)
-    ).eval()
+    official = _official_layout(checks.random_model(name, **kwargs).state_dict())
+    model = checks.load_checkpoint(name, {"model": official}, tmp_path, **dict(kwargs, img_size=96))
     with torch.no_grad():
         assert torch.isfinite(model(torch.randn(1, 3, 96, 96))).all()
 
@@ -86,9 +70,7 @@ OFFICIAL_PARAMS = {
 
 @pytest.mark.parametrize("name", OFFICIAL_PARAMS)
 def test_parameter_count_matches_official(name):
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 def test_focused_linear_attention_survives_fp16_with_large_activations():

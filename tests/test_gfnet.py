@@ -1,7 +1,6 @@
 """GFNet / GFNet-H: official checkpoint layout, parameter counts, the global filter and its resize rule, autocast."""
 
-import re
-
+import _family_checks as checks
 import pytest
 import timm
 import torch
@@ -37,38 +36,21 @@ TO_OFFICIAL = (
 
 def _official_layout(model) -> dict:
     rules = TO_OFFICIAL if hasattr(model, "stages") else TO_OFFICIAL[-1:]
-    official = {}
-    for key, value in model.state_dict().items():
-        for pattern, replacement in rules:
-            key = re.sub(pattern, replacement, key)
-        official[key] = value.clone()
-    return {"model": official}
-
-
-def _randomize(model):
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.1)
+    return {"model": checks.rename_keys({k: v.clone() for k, v in model.state_dict().items()}, rules)}
 
 
 @pytest.mark.parametrize("name", OFFICIAL_PARAMS)
 def test_parameter_count_matches_official(name):
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 @pytest.mark.parametrize("name, kwargs", [("zoo_gfnet_xs", SMALL), ("zoo_gfnet_h_ti", SMALL_H)])
 def test_official_layout_loads_and_gives_the_same_output(name, kwargs):
-    source = timm.create_model(name, **kwargs).eval()
-    _randomize(source)
+    source = checks.random_model(name, std=0.1, **kwargs)
     checkpoint = _official_layout(source)
     assert "head.weight" in checkpoint["model"]
-    model = timm.create_model(name, **kwargs).eval()
-    model.load_state_dict(checkpoint_filter_fn(checkpoint, model))
     x = torch.randn(2, 3, kwargs["img_size"], kwargs["img_size"])
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    checks.check_checkpoint_filter(name, checkpoint, checkpoint_filter_fn, source, x, **kwargs)
 
 
 def test_global_filter_is_a_circular_convolution():
@@ -129,7 +111,7 @@ def test_new_img_size_resizes_filters_and_pos_embed_as_official_finetuning():
     """Built with another img_size, the model takes a checkpoint with its filters and position
     embedding interpolated bicubically, as main_gfnet.py --finetune does (written out here)."""
     source = timm.create_model("zoo_gfnet_ti", **SMALL)
-    _randomize(source)
+    checks.randomize_parameters(source, std=0.1)
     checkpoint = _official_layout(source)
     model = timm.create_model("zoo_gfnet_ti", **dict(SMALL, img_size=48))
     model.load_state_dict(checkpoint_filter_fn(checkpoint, model))
@@ -147,8 +129,7 @@ def test_new_img_size_resizes_filters_and_pos_embed_as_official_finetuning():
 def test_other_input_sizes_resize_filters_and_pos_embed_bilinearly():
     """At a map size other than img_size's, the forward pass equals that of a model whose filters and
     position embedding were interpolated bilinearly (aligned corners for the filters)."""
-    model = timm.create_model("zoo_gfnet_ti", **SMALL).eval()
-    _randomize(model)
+    model = checks.random_model("zoo_gfnet_ti", std=0.1, **SMALL)
     resized = timm.create_model("zoo_gfnet_ti", **dict(SMALL, img_size=(40, 56))).eval()
     state = {}
     for key, value in model.state_dict().items():
@@ -168,12 +149,10 @@ def test_other_input_sizes_resize_filters_and_pos_embed_bilinearly():
 def test_global_filter_runs_in_fp32_under_autocast_with_large_activations(dtype):
     layer = GlobalFilter(dim=8, size=(14, 14))
     x = (torch.randn(2, 14, 14, 8) * 200).requires_grad_()
-    expected = layer(x)
+    out = checks.assert_autocast_keeps_fp32(layer, x, dtype)
     with torch.autocast("cpu", dtype=dtype):
-        out = layer(x)
         half_out = layer(x.detach().to(dtype))
-    assert out.dtype == torch.float32 and half_out.dtype == dtype
-    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert half_out.dtype == dtype
     torch.testing.assert_close(half_out.float(), layer(x.detach().to(dtype).float()).to(dtype).float())
     out.sum().backward()
     assert torch.isfinite(x.grad).all() and torch.isfinite(layer.complex_weight.grad).all()
@@ -183,11 +162,7 @@ def test_global_filter_runs_in_fp32_under_autocast_with_large_activations(dtype)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_mixed_precision_forward_backward(name, kwargs, dtype):
     model = timm.create_model(name, **kwargs).train()
-    with torch.autocast("cpu", dtype=dtype):
-        out = model(torch.randn(2, 3, 56, 40) * 200)
-    out.float().logsumexp(-1).mean().backward()
-    assert torch.isfinite(out).all()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    checks.assert_finite_autocast_step(model, torch.randn(2, 3, 56, 40) * 200, dtype, every_parameter=False)
 
 
 @pytest.mark.slow

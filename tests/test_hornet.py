@@ -1,7 +1,6 @@
 """HorNet: official checkpoint layout, parameter counts, gnConv and global filter behaviour, autocast."""
 
-import re
-
+import _family_checks as checks
 import pytest
 import timm
 import torch
@@ -26,44 +25,22 @@ SMALL = dict(base_dim=16, depths=(1, 1, 2, 1))
 
 # Our key -> the official key (hornet.py: downsample_layers, stages.{i}.{j}, pwconv1/2, norm, head).
 TO_OFFICIAL = (
-    (r"^stem\.", "downsample_layers.0."),
-    (r"^stages\.(\d)\.downsample\.", r"downsample_layers.\1."),
-    (r"^stages\.(\d)\.blocks\.(\d+)\.", r"stages.\1.\2."),
+    *checks.TO_CONVNEXT_LAYOUT,
     (r"\.mlp\.fc([12])\.", r".pwconv\1."),
-    (r"^head\.norm\.", "norm."),
-    (r"^head\.fc\.", "head."),
+    *checks.TO_BARE_HEAD,
 )
 
 
-def _official_layout(state_dict: dict) -> dict:
-    official = {}
-    for key, value in state_dict.items():
-        for pattern, replacement in TO_OFFICIAL:
-            key = re.sub(pattern, replacement, key)
-        official[key] = value
-    return official
-
-
-def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
-
-
-def test_parameter_counts_match_official():
-    for name, expected in OFFICIAL_PARAMS.items():
-        num_classes = 21841 if "large" in name else 1000
-        with torch.device("meta"):
-            model = timm.create_model(name, num_classes=num_classes)
-        assert sum(p.numel() for p in model.parameters()) == expected, name
+@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
+def test_parameter_counts_match_official(name):
+    num_classes = 21841 if "large" in name else 1000
+    assert checks.parameter_count(name, num_classes=num_classes) == OFFICIAL_PARAMS[name]
 
 
 @pytest.mark.parametrize("name", ["zoo_hornet_tiny", "zoo_hornet_tiny_gf"])
 def test_official_checkpoint_loads(tmp_path, name):
-    reference = timm.create_model(name, **SMALL).eval()
-    _randomize(reference)
-    official = _official_layout(reference.state_dict())
+    reference = checks.random_model(name, std=0.1, **SMALL)
+    official = checks.rename_keys(reference.state_dict(), TO_OFFICIAL)
     expected_shapes = {
         "downsample_layers.0.0.weight": (16, 3, 4, 4),
         "downsample_layers.0.1.weight": (16,),
@@ -89,21 +66,16 @@ def test_official_checkpoint_loads(tmp_path, name):
     path = tmp_path / "checkpoint-best.pth"
     torch.save({"model": official, "epoch": 299}, path)
 
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **SMALL).eval()
-    x = torch.randn(1, 3, 224, 224)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+    model = checks.load_pretrained_file(name, path, **SMALL)
+    checks.assert_same_outputs(model, reference, torch.randn(1, 3, 224, 224))
 
 
 def test_global_filter_resized_at_load_equals_resized_at_runtime(tmp_path):
     """A 224 GF checkpoint loaded into a 384 model gives the 224 model's outputs on 384 inputs."""
-    reference = timm.create_model("zoo_hornet_tiny_gf", **SMALL).eval()
-    _randomize(reference)
+    reference = checks.random_model("zoo_hornet_tiny_gf", std=0.1, **SMALL)
     path = tmp_path / "gf_224.pth"
-    torch.save({"model": _official_layout(reference.state_dict())}, path)
-    model = timm.create_model(
-        "zoo_hornet_tiny_gf", img_size=384, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **SMALL
-    ).eval()
+    torch.save({"model": checks.rename_keys(reference.state_dict(), TO_OFFICIAL)}, path)
+    model = checks.load_pretrained_file("zoo_hornet_tiny_gf", path, img_size=384, **SMALL)
     assert model.stages[3].blocks[0].gnconv.dwconv.complex_weight.shape == (124, 12, 7, 2)
     x = torch.randn(1, 3, 384, 384)
     with torch.no_grad():
@@ -144,13 +116,7 @@ def test_gnconv_recursion():
 
 
 def _assert_finite_autocast_step(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    with torch.autocast("cpu", dtype=dtype):
-        out = model(x)
-    assert torch.isfinite(out).all()
-    out.float().pow(2).mean().backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None and torch.isfinite(param.grad).all(), name
-    return out
+    return checks.assert_finite_autocast_step(model, x, dtype, loss=lambda out: out.float().pow(2).mean())
 
 
 @pytest.mark.parametrize("name", ["zoo_hornet_tiny", "zoo_hornet_tiny_gf"])

@@ -1,8 +1,8 @@
 """LKCA: the attention view of the convolution, the official checkpoint layout, parameter counts and
 the zoo kernel's use."""
 
-import re
 
+import _family_checks as checks
 import pytest
 import timm
 import torch
@@ -43,24 +43,17 @@ TO_OFFICIAL = (
 def _official_layout(state_dict: dict) -> dict:
     """Our keys and shapes -> the official ones: the patch embedding as a linear layer over
     ``(p1 p2 c)``-ordered patches, the position embedding as ``(1, N, dim)``, plus the unused cls_token."""
-    official = {}
-    for key, value in state_dict.items():
-        if key == "patch_embed.proj.weight":
-            value = value.permute(0, 2, 3, 1).flatten(1)
-        if key == "pos_embed":
-            value = value.flatten(1, 2)
-        for pattern, replacement in TO_OFFICIAL:
-            key = re.sub(pattern, replacement, key)
-        official[key] = value
+    reshaped = dict(state_dict)
+    reshaped["patch_embed.proj.weight"] = state_dict["patch_embed.proj.weight"].permute(0, 2, 3, 1).flatten(1)
+    reshaped["pos_embed"] = state_dict["pos_embed"].flatten(1, 2)
+    official = checks.rename_keys(reshaped, TO_OFFICIAL)
     official["cls_token"] = torch.randn(1, 1, state_dict["pos_embed"].shape[-1])
     return official
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_parameter_count_equals_official_without_the_unused_cls_token(name):
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 def test_convolution_is_attention_with_the_toeplitz_matrix():
@@ -89,11 +82,9 @@ def test_official_checkpoint_loads():
     with torch.no_grad():
         for block in source.blocks:
             block.attn.kernel.normal_(0, 0.1)
-    model = timm.create_model(name, **tiny_kwargs(name)).eval()
-    model.load_state_dict(checkpoint_filter_fn(_official_layout(source.state_dict()), model))
+    checkpoint = _official_layout(source.state_dict())
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    checks.check_checkpoint_filter(name, checkpoint, checkpoint_filter_fn, source, x, **tiny_kwargs(name))
 
 
 def test_every_block_convolves_through_the_zoo_kernel(monkeypatch):

@@ -1,7 +1,9 @@
-"""NAT / DiNAT: official and Hugging Face checkpoint layouts, padding of small maps, sizes, precision."""
+"""NAT / DiNAT: official and Hugging Face checkpoint layouts, padding of small maps, sizes
+(autocast: test_autocast.py)."""
 
 import re
 
+import _family_checks as checks
 import pytest
 import timm
 import torch
@@ -96,15 +98,6 @@ OFFICIAL_TO_OURS = [
 ]
 
 
-def _ours(official: dict) -> dict:
-    out = {}
-    for key, value in official.items():
-        for pattern, replacement in OFFICIAL_TO_OURS:
-            key = re.sub(pattern, replacement, key)
-        out[key] = value
-    return out
-
-
 def _transformers_layout(official: dict, prefix: str) -> dict:
     """The same weights under Hugging Face transformers' NatForImageClassification names."""
     out = {}
@@ -138,18 +131,14 @@ def _transformers_layout(official: dict, prefix: str) -> dict:
     return out
 
 
-def _load(name, path, **kwargs):
-    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs).eval()
-
-
 @pytest.mark.parametrize("name, layer_scale", [("zoo_nat_small", 1e-5), ("zoo_dinat_mini", None)])
 def test_official_checkpoint_loads(name, layer_scale, tmp_path):
     official = _official_state_dict(**SMALL, layer_scale=layer_scale)
     torch.save(official, tmp_path / "official.pth")  # the official files are bare state dicts
-    model = _load(name, tmp_path / "official.pth", **SMALL)
+    model = checks.load_pretrained_file(name, tmp_path / "official.pth", **SMALL)
 
     direct = timm.create_model(name, **SMALL).eval()
-    direct.load_state_dict(_ours(official), strict=True)
+    direct.load_state_dict(checks.rename_keys(official, OFFICIAL_TO_OURS), strict=True)
     x = torch.randn(1, 3, 96, 80)
     with torch.no_grad():
         torch.testing.assert_close(model(x), direct(x), rtol=0, atol=0)
@@ -159,9 +148,9 @@ def test_official_checkpoint_loads(name, layer_scale, tmp_path):
 def test_transformers_checkpoint_loads(name, prefix, tmp_path):
     official = _official_state_dict(**SMALL, layer_scale=1e-5)
     torch.save(_transformers_layout(official, prefix), tmp_path / "pytorch_model.bin")
-    model = _load(name, tmp_path / "pytorch_model.bin", **SMALL, layer_scale=1e-5)
+    model = checks.load_pretrained_file(name, tmp_path / "pytorch_model.bin", **SMALL, layer_scale=1e-5)
     direct = timm.create_model(name, **SMALL, layer_scale=1e-5).eval()
-    direct.load_state_dict(_ours(official), strict=True)
+    direct.load_state_dict(checks.rename_keys(official, OFFICIAL_TO_OURS), strict=True)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), direct(x), rtol=0, atol=0)
@@ -170,7 +159,7 @@ def test_transformers_checkpoint_loads(name, prefix, tmp_path):
 def test_checkpoint_of_other_architecture_is_refused(tmp_path):
     torch.save(_official_state_dict(**dict(SMALL, embed_dim=64), layer_scale=None), tmp_path / "other.pth")
     with pytest.raises(RuntimeError, match="size mismatch"):
-        _load("zoo_nat_mini", tmp_path / "other.pth", **SMALL)
+        checks.load_pretrained_file("zoo_nat_mini", tmp_path / "other.pth", **SMALL)
 
 
 def test_map_smaller_than_window_is_padded_like_natten():
@@ -202,31 +191,11 @@ def test_dilation_schedule_is_official(name):
     assert dilations == OFFICIAL_DILATIONS[name]
 
 
-def test_full_size_parameter_counts_match_official():
-    for name, expected in OFFICIAL_PARAMS.items():
-        with torch.device("meta"):
-            model = timm.create_model(name)
-        assert sum(p.numel() for p in model.parameters()) == expected, name
+@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
+def test_full_size_parameter_counts_match_official(name):
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 def test_any_input_size():
     model = timm.create_model("zoo_dinat_mini", **dict(SMALL, dilations=((8,), (1, 4), (2,), (1,)))).eval()
-    with torch.no_grad():
-        for size in [(33, 47), (7, 9), (1, 1)]:
-            _, intermediates = model.forward_intermediates(torch.randn(1, 3, *size))
-            for feature, r in zip(intermediates, (4, 8, 16, 32)):
-                assert feature.shape[-2:] == (-(-size[0] // r), -(-size[1] // r))
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, pytest.param(torch.float16, marks=pytest.mark.slow)])
-def test_mixed_precision_default_size(dtype):
-    """Autocast forward + backward of the smallest variant at 224² (CPU): finite logits and gradients.
-    (fp16 is emulated on CPU, hence slow.)"""
-    torch.manual_seed(0)
-    model = timm.create_model("zoo_dinat_mini").train()
-    with torch.autocast("cpu", dtype=dtype):
-        out = model(torch.randn(1, 3, 224, 224))
-    assert torch.isfinite(out).all()
-    out.float().logsumexp(-1).sum().backward()
-    for pname, param in model.named_parameters():
-        assert param.grad is not None and torch.isfinite(param.grad).all(), pname
+    checks.assert_maps_round_up(model, sizes=((33, 47), (7, 9), (1, 1)))

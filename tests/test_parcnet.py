@@ -1,8 +1,9 @@
 """ParCNetV2 and ParC-Net v1: official checkpoint layouts, parameter counts, the oversized and circular
-convolutions against functional references written from the official code, autocast."""
+convolutions against functional references written from the official code (autocast: test_autocast.py)."""
 
 import re
 
+import _family_checks as checks
 import pytest
 import timm
 import torch
@@ -46,12 +47,7 @@ V1_TO_OFFICIAL = (
     (r"^final_conv\.bn\.", "conv_1x1_exp.block.norm."),
     (r"^head\.fc\.", "classifier.fc."),
     (r"^stages\.(\d)\.", lambda m: f"layer_{int(m.group(1)) + 1}."),
-    (r"\.conv_pw\.", ".block.exp_1x1.block.conv."),
-    (r"\.bn1\.", ".block.exp_1x1.block.norm."),
-    (r"\.conv_dw\.", ".block.conv_3x3.block.conv."),
-    (r"\.bn2\.", ".block.conv_3x3.block.norm."),
-    (r"\.conv_pwl\.", ".block.red_1x1.block.conv."),
-    (r"\.bn3\.", ".block.red_1x1.block.norm."),
+    *checks.TO_CVNETS_INVERTED_RESIDUAL,
     (r"\.conv_kxk\.conv\.", ".dim_adaptive.0.block.conv."),
     (r"\.conv_kxk\.bn\.", ".dim_adaptive.0.block.norm."),
     (r"\.conv_1x1\.", ".dim_adaptive.1.block.conv."),
@@ -80,15 +76,6 @@ V1_TO_OFFICIAL = (
 )
 
 
-def _to_official(state_dict: dict, renames) -> dict:
-    official = {}
-    for key, value in state_dict.items():
-        for pattern, replacement in renames:
-            key = re.sub(pattern, replacement, key)
-        official[key] = value
-    return official
-
-
 def _v1_to_official(model) -> dict:
     """The official layout: the fusion block's trailing BatchNorm is ``spatial_global_rep.{depth}``, the
     model also registers its last stage's first inverted residual as ``residual``, and the stem was
@@ -100,7 +87,7 @@ def _v1_to_official(model) -> dict:
             depth = len(model.get_submodule(match.group(1)).blocks)
             key = f"{match.group(1)}.blocks.{depth}.{match.group(2)}"
         state_dict[key] = value
-    official = _to_official(state_dict, V1_TO_OFFICIAL)
+    official = checks.rename_keys(state_dict, V1_TO_OFFICIAL)
     official["conv_1.block.conv.weight"] = official["conv_1.block.conv.weight"].flip(1)
     last = max(int(k.split(".")[0][6:]) for k in official if k.startswith("layer_"))
     for key, value in list(official.items()):
@@ -109,24 +96,9 @@ def _v1_to_official(model) -> dict:
     return official
 
 
-def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
-    """Random weights and BatchNorm statistics, so that every tensor of the checkpoint matters."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.dtype.is_floating_point:
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            else:
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1 + tensor)
-
-
-def test_parameter_counts_match_official():
-    for name, expected in OFFICIAL_PARAMS.items():
-        with torch.device("meta"):
-            model = timm.create_model(name)
-        assert sum(p.numel() for p in model.parameters()) == expected, name
+@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
+def test_parameter_counts_match_official(name):
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 def test_oversized_kernels_are_2h_minus_1():
@@ -138,8 +110,8 @@ def test_oversized_kernels_are_2h_minus_1():
 
 def test_parcnetv2_official_checkpoint_loads(tmp_path):
     reference = timm.create_model("zoo_parcnetv2_xt", **V2_SMALL).eval()
-    _randomize(reference)
-    official = _to_official(reference.state_dict(), V2_TO_OFFICIAL)
+    checks.randomize_state(reference, around_init=True)
+    official = checks.rename_keys(reference.state_dict(), V2_TO_OFFICIAL)
     expected_shapes = {
         "downsample_layers.0.conv.weight": (16, 3, 7, 7),
         "downsample_layers.0.post_norm.weight": (16,),
@@ -162,19 +134,15 @@ def test_parcnetv2_official_checkpoint_loads(tmp_path):
     path = tmp_path / "parcnetv2_xt.pth.tar"
     torch.save({"state_dict": {f"module.{k}": v for k, v in official.items()}, "epoch": 299}, path)
 
-    model = timm.create_model(
-        "zoo_parcnetv2_xt", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **V2_SMALL
-    ).eval()
-    x = torch.randn(1, 3, 72, 88)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+    model = checks.load_pretrained_file("zoo_parcnetv2_xt", path, **V2_SMALL)
+    checks.assert_same_outputs(model, reference, torch.randn(1, 3, 72, 88))
 
 
 def test_parcnetv2_checkpoint_resizes_kernels_to_the_model_size():
     reference = timm.create_model("zoo_parcnetv2_xt", **V2_SMALL)
-    _randomize(reference)
+    checks.randomize_state(reference, around_init=True)
     model = timm.create_model("zoo_parcnetv2_xt", img_size=128, **V2_SMALL)
-    converted = parcnetv2.checkpoint_filter_fn(_to_official(reference.state_dict(), V2_TO_OFFICIAL), model)
+    converted = parcnetv2.checkpoint_filter_fn(checks.rename_keys(reference.state_dict(), V2_TO_OFFICIAL), model)
     model.load_state_dict(converted, strict=True)
     kernel = reference.stages[1].blocks[0].token_mixer.dwconv1.conv_w.weight
     resized = F.interpolate(kernel, (1, 31), mode="bilinear", align_corners=True)
@@ -225,7 +193,7 @@ def test_centered_l2_norm_matches_official():
 
 def test_parcnet_official_checkpoint_loads(tmp_path):
     reference = timm.create_model("zoo_parcnet_s", **V1_SMALL).eval()
-    _randomize(reference)
+    checks.randomize_state(reference, around_init=True)
     official = _v1_to_official(reference)
     expected_shapes = {
         "conv_1.block.conv.weight": (16, 3, 3, 3),
@@ -250,12 +218,8 @@ def test_parcnet_official_checkpoint_loads(tmp_path):
     path = tmp_path / "checkpoint_ema_avg.pt"
     torch.save(official, path)
 
-    model = timm.create_model(
-        "zoo_parcnet_s", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **V1_SMALL
-    ).eval()
-    x = torch.rand(1, 3, 96, 96)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+    model = checks.load_pretrained_file("zoo_parcnet_s", path, **V1_SMALL)
+    checks.assert_same_outputs(model, reference, torch.rand(1, 3, 96, 96))
 
 
 def _official_branch(branch: CircularConvBranch, x: torch.Tensor) -> torch.Tensor:
@@ -289,7 +253,7 @@ def test_circular_branch_matches_official_and_uses_the_kernel(monkeypatch, first
     monkeypatch.setattr(parcnet, "depthwise_conv2d", recording)
     torch.manual_seed(0)
     branch = CircularConvBranch(5, (8, 8), first_axis, use_pe=True).eval()
-    _randomize(branch)
+    checks.randomize_state(branch, around_init=True)
     for size in (8, 11, 6):
         x = torch.randn(2, 5, size, size)
         with torch.no_grad():
@@ -304,17 +268,3 @@ def test_circular_conv_wraps_around():
     x, kernel = torch.randn(1, 3, 5, 7), torch.randn(3, 1, 1, 7)
     expected = sum(kernel[:, 0, 0, k].view(1, 3, 1, 1) * torch.roll(x, -k, dims=3) for k in range(7))
     torch.testing.assert_close(parcnet.circular_conv(x, kernel, "w"), expected)
-
-
-@pytest.mark.parametrize("name, batch", [("zoo_parcnetv2_xt", 1), ("zoo_parcnet_s", 2)])  # batch 2: BatchNorm
-@pytest.mark.parametrize("dtype", [torch.bfloat16, pytest.param(torch.float16, marks=pytest.mark.slow)])
-def test_autocast_forward_backward_is_finite(name, batch, dtype):
-    model = timm.create_model(name).train()
-    size = model.pretrained_cfg["input_size"][-1]
-    x = torch.randn(batch, 3, size, size)
-    with torch.autocast("cpu", dtype=dtype):
-        out = model(x)
-    assert torch.isfinite(out).all()
-    out.float().logsumexp(-1).sum().backward()
-    for pname, param in model.named_parameters():
-        assert param.grad is not None and torch.isfinite(param.grad).all(), pname

@@ -3,6 +3,7 @@ input sizes, spatial reduction, parameter counts."""
 
 import re
 
+import _family_checks as checks
 import pytest
 import timm
 import torch
@@ -11,16 +12,6 @@ import zoo  # noqa: F401
 from zoo.models._registry import tiny_kwargs
 
 FAMILIES = ["zoo_flatten_pvt_tiny", "zoo_flatten_pvtv2_b0", "zoo_agent_pvt_tiny"]
-
-
-def _random_model(name, **kwargs):
-    torch.manual_seed(0)
-    model = timm.create_model(name, **kwargs).eval()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0, 0.05, generator=generator)
-    return model
 
 
 def _official_layout(state_dict: dict) -> dict:
@@ -42,7 +33,7 @@ def _official_layout(state_dict: dict) -> dict:
 @pytest.mark.parametrize("name", FAMILIES)
 def test_official_checkpoint_loads(name, tmp_path):
     kwargs = tiny_kwargs(name)
-    source = _random_model(name, **kwargs)
+    source = checks.random_model(name, **kwargs)
     official = _official_layout(source.state_dict())
     v2 = "pvtv2" in name
     expected_keys = {"patch_embed1.proj.weight", "patch_embed4.norm.bias", "block1.0.attn.q.weight",
@@ -52,22 +43,15 @@ def test_official_checkpoint_loads(name, tmp_path):
     assert not [k for k in official if k.startswith(("stages", "head.fc"))]
     if name == "zoo_flatten_pvt_tiny":  # the official FLatten-PVT declares a final norm it never applies
         official |= {"norm.weight": torch.ones(32), "norm.bias": torch.zeros(32)}
-    path = tmp_path / "official.pth"
-    torch.save({"model": official, "epoch": 299}, path)
-    model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs).eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    model = checks.load_checkpoint(name, {"model": official, "epoch": 299}, tmp_path, **kwargs)
+    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 64))
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_checkpoint_resized_for_another_resolution(name, tmp_path):
     kwargs = tiny_kwargs(name)
-    path = tmp_path / "official.pth"
-    torch.save({"model": _official_layout(_random_model(name, **kwargs).state_dict())}, path)
-    model = timm.create_model(
-        name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **dict(kwargs, img_size=96)
-    ).eval()
+    official = _official_layout(checks.random_model(name, **kwargs).state_dict())
+    model = checks.load_checkpoint(name, {"model": official}, tmp_path, **dict(kwargs, img_size=96))
     if "pvtv2" not in name:
         assert model.stages[0].pos_embed.shape == (1, 24 * 24, 16)
     with torch.no_grad():
@@ -75,7 +59,7 @@ def test_checkpoint_resized_for_another_resolution(name, tmp_path):
 
 
 def test_position_embedding_is_interpolated_to_the_input():
-    model = _random_model("zoo_agent_pvt_tiny", **tiny_kwargs("zoo_agent_pvt_tiny"))
+    model = checks.random_model("zoo_agent_pvt_tiny", **tiny_kwargs("zoo_agent_pvt_tiny"))
     stage = model.stages[0]
     with torch.no_grad():
         at_size = stage._pos_embed((16, 16))
@@ -124,6 +108,4 @@ OFFICIAL_PARAMS = {
 
 @pytest.mark.parametrize("name", OFFICIAL_PARAMS)
 def test_parameter_count_matches_official(name):
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]

@@ -3,13 +3,12 @@ counts, folding, and the large-kernel convolutions running through the zoo kerne
 
 import re
 
+import _family_checks as checks
 import pytest
 import timm
 import torch
-from timm.utils import reparameterize_model
 
 import zoo  # noqa: F401
-import zoo.layers.dwconv
 from zoo.models import tiny_kwargs
 from zoo.models.replknet import checkpoint_filter_fn
 
@@ -38,33 +37,13 @@ def _official_layout(state_dict: dict, mmpretrain: bool = False, num_stages: int
     return out
 
 
-def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
-    """Random BatchNorm affine parameters and statistics, so that every tensor of a checkpoint matters."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.copy_(1 + 0.2 * torch.randn(module.weight.shape, generator=generator))
-                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
-                module.running_mean.copy_(0.2 * torch.randn(module.running_mean.shape, generator=generator))
-                module.running_var.uniform_(0.5, 1.5, generator=generator)
-
-
 def _tiny(name: str = "zoo_replknet_31b", **kwargs) -> torch.nn.Module:
-    model = timm.create_model(name, **dict(tiny_kwargs(name), **kwargs)).eval()
-    _randomize(model)
-    return model
-
-
-def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
+    return checks.tiny_model(name, scale_suffixes=(), **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_parameter_count_equals_official(name):
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 @pytest.mark.parametrize("mmpretrain", [False, True], ids=["official", "mmpretrain"])
@@ -80,41 +59,20 @@ def test_training_time_checkpoint_loads(mmpretrain):
     wrapped = {"state_dict": state_dict, "meta": {}} if mmpretrain else {"model": state_dict}
     model = _tiny()
     model.load_state_dict(checkpoint_filter_fn(wrapped, model))
-    x = torch.randn(2, 3, 64, 48)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 48))
 
 
 @pytest.mark.parametrize("name", ["zoo_replknet_31b", "zoo_replknet_xl_320"])
 def test_reparameterize_matches_and_loads_as_the_official_deploy_checkpoint(name):
-    model = _tiny(name)
     x = torch.randn(2, 3, 72, 56)
-    with torch.no_grad():
-        expected = model(x)
-        folded = reparameterize_model(model)
-        assert _relative_difference(folded(x), expected) < 1e-5
-        model.reparameterize()
-        torch.testing.assert_close(model(x), folded(x), rtol=0, atol=0)
+    folded = checks.check_reparameterization(_tiny(name), x)
 
     state_dict = _official_layout(folded.state_dict())
     assert "stages.0.blocks.0.large_kernel.lkb_reparam.bias" in state_dict
     assert not any("lkb_origin" in key or "small_conv" in key for key in state_dict)
     deployed = _tiny(name)
     deployed.load_state_dict(checkpoint_filter_fn(state_dict, deployed))
-    with torch.no_grad():
-        torch.testing.assert_close(deployed(x), folded(x), rtol=0, atol=0)
-
-
-def _count_kernel_calls(monkeypatch) -> list:
-    calls = []
-    kernel = zoo.layers.dwconv.depthwise_conv2d
-
-    def counting(x, weight, *args, **kwargs):
-        calls.append((tuple(weight.shape[-2:]), x.is_contiguous(memory_format=torch.channels_last)))
-        return kernel(x, weight, *args, **kwargs)
-
-    monkeypatch.setattr(zoo.layers.dwconv, "depthwise_conv2d", counting)
-    return calls
+    checks.assert_same_outputs(deployed, folded, x)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
@@ -125,7 +83,7 @@ def test_large_kernels_run_through_the_zoo_kernel(monkeypatch, channels_last):
     with torch.no_grad():
         expected = model(x)
         model.to(memory_format=memory_format)
-        calls = _count_kernel_calls(monkeypatch)
+        calls = checks.record_depthwise_calls(monkeypatch, checks.kernel_shape_and_channels_last)
         out = model(x.to(memory_format=memory_format))
         torch.testing.assert_close(out, expected)
         assert sorted(shape for shape, _ in calls) == sorted([(13, 13), (11, 11), (7, 7), (5, 5)] + [(5, 5)] * 4)
@@ -140,7 +98,7 @@ def test_full_size_kernel_calls_per_forward(monkeypatch):
     """RepLKNet-31B: each of its 24 RepLK blocks runs its large kernel and its 5x5 kernel through the zoo
     kernel (one call per block once folded); shapes only, on a narrow copy of the model."""
     model = timm.create_model("zoo_replknet_31b", dims=(4, 4, 4, 4)).eval()
-    calls = _count_kernel_calls(monkeypatch)
+    calls = checks.record_depthwise_calls(monkeypatch, checks.kernel_shape_and_channels_last)
     with torch.no_grad():
         model(torch.randn(1, 3, 64, 64))
         assert sorted({shape: None for shape, _ in calls}) == [(5, 5), (13, 13), (27, 27), (29, 29), (31, 31)]
@@ -152,29 +110,11 @@ def test_full_size_kernel_calls_per_forward(monkeypatch):
 
 
 def test_grad_checkpointing_gives_the_same_gradients():
-    model = _tiny(drop_path_rate=0.0).train()
-    x = torch.randn(2, 3, 48, 40)
-    model(x).sum().backward()
-    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model.set_grad_checkpointing(True)
-    model(x).sum().backward()
-    for name, param in model.named_parameters():
-        torch.testing.assert_close(param.grad, expected[name], msg=name)
+    checks.assert_grad_checkpointing_same_gradients(_tiny(drop_path_rate=0.0).train(), torch.randn(2, 3, 48, 40))
 
 
 def test_bfloat16_autocast_forward_backward():
-    model = _tiny()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        expected = model(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert _relative_difference(model(x).float(), expected) < 2e-2
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model.train()(x)
-    out.float().logsumexp(-1).sum().backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+    checks.assert_bfloat16_autocast_close(_tiny(), torch.randn(2, 3, 64, 64))
 
 
 @pytest.mark.parametrize("layout", ["official_deploy", "mmpretrain"])
@@ -190,10 +130,6 @@ def test_pretrained_file_loads_through_timm(tmp_path, layout):
     path = tmp_path / "replknet.pth"
     torch.save(checkpoint, path)
     name = "zoo_replknet_31b"
-    model = timm.create_model(
-        name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **tiny_kwargs(name)
-    ).eval()
+    model = checks.load_pretrained_file(name, path, **tiny_kwargs(name))
     assert hasattr(model.stages[0].blocks[0].large_kernel, "lkb_reparam") == (layout == "official_deploy")
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    checks.assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))

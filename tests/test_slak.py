@@ -1,16 +1,13 @@
 """SLaK: official checkpoint layout (training-time and re-parameterized), parameter counts, the
 implicit-GEMM padding of the strips, folding, and the convolutions running through the zoo kernel."""
 
-import re
-
+import _family_checks as checks
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from timm.utils import reparameterize_model
 
 import zoo  # noqa: F401
-import zoo.layers.dwconv
 from zoo.models import tiny_kwargs
 from zoo.models.slak import checkpoint_filter_fn
 
@@ -24,56 +21,20 @@ OFFICIAL_PARAMS = {
 }
 
 TO_OFFICIAL = (
-    (r"^stem\.", "downsample_layers.0."),
-    (r"^stages\.(\d+)\.downsample\.", r"downsample_layers.\1."),
-    (r"^stages\.(\d+)\.blocks\.(\d+)\.", r"stages.\1.\2."),
+    *checks.TO_CONVNEXT_LAYOUT,
     (r"\.mlp\.fc1\.", ".pwconv1."),
     (r"\.mlp\.fc2\.", ".pwconv2."),
-    (r"^head\.norm\.", "norm."),
-    (r"^head\.fc\.", "head."),
+    *checks.TO_BARE_HEAD,
 )
 
 
-def _official_layout(state_dict: dict) -> dict:
-    official = {}
-    for key, value in state_dict.items():
-        for pattern, replacement in TO_OFFICIAL:
-            key = re.sub(pattern, replacement, key)
-        official[key] = value
-    return official
-
-
-def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
-    """Random BatchNorm parameters and statistics, and layer scales of order one instead of 1e-6, so
-    that every tensor of a checkpoint matters."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.copy_(1 + 0.2 * torch.randn(module.weight.shape, generator=generator))
-                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
-                module.running_mean.copy_(0.2 * torch.randn(module.running_mean.shape, generator=generator))
-                module.running_var.uniform_(0.5, 1.5, generator=generator)
-        for name, param in model.named_parameters():
-            if name.endswith("gamma"):
-                param.copy_(torch.randn(param.shape, generator=generator))
-
-
 def _tiny(name: str = "zoo_slak_tiny", **kwargs) -> torch.nn.Module:
-    model = timm.create_model(name, **dict(tiny_kwargs(name), **kwargs)).eval()
-    _randomize(model)
-    return model
-
-
-def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
+    return checks.tiny_model(name, scale_suffixes=("gamma",), **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_parameter_count_equals_official(name):
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 def test_strips_pad_as_the_implicit_gemm_convolution():
@@ -90,7 +51,7 @@ def test_strips_pad_as_the_implicit_gemm_convolution():
 
 def test_training_time_checkpoint_loads():
     source = _tiny()
-    state_dict = _official_layout(source.state_dict())
+    state_dict = checks.rename_keys(source.state_dict(), TO_OFFICIAL)
     expected_keys = {
         "downsample_layers.0.0.weight", "downsample_layers.3.1.bias", "stages.2.0.large_kernel.LoRA2.bn.running_var",
         "stages.0.0.pwconv1.weight", "stages.0.0.gamma", "norm.weight", "head.weight",
@@ -98,28 +59,19 @@ def test_training_time_checkpoint_loads():
     assert expected_keys <= set(state_dict)
     model = _tiny()
     model.load_state_dict(checkpoint_filter_fn({"model": state_dict, "epoch": 299}, model))
-    x = torch.randn(2, 3, 64, 96)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 96))
 
 
 def test_reparameterize_matches_and_loads_as_the_official_deploy_layout():
-    model = _tiny()
     x = torch.randn(2, 3, 96, 64)
-    with torch.no_grad():
-        expected = model(x)
-        folded = reparameterize_model(model)
-        assert _relative_difference(folded(x), expected) < 1e-5
-        model.reparameterize()
-        torch.testing.assert_close(model(x), folded(x), rtol=0, atol=0)
+    folded = checks.check_reparameterization(_tiny(), x)
 
-    state_dict = _official_layout(folded.state_dict())
+    state_dict = checks.rename_keys(folded.state_dict(), TO_OFFICIAL)
     assert state_dict["stages.0.0.large_kernel.lkb_reparam.weight"].shape == (8, 1, 13, 13)
     assert not any(branch in key for key in state_dict for branch in ("LoRA", "small_conv"))
     deployed = _tiny()
     deployed.load_state_dict(checkpoint_filter_fn(state_dict, deployed))
-    with torch.no_grad():
-        torch.testing.assert_close(deployed(x), folded(x), rtol=0, atol=0)
+    checks.assert_same_outputs(deployed, folded, x)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
@@ -130,14 +82,7 @@ def test_every_branch_runs_through_the_zoo_kernel(monkeypatch, channels_last):
     with torch.no_grad():
         expected = model(x)
     model.to(memory_format=memory_format)
-    calls = []
-    kernel = zoo.layers.dwconv.depthwise_conv2d
-
-    def counting(x, weight, *args, **kwargs):
-        calls.append((tuple(weight.shape[-2:]), x.is_contiguous(memory_format=torch.channels_last)))
-        return kernel(x, weight, *args, **kwargs)
-
-    monkeypatch.setattr(zoo.layers.dwconv, "depthwise_conv2d", counting)
+    calls = checks.record_depthwise_calls(monkeypatch, checks.kernel_shape_and_channels_last)
     with torch.no_grad():
         torch.testing.assert_close(model(x.to(memory_format=memory_format)), expected)
         shapes = [shape for shape, _ in calls]
@@ -153,26 +98,12 @@ def test_every_branch_runs_through_the_zoo_kernel(monkeypatch, channels_last):
 
 
 def test_bfloat16_autocast_forward_backward():
-    model = _tiny()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        expected = model(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert _relative_difference(model(x).float(), expected) < 2e-2
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model.train()(x)
-    out.float().logsumexp(-1).sum().backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+    checks.assert_bfloat16_autocast_close(_tiny(), torch.randn(2, 3, 64, 64))
 
 
 def test_pretrained_file_loads_through_timm(tmp_path):
     source = _tiny()
     path = tmp_path / "slak.pth"
-    torch.save({"model": _official_layout(source.state_dict()), "epoch": 299}, path)
-    model = timm.create_model(
-        "zoo_slak_tiny", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **tiny_kwargs("zoo_slak_tiny")
-    ).eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    torch.save({"model": checks.rename_keys(source.state_dict(), TO_OFFICIAL), "epoch": 299}, path)
+    model = checks.load_pretrained_file("zoo_slak_tiny", path, **tiny_kwargs("zoo_slak_tiny"))
+    checks.assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))

@@ -1,7 +1,6 @@
 """SpectFormer (vanilla and hierarchical): official layouts, parameter counts, head counts, resize rule, autocast."""
 
-import re
-
+import _family_checks as checks
 import pytest
 import timm
 import torch
@@ -43,25 +42,12 @@ TO_OFFICIAL_H = (
 def official_layout(model, rules=TO_OFFICIAL_H) -> dict:
     """The model's state dict in the official hierarchical layout (or the vanilla one: ``head``)."""
     rules = rules if hasattr(model, "stages") else ((r"^head\.fc\.", "head."),)
-    official = {}
-    for key, value in model.state_dict().items():
-        for pattern, replacement in rules:
-            key = re.sub(pattern, replacement, key)
-        official[key] = value.clone()
-    return {"model": official}
-
-
-def randomize(model):
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.1)
+    return {"model": checks.rename_keys({k: v.clone() for k, v in model.state_dict().items()}, rules)}
 
 
 @pytest.mark.parametrize("name", OFFICIAL_PARAMS)
 def test_parameter_count_matches_official(name):
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 @pytest.mark.parametrize("name, heads", [("zoo_spectformer_t", 4), ("zoo_spectformer_xs", 6),
@@ -81,15 +67,11 @@ def test_heads_that_do_not_divide_the_width_are_refused():
 
 @pytest.mark.parametrize("name, kwargs", [("zoo_spectformer_xs", SMALL), ("zoo_spectformer_h_s", SMALL_H)])
 def test_official_layout_loads_and_gives_the_same_output(name, kwargs):
-    source = timm.create_model(name, **kwargs).eval()
-    randomize(source)
+    source = checks.random_model(name, std=0.1, **kwargs)
     checkpoint = official_layout(source)
     assert "head.weight" in checkpoint["model"]
-    model = timm.create_model(name, **kwargs).eval()
-    model.load_state_dict(checkpoint_filter_fn(checkpoint, model))
     x = torch.randn(2, 3, kwargs["img_size"], kwargs["img_size"])
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    checks.check_checkpoint_filter(name, checkpoint, checkpoint_filter_fn, source, x, **kwargs)
 
 
 def test_hierarchical_logits_add_half_the_best_token_score():
@@ -105,8 +87,7 @@ def test_hierarchical_logits_add_half_the_best_token_score():
 
 
 def test_hierarchical_filters_resize_at_load_and_in_the_forward_pass():
-    source = timm.create_model("zoo_spectformer_h_s", **SMALL_H).eval()
-    randomize(source)
+    source = checks.random_model("zoo_spectformer_h_s", std=0.1, **SMALL_H)
     assert source.stages[0].blocks[0].attn.complex_weight.shape == (16, 9, 8, 2)
     assert source.stages[1].blocks[0].attn.complex_weight.shape == (8, 5, 16, 2)
     bigger = timm.create_model("zoo_spectformer_h_s", **dict(SMALL_H, img_size=96)).eval()
@@ -126,8 +107,4 @@ def test_hierarchical_filters_resize_at_load_and_in_the_forward_pass():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_mixed_precision_forward_backward(name, kwargs, dtype):
     model = timm.create_model(name, **kwargs).train()
-    with torch.autocast("cpu", dtype=dtype):
-        out = model(torch.randn(2, 3, 56, 40) * 200)
-    out.float().logsumexp(-1).mean().backward()
-    assert torch.isfinite(out).all()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    checks.assert_finite_autocast_step(model, torch.randn(2, 3, 56, 40) * 200, dtype, every_parameter=False)

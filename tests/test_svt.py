@@ -2,6 +2,7 @@
 
 import sys
 
+import _family_checks as checks
 import pytest
 import timm
 import torch
@@ -12,7 +13,7 @@ from zoo.models.svt import ScatteringMixer, checkpoint_filter_fn, dtcwt_forward,
 
 pytorch_wavelets = pytest.importorskip("pytorch_wavelets")
 
-from test_spectformer import official_layout, randomize  # noqa: E402
+from test_spectformer import official_layout  # noqa: E402
 
 # Parameter counts of the official models (badripatro/svt, svt.py's svt_{s,b,l} at its current head),
 # counted by instantiating them.
@@ -22,22 +23,16 @@ SMALL = dict(img_size=64, stem_hidden_dim=8, embed_dims=(8, 16, 16, 32), num_hea
 
 @pytest.mark.parametrize("name", OFFICIAL_PARAMS)
 def test_parameter_count_matches_official(name):
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 def test_official_layout_loads_and_gives_the_same_output():
-    source = timm.create_model("zoo_svt_h_s", **SMALL).eval()
-    randomize(source)
+    source = checks.random_model("zoo_svt_h_s", std=0.1, **SMALL)
     checkpoint = official_layout(source)
     assert "block1.1.attn.complex_weight_lh_b2" in checkpoint["model"]
     assert "block1.0.attn.xfm.h0o" in checkpoint["model"]  # pytorch_wavelets' filters are in the state dict
-    model = timm.create_model("zoo_svt_h_s", **SMALL).eval()
-    model.load_state_dict(checkpoint_filter_fn(checkpoint, model))
     x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    checks.check_checkpoint_filter("zoo_svt_h_s", checkpoint, checkpoint_filter_fn, source, x, **SMALL)
 
 
 @pytest.mark.parametrize("size", [(16, 16), (10, 6), (2, 2)])
@@ -55,8 +50,7 @@ def test_dtcwt_equals_pytorch_wavelets_and_inverts(size):
 
 
 def test_low_pass_weight_resizes_at_load_and_in_the_forward_pass():
-    source = timm.create_model("zoo_svt_h_s", **SMALL).eval()
-    randomize(source)
+    source = checks.random_model("zoo_svt_h_s", std=0.1, **SMALL)
     assert source.stages[0].blocks[0].attn.complex_weight_ll.shape == (8, 16, 16)
     bigger = timm.create_model("zoo_svt_h_s", **dict(SMALL, img_size=(88, 72))).eval()
     bigger.load_state_dict(checkpoint_filter_fn(official_layout(source), bigger))
@@ -85,10 +79,7 @@ def test_odd_maps_are_padded_for_the_transform(size):
 def test_scattering_runs_in_fp32_under_autocast_with_large_activations(dtype):
     mixer = ScatteringMixer(dim=8, size=(14, 14))
     x = (torch.randn(2, 14, 14, 8) * 200).requires_grad_()
-    expected = mixer(x)
-    with torch.autocast("cpu", dtype=dtype):
-        out = mixer(x)
-    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    out = checks.assert_autocast_keeps_fp32(mixer, x, dtype)
     out.sum().backward()
     assert torch.isfinite(x.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in mixer.parameters())
@@ -97,11 +88,7 @@ def test_scattering_runs_in_fp32_under_autocast_with_large_activations(dtype):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_mixed_precision_forward_backward(dtype):
     model = timm.create_model("zoo_svt_h_s", **SMALL).train()
-    with torch.autocast("cpu", dtype=dtype):
-        out = model(torch.randn(2, 3, 56, 40) * 200)
-    out.float().logsumexp(-1).mean().backward()
-    assert torch.isfinite(out).all()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    checks.assert_finite_autocast_step(model, torch.randn(2, 3, 56, 40) * 200, dtype, every_parameter=False)
 
 
 def test_missing_wavelets_extra_is_named(monkeypatch):

@@ -1,15 +1,12 @@
 """UniRepLKNet: official checkpoint layout (training-time and deployed), parameter counts, GRN, folding,
 and the large and dilated depthwise convolutions running through the zoo kernel."""
 
-import re
-
+import _family_checks as checks
 import pytest
 import timm
 import torch
-from timm.utils import reparameterize_model
 
 import zoo  # noqa: F401
-import zoo.layers.dwconv
 from zoo.models import tiny_kwargs
 from zoo.models.unireplknet import GlobalResponseNorm, UniRepLKNet, checkpoint_filter_fn
 
@@ -29,9 +26,7 @@ OFFICIAL_PARAMS = {
 }
 
 TO_OFFICIAL = (
-    (r"^stem\.", "downsample_layers.0."),
-    (r"^stages\.(\d+)\.downsample\.", r"downsample_layers.\1."),
-    (r"^stages\.(\d+)\.blocks\.(\d+)\.", r"stages.\1.\2."),
+    *checks.TO_CONVNEXT_LAYOUT,
     (r"\.se\.fc1\.", ".se.down."),
     (r"\.se\.fc2\.", ".se.up."),
     (r"\.pwconv1\.", ".pwconv1.1."),
@@ -40,52 +35,23 @@ TO_OFFICIAL = (
     (r"\.pwconv2\.", ".pwconv2.0."),
     (r"\.ffn_norm\.", ".pwconv2.2."),
     (r"\.layer_scale\.gamma$", ".gamma"),
-    (r"^head\.norm\.", "norm."),
-    (r"^head\.fc\.", "head."),
+    *checks.TO_BARE_HEAD,
 )
 
 
 def _official_layout(state_dict: dict) -> dict:
     """Our keys -> the official ones; GRN's parameters have the official ``(1, 1, 1, C)`` shape."""
-    official = {}
-    for key, value in state_dict.items():
-        for pattern, replacement in TO_OFFICIAL:
-            key = re.sub(pattern, replacement, key)
-        official[key] = value.reshape(1, 1, 1, -1) if ".act.1." in key else value
-    return official
-
-
-def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
-    """Random BatchNorm parameters and statistics, GRN parameters and layer scales of order one
-    instead of zeros and 1e-6, so that every tensor of a checkpoint matters."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.copy_(1 + 0.2 * torch.randn(module.weight.shape, generator=generator))
-                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
-                module.running_mean.copy_(0.2 * torch.randn(module.running_mean.shape, generator=generator))
-                module.running_var.uniform_(0.5, 1.5, generator=generator)
-        for name, param in model.named_parameters():
-            if name.endswith(("gamma", "grn.weight", "grn.bias")):
-                param.copy_(torch.randn(param.shape, generator=generator))
+    official = checks.rename_keys(state_dict, TO_OFFICIAL)
+    return {key: value.reshape(1, 1, 1, -1) if ".act.1." in key else value for key, value in official.items()}
 
 
 def _tiny(name: str = "zoo_unireplknet_a", **kwargs) -> torch.nn.Module:
-    model = timm.create_model(name, **dict(tiny_kwargs(name), **kwargs)).eval()
-    _randomize(model)
-    return model
-
-
-def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a - b).abs().max() / b.abs().max()).item()
+    return checks.tiny_model(name, scale_suffixes=("gamma", "grn.weight", "grn.bias"), **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
 def test_parameter_count_equals_official(name):
-    with torch.device("meta"):
-        model = timm.create_model(name)
-    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 def test_kernel_sizes_per_block_are_the_official_ones():
@@ -123,20 +89,12 @@ def test_training_time_checkpoint_loads():
     assert "stages.0.0.pwconv2.0.bias" not in state_dict
     model = _tiny()
     model.load_state_dict(checkpoint_filter_fn({"model": {"module." + k: v for k, v in state_dict.items()}}, model))
-    x = torch.randn(2, 3, 64, 96)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 96))
 
 
 def test_reparameterize_matches_and_loads_as_the_official_deploy_layout():
-    model = _tiny()
     x = torch.randn(2, 3, 96, 64)
-    with torch.no_grad():
-        expected = model(x)
-        folded = reparameterize_model(model)
-        assert _relative_difference(folded(x), expected) < 1e-5
-        model.reparameterize()
-        torch.testing.assert_close(model(x), folded(x), rtol=0, atol=0)
+    folded = checks.check_reparameterization(_tiny(), x)
 
     state_dict = _official_layout(folded.state_dict())
     assert state_dict["stages.1.0.dwconv.lk_origin.weight"].shape == (16, 1, 13, 13)
@@ -147,8 +105,7 @@ def test_reparameterize_matches_and_loads_as_the_official_deploy_layout():
     assert not any(key.endswith(".0.gamma") for key in state_dict)
     deployed = _tiny()
     deployed.load_state_dict(checkpoint_filter_fn(state_dict, deployed))
-    with torch.no_grad():
-        torch.testing.assert_close(deployed(x), folded(x), rtol=0, atol=0)
+    checks.assert_same_outputs(deployed, folded, x)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
@@ -160,14 +117,9 @@ def test_depthwise_convolutions_run_through_the_zoo_kernel(monkeypatch, channels
     with torch.no_grad():
         expected = model(x)
     model.to(memory_format=memory_format)
-    calls = []
-    kernel = zoo.layers.dwconv.depthwise_conv2d
-
-    def counting(x, weight, bias=None, padding=0, dilation=1):
-        calls.append((tuple(weight.shape[-2:]), tuple(dilation)))
-        return kernel(x, weight, bias, padding=padding, dilation=dilation)
-
-    monkeypatch.setattr(zoo.layers.dwconv, "depthwise_conv2d", counting)
+    calls = checks.record_depthwise_calls(
+        monkeypatch, lambda x, weight, bias=None, padding=0, dilation=1: (tuple(weight.shape[-2:]), tuple(dilation))
+    )
     with torch.no_grad():
         torch.testing.assert_close(model(x.to(memory_format=memory_format)), expected)
         dilated_13 = [((5, 5), (1, 1)), ((7, 7), (2, 2)), ((3, 3), (3, 3)), ((3, 3), (4, 4)), ((3, 3), (5, 5))]
@@ -184,14 +136,7 @@ def test_full_size_kernel_calls_per_forward(monkeypatch):
     """UniRepLKNet-S: 18 blocks of 13x13 with five dilated branches each, 33 of 3x3; shapes only, on a
     narrow copy of the model."""
     model = timm.create_model("zoo_unireplknet_s", dims=(4, 4, 4, 4)).eval()
-    calls = []
-    kernel = zoo.layers.dwconv.depthwise_conv2d
-
-    def counting(x, weight, *args, **kwargs):
-        calls.append(tuple(weight.shape[-2:]))
-        return kernel(x, weight, *args, **kwargs)
-
-    monkeypatch.setattr(zoo.layers.dwconv, "depthwise_conv2d", counting)
+    calls = checks.record_depthwise_calls(monkeypatch)
     with torch.no_grad():
         model(torch.randn(1, 3, 64, 64))
         assert calls.count((13, 13)) == 15 and len(calls) == 15 * 6 + 21
@@ -202,15 +147,7 @@ def test_full_size_kernel_calls_per_forward(monkeypatch):
 
 
 def test_grad_checkpointing_gives_the_same_gradients():
-    model = _tiny().train()
-    x = torch.randn(2, 3, 48, 40)
-    model(x).sum().backward()
-    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model.set_grad_checkpointing(True)
-    model(x).sum().backward()
-    for name, param in model.named_parameters():
-        torch.testing.assert_close(param.grad, expected[name], msg=name)
+    checks.assert_grad_checkpointing_same_gradients(_tiny().train(), torch.randn(2, 3, 48, 40))
 
 
 @pytest.mark.parametrize("form", ["training", "deploy"])
@@ -222,13 +159,9 @@ def test_hub_file_loads_through_timm(tmp_path, form):
     path = tmp_path / "unireplknet_a_in1k_224_acc77.03.pth"
     torch.save(_official_layout(source.state_dict()), path)
     name = "zoo_unireplknet_a"
-    model = timm.create_model(
-        name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **tiny_kwargs(name)
-    ).eval()
+    model = checks.load_pretrained_file(name, path, **tiny_kwargs(name))
     assert isinstance(model.stages[0].blocks[0].norm, torch.nn.Identity) == (form == "deploy")
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    checks.assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))
 
 
 def test_manifest_points_at_the_official_hub_files():

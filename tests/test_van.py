@@ -1,7 +1,6 @@
 """VAN: official checkpoint layout, parameter counts, LKA against a functional reference, autocast."""
 
-import re
-
+import _family_checks as checks
 import pytest
 import timm
 import torch
@@ -34,40 +33,16 @@ TO_OFFICIAL = (
 )
 
 
-def _official_layout(state_dict: dict) -> dict:
-    official = {}
-    for key, value in state_dict.items():
-        for pattern, replacement in TO_OFFICIAL:
-            key = re.sub(pattern, replacement, key)
-        official[key] = value
-    return official
-
-
-def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
-    """Random weights and BatchNorm statistics, so that every tensor of the checkpoint matters."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.dtype.is_floating_point:
-                continue
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            else:
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.1)
-
-
-def test_parameter_counts_match_official():
-    for name, expected in OFFICIAL_PARAMS.items():
-        with torch.device("meta"):
-            model = timm.create_model(name)
-        assert sum(p.numel() for p in model.parameters()) == expected, name
+@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
+def test_parameter_counts_match_official(name):
+    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
 
 
 @pytest.mark.parametrize("wrapper", ["state_dict", "module"])
 def test_official_checkpoint_loads(tmp_path, wrapper):
     reference = timm.create_model("zoo_van_b0", **SHALLOW).eval()
-    _randomize(reference)
-    official = _official_layout(reference.state_dict())
+    checks.randomize_state(reference)
+    official = checks.rename_keys(reference.state_dict(), TO_OFFICIAL)
     expected_shapes = {
         "patch_embed1.proj.weight": (32, 3, 7, 7),
         "patch_embed2.norm.running_var": (64,),
@@ -85,12 +60,8 @@ def test_official_checkpoint_loads(tmp_path, wrapper):
     path = tmp_path / "van_tiny_754.pth.tar"
     torch.save({"state_dict": official, "epoch": 299, "arch": "van_b0"}, path)
 
-    model = timm.create_model(
-        "zoo_van_b0", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **SHALLOW
-    ).eval()
-    x = torch.randn(1, 3, 96, 80)
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+    model = checks.load_pretrained_file("zoo_van_b0", path, **SHALLOW)
+    checks.assert_same_outputs(model, reference, torch.randn(1, 3, 96, 80))
 
 
 def _attention_reference(module: SpatialAttention, x: torch.Tensor) -> torch.Tensor:
@@ -129,23 +100,14 @@ def test_large_kernel_attention_matches_reference_and_uses_the_kernel(monkeypatc
     assert calls == [((5, 5), (1, 1)), ((7, 7), (3, 3))]
 
 
-def _assert_finite_autocast_step(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> None:
-    with torch.autocast("cpu", dtype=dtype):
-        out = model(x)
-    assert torch.isfinite(out).all()
-    out.float().logsumexp(-1).sum().backward()
-    for name, param in model.named_parameters():
-        assert param.grad is not None and torch.isfinite(param.grad).all(), name
-
-
 def test_bf16_autocast_forward_backward_is_finite():
     """B0's widths at 224 with one block per stage, to keep the test fast."""
     model = timm.create_model("zoo_van_b0", depths=(1, 1, 1, 1)).train()
-    _assert_finite_autocast_step(model, torch.randn(1, 3, 224, 224), torch.bfloat16)
+    checks.assert_finite_autocast_step(model, torch.randn(1, 3, 224, 224), torch.bfloat16)
 
 
 @pytest.mark.slow
 def test_fp16_autocast_forward_backward_is_finite():
     """fp16 convolutions are slow on CPU: B0's widths at 224 with one block per stage."""
     model = timm.create_model("zoo_van_b0", depths=(1, 1, 1, 1)).train()
-    _assert_finite_autocast_step(model, torch.randn(1, 3, 224, 224), torch.float16)
+    checks.assert_finite_autocast_step(model, torch.randn(1, 3, 224, 224), torch.float16)

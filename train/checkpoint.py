@@ -3,6 +3,7 @@
 A checkpoint holds only tensors and plain containers, so it loads with ``torch.load(weights_only=True)``.
 """
 
+import contextlib
 import logging
 import os
 import random
@@ -24,15 +25,14 @@ class CheckpointError(ValueError):
     """A checkpoint that does not fit the model or run it is given to."""
 
 
-def atomic_save(obj, path):
-    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``."""
+@contextlib.contextmanager
+def _atomic_replace(path):
+    """A temporary path in ``path``'s folder for the block to write (and fsync); it then replaces ``path``
+    and the folder is fsynced. On any error the temporary file is removed and ``path`` is left as it was."""
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -41,19 +41,19 @@ def atomic_save(obj, path):
     _fsync_dir(folder)
 
 
+def atomic_save(obj, path):
+    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``."""
+    with _atomic_replace(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def atomic_copy(src, dst):
-    folder = os.path.dirname(os.path.abspath(dst))
-    tmp = os.path.join(folder, f".{os.path.basename(dst)}.tmp-{os.getpid()}")
-    try:
+    with _atomic_replace(dst) as tmp:
         shutil.copyfile(src, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(folder)
 
 
 def _fsync_dir(folder):

@@ -1,20 +1,22 @@
-"""The frame shared by attention modules that several trunks reuse (FLatten, Agent attention).
+"""The frame shared by attention modules on ``(B, H, W, C)`` maps (window, neighborhood, FLatten, Agent attention).
 
 A :class:`MapAttention` maps a ``(B, H, W, C)`` map to a ``(B, H, W, C)`` map in three steps:
 ``project`` makes the query map and the key/value maps, ``mix`` (the attention itself, defined by
 the subclass) mixes the tokens, and ``proj`` projects the result. By default one ``qkv`` Linear
-makes all three at the input's resolution (Swin, CSWin). A trunk whose keys and values come from a
-reduced map (PVT's spatial reduction, :class:`SpatialReduction`) overrides ``build_projection`` and
-``project``; ``mix`` then receives key/value maps smaller than the query map, sized ``kv_resolution``
-at construction.
+makes all three at the input's resolution (Swin, CSWin); :class:`PaddedHeadsAttention` runs a fused
+zoo kernel on them over a padded map (Swin's window attention, NAT's neighborhood attention). A trunk
+whose keys and values come from a reduced map (PVT's spatial reduction, :class:`SpatialReduction`)
+overrides ``build_projection`` and ``project``; ``mix`` then receives key/value maps smaller than the
+query map, sized ``kv_resolution`` at construction.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-__all__ = ["MapAttention", "SpatialReduction"]
+__all__ = ["MapAttention", "PaddedHeadsAttention", "SpatialReduction"]
 
 
 class MapAttention(nn.Module):
@@ -50,6 +52,29 @@ class MapAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj_drop(self.proj(self.mix(*self.project(x))))
+
+
+class PaddedHeadsAttention(MapAttention):
+    """A :class:`MapAttention` whose token mixing is a fused kernel on ``(B, H, W, heads, head_dim)`` queries,
+    keys and values (window attention, neighborhood attention) that needs a map of some minimum or multiple
+    size: the map is padded at the bottom and right by ``padding``, attended by ``attend`` and cropped back."""
+
+    def padding(self, h: int, w: int) -> tuple[int, int]:
+        """Rows and columns to add below and to the right of an ``h x w`` map."""
+        raise NotImplementedError
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The kernel: ``(B, H, W, heads, head_dim)`` q, k, v of the padded map -> the mixed heads, same shape."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, h, w, c = x.shape
+        pad_h, pad_w = self.padding(h, w)
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        b, hp, wp, _ = x.shape
+        q, k, v = self.qkv(x).reshape(b, hp, wp, 3, self.num_heads, self.head_dim).unbind(3)
+        x = self.attend(q, k, v).reshape(b, hp, wp, c)[:, :h, :w]
+        return self.proj_drop(self.proj(x))
 
 
 class SpatialReduction:

@@ -26,11 +26,12 @@ something other than the norm follows the last stage (ParCNet's 1x1 expansion, P
 NCHW), ``forward_head`` / ``get_classifier`` / ``reset_classifier`` when its head is not a timm
 classifier head (SHViT's BatchNorm + linear classifier after a separate pooling).
 
-Isotropic models (GFNet, SpectFormer's vanilla variants) fit the same way, with the blocks as the
-stages: ``stages_name = "blocks"``, ``self.blocks = nn.Sequential(*blocks)`` and one
-``feature_info`` entry per block (``reduction`` = the patch size, ``module=f"blocks.{i}"``). The
-stem is the patch embedding (``PatchEmbed(..., output_fmt="NHWC")``, plus the position embedding
-where there is one) and the tokens stay an ``(B, H, W, C)`` map between blocks
+Isotropic models (GFNet, SpectFormer's vanilla variants, LKCA, Agent-DeiT) subclass
+:class:`IsotropicBackbone`, with the blocks as the stages: ``stages_name = "blocks"``,
+``self.blocks = nn.Sequential(*blocks)`` and one ``feature_info`` entry per block (``reduction`` = the
+patch size, ``module=f"blocks.{i}"``), both made by :meth:`IsotropicBackbone.embed_patches`. The
+stem is the patch embedding (:func:`token_map_patch_embed`, timm's ``PatchEmbed(..., output_fmt="NHWC")``,
+plus the position embedding where there is one) and the tokens stay an ``(B, H, W, C)`` map between blocks
 (``output_fmt = "NHWC"``, head ``ClassifierHead(..., input_fmt="NHWC")``), so every block's output
 is a feature map for ``forward_intermediates`` and ``features_only``, ``prune_intermediate_layers``
 drops the blocks after the last one taken and ``set_grad_checkpointing`` checkpoints block by
@@ -44,11 +45,12 @@ any other stage whole.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn as nn
-from timm.layers import NormMlpClassifierHead, trunc_normal_
+from timm.layers import ClassifierHead, NormMlpClassifierHead, PatchEmbed, trunc_normal_
 from timm.models import checkpoint_seq
 from timm.models._features import FeatureGetterNet, feature_take_indices
 from torch.utils.checkpoint import checkpoint
@@ -56,7 +58,16 @@ from torch.utils.checkpoint import checkpoint
 from zoo.hub import build_model_with_cfg
 from zoo.layers.checks import check_image_batch
 
-__all__ = ["Backbone", "Stage", "StageFeatures", "build_backbone", "init_trunc_normal"]
+__all__ = [
+    "Backbone",
+    "IsotropicBackbone",
+    "Stage",
+    "StageFeatures",
+    "build_backbone",
+    "init_conv_fan_out",
+    "init_trunc_normal",
+    "token_map_patch_embed",
+]
 
 _FORMATS = ("NCHW", "NHWC")
 
@@ -113,6 +124,12 @@ class Backbone(nn.Module):
     def final_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's output -> ``forward_features``' output: the final norm."""
         return self.norm(x)
+
+    def classifier_head(self, drop_rate: float = 0.0) -> ClassifierHead:
+        """timm's ``ClassifierHead`` for this model: ``global_pool`` over the ``num_features`` channels of an
+        ``output_fmt`` map (set ``num_features`` first), dropout, then the linear classifier."""
+        return ClassifierHead(self.num_features, self.num_classes, pool_type=self.global_pool,
+                              drop_rate=drop_rate, input_fmt=self.output_fmt)
 
     # -- running the stages ----------------------------------------------------------------------
 
@@ -228,6 +245,43 @@ class Backbone(nn.Module):
         )
 
 
+def token_map_patch_embed(
+    img_size: int | tuple[int, int], patch_size: int, in_chans: int, embed_dim: int, **kwargs
+) -> PatchEmbed:
+    """timm's ``PatchEmbed`` as the stem of a token-map family: ``(B, H, W, C)`` out, any input size
+    (``dynamic_img_pad=True``, the default here, pads it up to a multiple of the patch)."""
+    kwargs.setdefault("dynamic_img_pad", True)
+    return PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
+                      output_fmt="NHWC", strict_img_size=False, **kwargs)
+
+
+class IsotropicBackbone(Backbone):
+    """The isotropic layout of the module docstring: the patch embedding ``patch_embed`` as the stem, the
+    blocks as the stages on an ``(B, H, W, C)`` token map, a learned position embedding ``pos_embed``
+    (exempt from weight decay, grouped with the stem)."""
+
+    stem_name = "patch_embed"
+    stages_name = "blocks"
+    output_fmt = "NHWC"
+
+    def embed_patches(self, img_size: int | tuple[int, int], patch_size: int, embed_dim: int, depth: int,
+                      **kwargs) -> tuple[int, int]:
+        """``self.patch_embed`` (:func:`token_map_patch_embed`) and one ``feature_info`` entry per block, at
+        stride ``patch_size``; returns the patch grid at ``img_size``."""
+        self.patch_embed = token_map_patch_embed(img_size, patch_size, self.in_chans, embed_dim, **kwargs)
+        self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)]
+        return self.patch_embed.grid_size
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed"}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """The patch and position embeddings, then one group per block."""
+        return dict(stem=r"^patch_embed|^pos_embed", blocks=r"^blocks\.(\d+)")
+
+
 def init_trunc_normal(module: nn.Module, layers: tuple[type[nn.Module], ...] = (nn.Linear,)) -> None:
     """Truncated-normal weights (std 0.02) and zero biases for the ``layers`` types, the usual
     initialization of attention and ConvNeXt-style families: ``model.apply(init_trunc_normal)``."""
@@ -235,6 +289,19 @@ def init_trunc_normal(module: nn.Module, layers: tuple[type[nn.Module], ...] = (
         trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def init_conv_fan_out(module: nn.Module) -> None:
+    """:func:`init_trunc_normal` for linears, and convolutions drawn from N(0, 2 / fan_out) with the fan-out
+    over one group's kernel taps and output channels (He, fan-out mode) and zero biases: the
+    initialization of the PVTv2-derived families: ``model.apply(init_conv_fan_out)``."""
+    if isinstance(module, nn.Conv2d):
+        fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
+        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    else:
+        init_trunc_normal(module)
 
 
 class StageFeatures(FeatureGetterNet):

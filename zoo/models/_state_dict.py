@@ -8,9 +8,17 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["Renames", "rename_key", "rename_keys", "unwrap_checkpoint"]
+__all__ = ["CONVNEXT_RENAMES", "Renames", "rename_key", "rename_keys", "unwrap_checkpoint"]
 
 Renames = tuple[tuple[str, str | Callable[[re.Match], str]], ...]
+
+# ConvNeXt's official layout, which the official code of several families keeps -> ours: the stem is
+# ``downsample_layers.0``, stage i's downsampling ``downsample_layers.i`` and its blocks ``stages.i.j``.
+CONVNEXT_RENAMES: Renames = (
+    (r"^downsample_layers\.0\.", "stem."),
+    (r"^downsample_layers\.(\d+)\.", r"stages.\1.downsample."),
+    (r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
+)
 
 
 def unwrap_checkpoint(checkpoint: dict, wrappers: tuple[str, ...] = ("model", "state_dict")) -> dict[str, torch.Tensor]:

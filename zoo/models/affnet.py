@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, ConvNormAct, DropPath, GroupNorm1, calculate_drop_path_rates
+from timm.layers import ConvNormAct, DropPath, GroupNorm1, calculate_drop_path_rates
 from timm.models import generate_default_cfgs
 from timm.models._efficientnet_blocks import InvertedResidual
 
@@ -29,7 +29,8 @@ from zoo.layers.precision import autocast_disabled
 from zoo.layers.spectral import block_complex_linear
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, build_backbone
+from ._backbone import build_backbone
+from ._cvnets import CVNETS_RENAMES, CvnetsBackbone
 from ._registry import register_model, register_tiny_kwargs
 from ._state_dict import rename_keys, unwrap_checkpoint
 
@@ -123,7 +124,7 @@ class AFFLayer(nn.Module):
         return self.fusion(torch.cat((shortcut, x), dim=1))
 
 
-class AFFNet(Backbone):
+class AFFNet(CvnetsBackbone):
     """AFFNet: stride-2 stem, five stages (strides 2 to 32) of inverted residuals, the last three
     ending in an AFF layer, then a 1x1 expansion, pooling and the classifier. A stage is a plain
     sequence of blocks; there is no final norm, the 1x1 expansion ``final_conv`` follows the stages."""
@@ -152,74 +153,17 @@ class AFFNet(Backbone):
         if attn_norm not in _ATTN_NORMS:
             raise ValueError(f"attn_norm must be one of {sorted(_ATTN_NORMS)}, got {attn_norm!r}")
         norm = _ATTN_NORMS[attn_norm]
-
-        self.stem = ConvNormAct(in_chans, stem_dim, 3, stride=2, act_layer=act_layer)
         drop_path = calculate_drop_path_rates(drop_path_rate, list(aff_depths), stagewise=True)
-        stages, self.feature_info = [], []
-        in_dim, reduction = stem_dim, 2
-        for i, dim in enumerate(dims):
-            blocks = [
-                InvertedResidual(in_dim if j == 0 else dim, dim, stride=strides[i] if j == 0 else 1,
-                                 exp_ratio=expand_ratio, act_layer=act_layer)
-                for j in range(depths[i])
-            ]
-            if aff_depths[i]:
-                blocks.append(AFFLayer(dim, mlp_ratio, aff_depths[i], norm, act_layer, drop_path[i]))
-            stages.append(nn.Sequential(*blocks))
-            in_dim, reduction = dim, reduction * strides[i]
-            self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
-        self.final_conv = ConvNormAct(dims[-1], final_dim, 1, act_layer=act_layer)
-        self.norm = nn.Identity()
-        self.num_features = self.head_hidden_size = final_dim
-        self.head = ClassifierHead(final_dim, num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        self.apply(self._init_weights)
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        """cvnets' initialization: He-normal (fan-out) convolutions, truncated-normal linears."""
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        def aff_layer(i: int, dim: int) -> nn.Module | None:
+            return AFFLayer(dim, mlp_ratio, aff_depths[i], norm, act_layer, drop_path[i]) if aff_depths[i] else None
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(
-            stem=r"^stem",
-            blocks=r"^stages\.(\d+)" if coarse else [(r"^stages\.(\d+)\.(\d+)", None), (r"^final_conv", (99999,))],
-        )
-
-    def final_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The 1x1 expansion to ``final_dim`` channels."""
-        return self.final_conv(x)
-
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """As the base, and the expansion goes with the last stage."""
-        take_indices = super().prune_intermediate_layers(indices, prune_norm, prune_head)
-        if len(self.stages) < len(self.feature_info):
-            self.final_conv = nn.Identity()
-        return take_indices
+        self.build_trunk(stem_dim, dims, depths, strides, expand_ratio, final_dim, aff_layer, drop_rate, act_layer)
 
 
 # Official (cvnets ``affnet``) key -> ours, applied in order.
 _OFFICIAL_RENAMES = (
-    (r"^conv_1\.", "stem."),
-    (r"^layer_(\d)\.", lambda m: f"stages.{int(m.group(1)) - 1}."),
-    (r"^conv_1x1_exp\.", "final_conv."),
-    (r"^classifier\.fc\.", "head.fc."),
-    (r"\.block\.exp_1x1\.block\.conv\.", ".conv_pw."),
-    (r"\.block\.exp_1x1\.block\.norm\.", ".bn1."),
-    (r"\.block\.conv_3x3\.block\.conv\.", ".conv_dw."),
-    (r"\.block\.conv_3x3\.block\.norm\.", ".bn2."),
-    (r"\.block\.red_1x1\.block\.conv\.", ".conv_pwl."),
-    (r"\.block\.red_1x1\.block\.norm\.", ".bn3."),
+    *CVNETS_RENAMES,
     (r"\.global_rep\.\d+\.(weight|bias)$", r".norm.\1"),  # the norm after the AFF blocks
     (r"\.global_rep\.", ".blocks."),
     (r"\.block\.conv\.", ".conv."),

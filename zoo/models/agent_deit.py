@@ -17,14 +17,13 @@ size and each block is a feature map (:meth:`AgentDeiT.stage_feature_map` drops 
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import (
-    DropPath,
     Mlp,
-    PatchEmbed,
     calculate_drop_path_rates,
     resample_abs_pos_embed,
     trunc_normal_,
@@ -33,9 +32,10 @@ from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import Attention
 
 from zoo.layers.agent_attention import AgentAttention, resize_agent_biases
+from zoo.layers.blocks import PreNormBlock
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, build_backbone, init_trunc_normal
+from ._backbone import IsotropicBackbone, build_backbone, init_trunc_normal
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["AgentDeiT", "ClassTokenAgentAttention"]
@@ -94,18 +94,13 @@ class SoftmaxAttention(Attention):
         return super().forward(x)
 
 
-class DeiTBlock(nn.Module):
+class DeiTBlock(PreNormBlock):
     """Pre-norm ViT block over the class token and the patches, on the packed ``(B, 1 + H, W, C)`` tensor."""
 
     def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, proj_drop: float = 0.0,
                  drop_path: float = 0.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = attn
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        super().__init__(dim, attn, mlp, drop_path, partial(nn.LayerNorm, eps=1e-6))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cls_token, patches = split_class_token(x)
@@ -147,13 +142,9 @@ def _checked_pool(pool_type: str) -> str:
     return pool_type
 
 
-class AgentDeiT(Backbone):
+class AgentDeiT(IsotropicBackbone):
     """DeiT whose first ``agent_blocks`` blocks (all by default) use agent attention with ``agent_num``
     agents. Classifies the class token (``global_pool="token"``) or the mean patch (``"avg"``)."""
-
-    stem_name = "patch_embed"
-    stages_name = "blocks"
-    output_fmt = "NHWC"
 
     def __init__(
         self,
@@ -175,9 +166,7 @@ class AgentDeiT(Backbone):
         super().__init__(in_chans, num_classes, global_pool)
         self.min_input_size = patch_size
         self.num_features = self.head_hidden_size = embed_dim
-        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim, output_fmt="NHWC",
-                                      strict_img_size=False)
-        grid = self.patch_embed.grid_size
+        grid = self.embed_patches(img_size, patch_size, embed_dim, depth, dynamic_img_pad=False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid[0] * grid[1], embed_dim))
         agent_blocks = depth if agent_blocks is None else agent_blocks
@@ -190,7 +179,6 @@ class AgentDeiT(Backbone):
                 attn = SoftmaxAttention(embed_dim, num_heads, qkv_bias=True, proj_drop=proj_drop_rate)
             blocks.append(DeiTBlock(embed_dim, attn, mlp_ratio, proj_drop_rate, drop_path[i]))
         self.blocks = nn.Sequential(*blocks)
-        self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)]
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = ClassTokenHead(embed_dim, num_classes, global_pool, drop_rate)
         trunc_normal_(self.pos_embed, std=0.02)
@@ -199,7 +187,7 @@ class AgentDeiT(Backbone):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token"}
+        return super().no_weight_decay() | {"cls_token"}
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates
+from timm.layers import DropPath, LayerNorm2d, Mlp, calculate_drop_path_rates
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import routing_attention
@@ -30,7 +30,7 @@ from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
 from ._registry import register_model, register_tiny_kwargs
-from ._state_dict import rename_keys, unwrap_checkpoint
+from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
 __all__ = ["BiFormer"]
 
@@ -197,15 +197,13 @@ class BiFormer(Backbone):
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(self.num_features)
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.head = self.classifier_head(drop_rate)
         self.apply(init_trunc_normal)
 
 
 # Official (rayleizhu/BiFormer) key -> ours, applied in order.
 _OFFICIAL_RENAMES = (
-    (r"^downsample_layers\.0\.", "stem."),
-    (r"^downsample_layers\.(\d+)\.", r"stages.\1.downsample."),
-    (r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
+    *CONVNEXT_RENAMES,
     (r"\.attn\.qkv\.qkv\.", ".attn.qkv."),
     (r"\.attn\.wo\.", ".attn.proj."),
     (r"\.mlp\.0\.", ".mlp.fc1."),

@@ -20,22 +20,15 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import (
-    ClassifierHead,
-    DropPath,
-    LayerNorm2d,
-    Mlp,
-    calculate_drop_path_rates,
-    to_2tuple,
-    trunc_normal_,
-)
+from timm.layers import LayerNorm2d, Mlp, calculate_drop_path_rates, to_2tuple
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import window_attention
+from zoo.layers.blocks import PreNormBlock
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["CSWinTransformer", "CrossShapedWindowAttention"]
@@ -108,22 +101,12 @@ class CrossShapedWindowAttention(nn.Module):
         return self.proj_drop(self.proj(out))
 
 
-class CSWinBlock(nn.Module):
+class CSWinBlock(PreNormBlock):
     """Pre-norm block: token mixing then MLP, each with a residual connection (paper Sec. 3.4)."""
 
     def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, proj_drop: float = 0.0,
                  drop_path: float = 0.0, norm_layer: type[nn.Module] = nn.LayerNorm):
-        super().__init__()
-        self.norm1 = norm_layer(dim)
-        self.attn = attn
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        super().__init__(dim, attn, Mlp(dim, int(dim * mlp_ratio), drop=proj_drop), drop_path, norm_layer)
 
 
 class ConvEmbed(nn.Module):
@@ -229,17 +212,8 @@ class CSWinTransformer(Backbone):
             grid = [(g + 1) // 2 for g in grid]
         self.stages = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features)
-        self.head = ClassifierHead(
-            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
-        )
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        self.head = self.classifier_head(drop_rate)
+        self.apply(init_trunc_normal)
 
 
 _OFFICIAL_RENAMES = [

@@ -24,7 +24,7 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates
+from timm.layers import DropPath, LayerNorm2d, calculate_drop_path_rates
 from timm.models import generate_default_cfgs, reparameterize_model
 
 from zoo.layers.dwconv import DepthwiseConv2d
@@ -244,7 +244,7 @@ class FFNet(Backbone):
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(embed_dims[-1])
-        self.head = ClassifierHead(embed_dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.head = self.classifier_head(drop_rate)
         self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
 
     @torch.no_grad()

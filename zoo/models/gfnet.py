@@ -22,11 +22,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import (
-    ClassifierHead,
     DropPath,
     LayerScale,
     Mlp,
-    PatchEmbed,
     calculate_drop_path_rates,
     resample_abs_pos_embed,
     trunc_normal_,
@@ -36,7 +34,7 @@ from timm.models import generate_default_cfgs
 from zoo.layers.spectral import GlobalFilter, resize_filter
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone
+from ._backbone import Backbone, IsotropicBackbone, Stage, build_backbone, init_trunc_normal, token_map_patch_embed
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["GFNet", "GFNetH", "GlobalFilterBlock", "resize_pos_embed"]
@@ -86,27 +84,17 @@ class _PosEmbedBackbone(Backbone):
         pos_embed = resize_pos_embed(self.pos_embed, self.patch_embed.grid_size, (h, w))
         return self.pos_drop(x + pos_embed.reshape(1, h, w, c))
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed"}
 
 
-class GFNet(_PosEmbedBackbone):
+class GFNet(_PosEmbedBackbone, IsotropicBackbone):
     """Isotropic GFNet: patch embedding, position embedding, ``depth`` global filter blocks.
 
     Each block is a stage of ``feature_info`` (stride ``patch_size``); the filters are learned for the
     ``img_size // patch_size`` grid. Subclasses change the blocks through ``make_block``.
     """
-
-    stages_name = "blocks"
-    output_fmt = "NHWC"
 
     def __init__(
         self,
@@ -126,11 +114,7 @@ class GFNet(_PosEmbedBackbone):
         super().__init__(in_chans, num_classes, global_pool)
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
 
-        self.patch_embed = PatchEmbed(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
-            output_fmt="NHWC", strict_img_size=False, dynamic_img_pad=True,
-        )
-        grid = self.patch_embed.grid_size
+        grid = self.embed_patches(img_size, patch_size, embed_dim, depth)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1], embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
         drop_path = calculate_drop_path_rates(drop_path_rate, depth)
@@ -138,11 +122,10 @@ class GFNet(_PosEmbedBackbone):
             self.make_block(i, embed_dim, grid, mlp_ratio, proj_drop_rate, drop_path[i], **block_kwargs)
             for i in range(depth)
         ])
-        self.feature_info = [dict(num_chs=embed_dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)]
         self.norm = _layer_norm(embed_dim)
-        self.head = ClassifierHead(embed_dim, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC")
+        self.head = self.classifier_head(drop_rate)
         trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(self._init_weights)
+        self.apply(init_trunc_normal)
 
     def make_block(self, index: int, dim: int, grid: tuple[int, int], mlp_ratio: float, drop: float,
                    drop_path: float) -> nn.Module:
@@ -207,10 +190,7 @@ class GFNetH(_PosEmbedBackbone):
             raise ValueError(f"embed_dims {embed_dims} and depths {depths} must have one entry per stage")
         self.num_features = self.head_hidden_size = embed_dims[-1]
 
-        self.patch_embed = PatchEmbed(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dims[0],
-            output_fmt="NHWC", strict_img_size=False, dynamic_img_pad=True,
-        )
+        self.patch_embed = token_map_patch_embed(img_size, patch_size, in_chans, embed_dims[0])
         grid = self.patch_embed.grid_size
         self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1], embed_dims[0]))
         self.pos_drop = nn.Dropout(drop_rate)
@@ -225,11 +205,9 @@ class GFNetH(_PosEmbedBackbone):
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=patch_size * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = _layer_norm(self.num_features)
-        self.head = ClassifierHead(
-            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
-        )
+        self.head = self.classifier_head(drop_rate)
         trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(self._init_weights)
+        self.apply(init_trunc_normal)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:

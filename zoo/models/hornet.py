@@ -38,7 +38,7 @@ from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
 from ._registry import register_model, register_tiny_kwargs
-from ._state_dict import rename_keys, unwrap_checkpoint
+from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
 __all__ = ["HorNet"]
 
@@ -250,9 +250,7 @@ class HorNet(Backbone):
 
 
 _OFFICIAL_RENAMES = (
-    (r"^downsample_layers\.0\.", "stem."),
-    (r"^downsample_layers\.(\d)\.", r"stages.\1.downsample."),
-    (r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
+    *CONVNEXT_RENAMES,
     (r"\.pwconv([12])\.", r".mlp.fc\1."),
     (r"^head\.", "head.fc."),
     (r"^norm\.", "head.norm."),

@@ -30,7 +30,6 @@ from timm.layers import (
     LayerNorm2d,
     Mlp,
     NormMlpClassifierHead,
-    PatchEmbed,
     resample_abs_pos_embed_nhwc,
 )
 from timm.models import generate_default_cfgs
@@ -38,7 +37,7 @@ from timm.models import generate_default_cfgs
 from zoo.kernels import depthwise_conv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, build_backbone
+from ._backbone import IsotropicBackbone, build_backbone
 from ._registry import register_model, register_tiny_kwargs
 
 __all__ = ["LKCAViT"]
@@ -77,15 +76,11 @@ class LKCABlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class LKCAViT(Backbone):
+class LKCAViT(IsotropicBackbone):
     """ViT with LKCA blocks on a ``(B, H, W, C)`` token map: patch embedding plus a learned position
     embedding, ``depth`` blocks (each a stage of ``feature_info``), mean pooling, LayerNorm and a
     linear classifier. The attention width is ``heads * head_dim`` (the heads only set that width).
     ``drop_path_rate`` is the same for every block, as in the official code."""
-
-    stem_name = "patch_embed"
-    stages_name = "blocks"
-    output_fmt = "NHWC"
 
     def __init__(
         self,
@@ -105,16 +100,11 @@ class LKCAViT(Backbone):
         super().__init__(in_chans, num_classes, global_pool)
         self.min_input_size = patch_size
         self.num_features = self.head_hidden_size = dim
-        self.patch_embed = PatchEmbed(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=dim, output_fmt="NHWC",
-            strict_img_size=False, dynamic_img_pad=True,
-        )
-        grid = self.patch_embed.grid_size
+        grid = self.embed_patches(img_size, patch_size, dim, depth)
         self.pos_embed = nn.Parameter(torch.randn(1, *grid, dim))
         self.blocks = nn.Sequential(*[
             LKCABlock(dim, heads * head_dim, mlp_ratio, grid, drop_path_rate) for _ in range(depth)
         ])
-        self.feature_info = [dict(num_chs=dim, reduction=patch_size, module=f"blocks.{i}") for i in range(depth)]
         self.norm = nn.Identity()
         self.head = NormMlpClassifierHead(
             dim, num_classes, pool_type=global_pool, drop_rate=drop_rate, norm_layer=partial(LayerNorm2d, eps=1e-5)
@@ -127,15 +117,6 @@ class LKCAViT(Backbone):
             nn.init.xavier_normal_(module.weight)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {"pos_embed"}
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        """The patch and position embeddings, then one group per block."""
-        return dict(stem=r"^patch_embed|^pos_embed", blocks=r"^blocks\.(\d+)")
 
     def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
         x = super().stem_forward(x)

@@ -21,19 +21,12 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from timm.layers import (
-    ClassifierHead,
-    DropPath,
-    LayerNorm2d,
-    LayerScale,
-    Mlp,
-    calculate_drop_path_rates,
-    trunc_normal_,
-)
+from timm.layers import LayerNorm2d, Mlp, calculate_drop_path_rates, trunc_normal_
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import neighborhood_attention2d
+from zoo.layers.blocks import PreNormBlock
+from zoo.layers.map_attention import PaddedHeadsAttention
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
@@ -70,8 +63,9 @@ class ConvDownsampler(nn.Module):
         return self.norm(self.reduction(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
 
 
-class NeighborhoodAttention(nn.Module):
-    """Multi-head (dilated) neighborhood attention with relative position bias (NAT Eq. 2-3)."""
+class NeighborhoodAttention(PaddedHeadsAttention):
+    """Multi-head (dilated) neighborhood attention with relative position bias (NAT Eq. 2-3). A map smaller
+    than the dilated window is padded, then cropped back."""
 
     def __init__(
         self,
@@ -82,30 +76,21 @@ class NeighborhoodAttention(nn.Module):
         qkv_bias: bool = True,
         proj_drop: float = 0.0,
     ):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        super().__init__(dim, num_heads, qkv_bias, proj_drop)
         self.kernel_size = kernel_size
         self.dilation = dilation
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * kernel_size - 1, 2 * kernel_size - 1))
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
         trunc_normal_(self.rpb, std=0.02, a=-2.0, b=2.0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(B, H, W, C)``; a map smaller than the dilated window is padded, then cropped back."""
-        _, h, w, c = x.shape
+    def padding(self, h: int, w: int) -> tuple[int, int]:
         window = self.kernel_size * self.dilation
-        x = F.pad(x, (0, 0, 0, max(0, window - w), 0, max(0, window - h)))
-        b, hp, wp, _ = x.shape
-        q, k, v = self.qkv(x).reshape(b, hp, wp, 3, self.num_heads, self.head_dim).unbind(3)
-        x = neighborhood_attention2d(q, k, v, self.kernel_size, self.dilation, rpb=self.rpb)
-        x = x.reshape(b, hp, wp, c)[:, :h, :w]
-        return self.proj_drop(self.proj(x))
+        return max(0, window - h), max(0, window - w)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return neighborhood_attention2d(q, k, v, self.kernel_size, self.dilation, rpb=self.rpb)
 
 
-class NATBlock(nn.Module):
+class NATBlock(PreNormBlock):
     """Pre-norm block: neighborhood attention then MLP, each with optional layer scale and a residual."""
 
     def __init__(
@@ -121,19 +106,9 @@ class NATBlock(nn.Module):
         layer_scale: float | None = None,
         norm_layer: type[nn.Module] = nn.LayerNorm,
     ):
-        super().__init__()
-        self.norm1 = norm_layer(dim)
-        self.attn = NeighborhoodAttention(dim, num_heads, kernel_size, dilation, qkv_bias, proj_drop)
-        self.ls1 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
-        self.ls2 = LayerScale(dim, layer_scale) if layer_scale else nn.Identity()
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
-        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        attn = NeighborhoodAttention(dim, num_heads, kernel_size, dilation, qkv_bias, proj_drop)
+        mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
+        super().__init__(dim, attn, mlp, drop_path, norm_layer, layer_scale)
 
 
 class NATStage(Stage):
@@ -236,9 +211,7 @@ class NAT(Backbone):
             self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features)
-        self.head = ClassifierHead(
-            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
-        )
+        self.head = self.classifier_head(drop_rate)
         self.apply(init_trunc_normal)
 
     @torch.jit.ignore

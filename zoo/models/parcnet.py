@@ -31,14 +31,14 @@ import re
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, ConvMlp, ConvNormAct, to_2tuple
+from timm.layers import ConvMlp, ConvNormAct, to_2tuple
 from timm.models import generate_default_cfgs
-from timm.models._efficientnet_blocks import InvertedResidual
 
 from zoo.kernels import depthwise_conv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, build_backbone
+from ._backbone import build_backbone
+from ._cvnets import CVNETS_RENAMES, CvnetsBackbone
 from ._registry import register_model, register_tiny_kwargs
 from ._state_dict import rename_key, unwrap_checkpoint
 
@@ -170,7 +170,7 @@ def _stage_sizes(img_size: int, strides: tuple[int, ...]) -> list[int]:
     return sizes
 
 
-class ParCNet(Backbone):
+class ParCNet(CvnetsBackbone):
     """ParC-Net: stride-2 stem, five stages (strides 2 to 32) of inverted residuals, the last three
     ending in a ParC fusion block, then a 1x1 expansion, pooling and the classifier.
 
@@ -203,90 +203,21 @@ class ParCNet(Backbone):
         img_size = to_2tuple(img_size)
         sizes = list(zip(_stage_sizes(img_size[0], strides), _stage_sizes(img_size[1], strides)))
 
-        self.stem = ConvNormAct(in_chans, stem_dim, 3, stride=2, act_layer=nn.SiLU)
-        stages, self.feature_info = [], []
-        in_dim, reduction = stem_dim, 2
-        for i, dim in enumerate(dims):
-            blocks = [
-                InvertedResidual(
-                    in_dim if j == 0 else dim,
-                    dim,
-                    stride=strides[i] if j == 0 else 1,
-                    exp_ratio=expand_ratio,
-                    act_layer=nn.SiLU,
-                )
-                for j in range(depths[i])
-            ]
-            if parc_depths[i]:
-                blocks.append(
-                    ParCFusionBlock(
-                        dim, parc_dims[i], parc_ffn_dims[i], parc_depths[i], sizes[i], proj_drop=proj_drop_rate
-                    )
-                )
-            stages.append(nn.Sequential(*blocks))
-            in_dim, reduction = dim, reduction * strides[i]
-            self.feature_info.append(dict(num_chs=dim, reduction=reduction, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
-        self.final_conv = ConvNormAct(dims[-1], final_dim, 1, act_layer=nn.SiLU)
-        self.norm = nn.Identity()
-        self.num_features = self.head_hidden_size = final_dim
-        self.head = ClassifierHead(final_dim, num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        self.apply(self._init_weights)
+        def fusion_block(i: int, dim: int) -> nn.Module | None:
+            if not parc_depths[i]:
+                return None
+            return ParCFusionBlock(dim, parc_dims[i], parc_ffn_dims[i], parc_depths[i], sizes[i], proj_drop_rate)
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        """The official initialization: He-normal (fan-out) convolutions, truncated-normal linears."""
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        self.build_trunk(stem_dim, dims, depths, strides, expand_ratio, final_dim, fusion_block, drop_rate)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         return {n for n, _ in self.named_parameters() if ".pe_" in n}
 
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return dict(
-            stem=r"^stem",
-            blocks=r"^stages\.(\d+)"
-            if coarse
-            else [
-                (r"^stages\.(\d+)\.(\d+)", None),
-                (r"^final_conv", (99999,)),
-            ],
-        )
-
-    def final_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The 1x1 expansion to ``final_dim`` channels."""
-        return self.final_conv(x)
-
-    def prune_intermediate_layers(
-        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
-    ) -> list[int]:
-        """As the base, and the expansion goes with the last stage."""
-        take_indices = super().prune_intermediate_layers(indices, prune_norm, prune_head)
-        if len(self.stages) < len(self.feature_info):
-            self.final_conv = nn.Identity()
-        return take_indices
-
 
 # Official (cvnets ``edgeformer``) key -> ours, applied in order.
 _OFFICIAL_RENAMES = (
-    (r"^conv_1\.", "stem."),
-    (r"^layer_(\d)\.", lambda m: f"stages.{int(m.group(1)) - 1}."),
-    (r"^conv_1x1_exp\.", "final_conv."),
-    (r"^classifier\.fc\.", "head.fc."),
-    (r"\.block\.exp_1x1\.block\.conv\.", ".conv_pw."),
-    (r"\.block\.exp_1x1\.block\.norm\.", ".bn1."),
-    (r"\.block\.conv_3x3\.block\.conv\.", ".conv_dw."),
-    (r"\.block\.conv_3x3\.block\.norm\.", ".bn2."),
-    (r"\.block\.red_1x1\.block\.conv\.", ".conv_pwl."),
-    (r"\.block\.red_1x1\.block\.norm\.", ".bn3."),
+    *CVNETS_RENAMES,
     (r"\.dim_adaptive\.0\.", ".conv_kxk."),
     (r"\.dim_adaptive\.1\.block\.conv\.", ".conv_1x1."),
     (r"\.channel_adaptive\.", ".conv_proj."),

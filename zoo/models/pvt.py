@@ -21,9 +21,10 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import ClassifierHead, DropPath, Mlp, calculate_drop_path_rates, to_2tuple, trunc_normal_
+from timm.layers import Mlp, calculate_drop_path_rates, to_2tuple, trunc_normal_
 from timm.models import checkpoint_seq
 
+from zoo.layers.blocks import PreNormBlock
 from zoo.layers.dwconv import DepthwiseConv2d
 
 from ._backbone import Backbone, Stage, init_trunc_normal
@@ -49,22 +50,8 @@ class ConvMlp(nn.Module):
         return self.drop2(self.fc2(self.drop1(self.act(x))))
 
 
-class PvtBlock(nn.Module):
+class PvtBlock(PreNormBlock):
     """Pre-norm block: ``attn`` then ``mlp``, each with a residual connection."""
-
-    def __init__(self, dim: int, attn: nn.Module, mlp: nn.Module, drop_path: float = 0.0,
-                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm):
-        super().__init__()
-        self.norm1 = norm_layer(dim)
-        self.attn = attn
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = mlp
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
 class PvtStage(Stage):
@@ -158,9 +145,7 @@ class PyramidVisionTransformer(Backbone):
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()
-        self.head = ClassifierHead(
-            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
-        )
+        self.head = self.classifier_head(drop_rate)
         self.apply(init_trunc_normal)
 
 

@@ -19,7 +19,7 @@ import re
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, ConvNormAct, DropPath, calculate_drop_path_rates
+from timm.layers import ConvNormAct, DropPath, calculate_drop_path_rates
 from timm.models import generate_default_cfgs, reparameterize_model
 
 from zoo.layers.reparam import ReparamLargeKernelConv
@@ -123,7 +123,7 @@ class RepLKNet(Backbone):
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(dims[-1])
-        self.head = ClassifierHead(dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.head = self.classifier_head(drop_rate)
 
     @torch.no_grad()
     def reparameterize(self) -> None:

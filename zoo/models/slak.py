@@ -19,19 +19,19 @@ whose checkpoints load too. The folded kernel has more taps than the three branc
 
 from __future__ import annotations
 
-import re
 from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, calculate_drop_path_rates, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, calculate_drop_path_rates
 from timm.models import generate_default_cfgs, reparameterize_model
 
 from zoo.layers.reparam import ReparamLargeKernelConv
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
 from ._registry import register_model, register_tiny_kwargs
+from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
 __all__ = ["SLaK"]
 
@@ -106,20 +106,22 @@ class SLaK(Backbone):
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()
         self.head = NormMlpClassifierHead(dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
 
     @torch.no_grad()
     def reparameterize(self) -> None:
         """Fold every block's branches and their BatchNorms into one ``K x K`` depthwise convolution
         (``lkb_reparam``), in place; the outputs in eval mode do not change."""
         reparameterize_model(self, inplace=True)
+
+
+# Official (VITA-Group/SLaK) key -> ours, applied in order.
+_OFFICIAL_RENAMES = (
+    *CONVNEXT_RENAMES,
+    (r"\.pwconv([12])\.", r".mlp.fc\1."),
+    (r"^norm\.", "head.norm."),
+    (r"^head\.(weight|bias)$", r"head.fc.\1"),
+)
 
 
 def checkpoint_filter_fn(state_dict: dict, model: SLaK) -> dict[str, torch.Tensor]:
@@ -131,18 +133,7 @@ def checkpoint_filter_fn(state_dict: dict, model: SLaK) -> dict[str, torch.Tenso
     A checkpoint in the re-parameterized form (``lkb_reparam`` weights) folds ``model`` so that it
     takes them.
     """
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
-    out = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        key = re.sub(r"^downsample_layers\.0\.", "stem.", key)
-        key = re.sub(r"^downsample_layers\.(\d+)\.", r"stages.\1.downsample.", key)
-        key = re.sub(r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2.", key)
-        key = key.replace(".pwconv1.", ".mlp.fc1.").replace(".pwconv2.", ".mlp.fc2.")
-        key = re.sub(r"^norm\.", "head.norm.", key)
-        key = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)
-        out[key] = value
+    out = rename_keys(unwrap_checkpoint(state_dict), _OFFICIAL_RENAMES)
     if any(".lkb_reparam." in key for key in out):
         model.reparameterize()
     return out

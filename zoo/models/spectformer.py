@@ -29,14 +29,14 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import DropPath, Mlp, calculate_drop_path_rates
 from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import Block
 
 from zoo.layers.spectral import GlobalFilter
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone
+from ._backbone import Backbone, Stage, build_backbone, init_conv_fan_out
 from ._registry import register_model, register_tiny_kwargs
 from .gfnet import GFNet, GlobalFilterBlock, resize_spectral_param
 
@@ -296,19 +296,7 @@ class SpectFormerH(Backbone):
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()
         self.head = ClassAttentionHead(self.num_features, num_classes, num_heads[-1], mlp_ratios[-1], drop_rate)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv2d):
-            fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
-            nn.init.normal_(module.weight, 0, math.sqrt(2.0 / fan_out))
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        self.apply(init_conv_fan_out)
 
 
 def checkpoint_filter_fn(state_dict: dict, model: SpectFormer | SpectFormerH) -> dict[str, torch.Tensor]:

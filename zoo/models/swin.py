@@ -20,8 +20,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import (
-    ClassifierHead,
-    DropPath,
     LayerNorm2d,
     Mlp,
     PatchEmbed,
@@ -34,6 +32,8 @@ from timm.layers import (
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import window_attention
+from zoo.layers.blocks import PreNormBlock
+from zoo.layers.map_attention import PaddedHeadsAttention
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
@@ -57,7 +57,7 @@ def stage_window_and_shift(resolution: tuple[int, int], window_size: tuple[int, 
     return window, shift
 
 
-class WindowAttention(nn.Module):
+class WindowAttention(PaddedHeadsAttention):
     """Multi-head self-attention inside (shifted) windows with Swin's relative position bias.
 
     Takes a ``(B, H, W, C)`` map of any size: it is padded to a multiple of the window (as the
@@ -66,30 +66,22 @@ class WindowAttention(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int], shift_size: tuple[int, int] = (0, 0),
                  qkv_bias: bool = True, proj_drop: float = 0.0):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        super().__init__(dim, num_heads, qkv_bias, proj_drop)
         self.window_size = window_size
         self.shift_size = shift_size
         self.relative_position_bias_table = nn.Parameter(
             torch.zeros((2 * window_size[0] - 1) * (2 * window_size[1] - 1), num_heads)
         )
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
         trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, h, w, c = x.shape
-        x = F.pad(x, (0, 0, 0, -w % self.window_size[1], 0, -h % self.window_size[0]))
-        b, hp, wp, _ = x.shape
-        q, k, v = self.qkv(x).reshape(b, hp, wp, 3, self.num_heads, self.head_dim).unbind(3)
-        x = window_attention(q, k, v, self.window_size, self.shift_size, rpb=self.relative_position_bias_table)
-        x = x.reshape(b, hp, wp, c)[:, :h, :w]
-        return self.proj_drop(self.proj(x))
+    def padding(self, h: int, w: int) -> tuple[int, int]:
+        return -h % self.window_size[0], -w % self.window_size[1]
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return window_attention(q, k, v, self.window_size, self.shift_size, rpb=self.relative_position_bias_table)
 
 
-class SwinTransformerBlock(nn.Module):
+class SwinTransformerBlock(PreNormBlock):
     """Pre-norm block: token mixing then MLP, each with a residual connection (paper Eq. 3).
 
     The mixer is Swin's (S)W-MSA unless another ``(B, H, W, C) -> (B, H, W, C)`` module is given
@@ -99,17 +91,8 @@ class SwinTransformerBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int], shift_size: tuple[int, int],
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, proj_drop: float = 0.0,
                  drop_path: float = 0.0, norm_layer: type[nn.Module] = nn.LayerNorm, attn: nn.Module | None = None):
-        super().__init__()
-        self.norm1 = norm_layer(dim)
-        self.attn = attn or WindowAttention(dim, num_heads, window_size, shift_size, qkv_bias, proj_drop)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-        self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        attn = attn or WindowAttention(dim, num_heads, window_size, shift_size, qkv_bias, proj_drop)
+        super().__init__(dim, attn, Mlp(dim, int(dim * mlp_ratio), drop=proj_drop), drop_path, norm_layer)
 
 
 class PatchMerging(nn.Module):
@@ -223,9 +206,7 @@ class SwinTransformer(Backbone):
             self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * scale, module=f"layers.{i}"))
         self.layers = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features)
-        self.head = ClassifierHead(
-            self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, input_fmt="NHWC"
-        )
+        self.head = self.classifier_head(drop_rate)
         self.apply(init_trunc_normal)
 
     @torch.jit.ignore

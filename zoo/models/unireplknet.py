@@ -31,7 +31,7 @@ from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
 from ._registry import register_model, register_tiny_kwargs
-from ._state_dict import rename_keys, unwrap_checkpoint
+from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
 __all__ = ["UniRepLKNet"]
 
@@ -187,9 +187,7 @@ def _default_kernel_sizes(depths: tuple[int, ...], third_stage: tuple[int, ...] 
 
 
 _OFFICIAL_RENAMES = (
-    (r"^downsample_layers\.0\.", "stem."),
-    (r"^downsample_layers\.(\d+)\.", r"stages.\1.downsample."),
-    (r"^stages\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
+    *CONVNEXT_RENAMES,
     (r"\.se\.down\.", ".se.fc1."),
     (r"\.se\.up\.", ".se.fc2."),
     (r"\.pwconv1\.1\.", ".pwconv1."),

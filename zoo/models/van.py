@@ -16,17 +16,15 @@ Hugging Face Hub) load through ``checkpoint_filter_fn``.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, DropPath, LayerNorm2d, calculate_drop_path_rates, trunc_normal_
+from timm.layers import DropPath, LayerNorm2d, calculate_drop_path_rates
 from timm.models import generate_default_cfgs
 
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone
+from ._backbone import Backbone, Stage, build_backbone, init_conv_fan_out
 from ._registry import register_model, register_tiny_kwargs
 from ._state_dict import rename_keys, unwrap_checkpoint
 
@@ -186,21 +184,8 @@ class VAN(Backbone):
             self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()
-        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        """The official initialization: He-normal (fan-out) convolutions, truncated-normal linears."""
-        if isinstance(module, nn.Conv2d):
-            fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
-            nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        self.head = self.classifier_head(drop_rate)
+        self.apply(init_conv_fan_out)
 
 
 _OFFICIAL_RENAMES = (
