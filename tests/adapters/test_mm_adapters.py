@@ -63,13 +63,8 @@ def test_every_family_has_a_detection_and_a_segmentation_config():
 @pytest.mark.skipif(not _installed("mmdet"), reason="mmdet is not installed (`make openmmlab`)")
 @pytest.mark.parametrize("path", DET_CONFIGS, ids=lambda p: p.stem)
 def test_detection_config_matches_its_backbone(path):
-    cfg = Config.fromfile(str(path), import_custom_modules=False)
-    backbone = cfg.model.backbone
-    assert cfg.custom_imports.imports == ["zoo.adapters.mmdet"]
-    assert backbone.type == "ZooBackbone" and backbone.model_name in timm.list_models("zoo_*")
-    assert cfg.model.neck.in_channels == _stage_channels(backbone.model_name, backbone.out_indices)
-    _check_pretrained(backbone)
-    assert cfg.optim_wrapper.optimizer.type == "AdamW"
+    cfg, channels = _config_and_channels(path, "zoo.adapters.mmdet")
+    assert cfg.model.neck.in_channels == channels
     assert cfg.optim_wrapper.constructor == "LayerDecayOptimWrapperConstructor"
     schedule = re.search(r"_(\d+x)_coco", path.name).group(1)
     assert cfg.train_cfg.max_epochs == SCHEDULE_EPOCHS[schedule]
@@ -78,17 +73,23 @@ def test_detection_config_matches_its_backbone(path):
 @pytest.mark.skipif(not _installed("mmsegmentation"), reason="mmsegmentation is not installed (`make openmmlab`)")
 @pytest.mark.parametrize("path", SEG_CONFIGS, ids=lambda p: p.stem)
 def test_segmentation_config_matches_its_backbone(path):
-    cfg = Config.fromfile(str(path), import_custom_modules=False)
-    backbone = cfg.model.backbone
-    assert cfg.custom_imports.imports == ["zoo.adapters.mmseg"]
-    assert backbone.type == "ZooBackbone" and backbone.model_name in timm.list_models("zoo_*")
-    channels = _stage_channels(backbone.model_name, backbone.out_indices)
+    cfg, channels = _config_and_channels(path, "zoo.adapters.mmseg")
     head = cfg.model.decode_head
     assert [channels[i] for i in head.in_index] == head.in_channels
     assert cfg.model.auxiliary_head.in_channels == channels[cfg.model.auxiliary_head.in_index]
+    assert cfg.train_cfg.max_iters == 160000 and cfg.crop_size == (512, 512)
+
+
+def _config_and_channels(path, adapter: str) -> tuple[Config, list[int]]:
+    """The config at ``path``, checked for what every config needs (the adapter imported, a registered zoo
+    backbone with an existing pretrained tag, AdamW), and its backbone's channels."""
+    cfg = Config.fromfile(str(path), import_custom_modules=False)
+    backbone = cfg.model.backbone
+    assert cfg.custom_imports.imports == [adapter]
+    assert backbone.type == "ZooBackbone" and backbone.model_name in timm.list_models("zoo_*")
     _check_pretrained(backbone)
     assert cfg.optim_wrapper.optimizer.type == "AdamW"
-    assert cfg.train_cfg.max_iters == 160000 and cfg.crop_size == (512, 512)
+    return cfg, _stage_channels(backbone.model_name, backbone.out_indices)
 
 
 def _check_pretrained(backbone):

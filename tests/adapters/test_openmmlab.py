@@ -62,46 +62,23 @@ def _train_one_iteration(model, cfg: Config, data: dict) -> dict:
     return model.train_step(data, optim_wrapper)
 
 
-@pytest.mark.parametrize("name", FAMILY_MODELS)
-def test_mask_rcnn_trains_one_iteration(name):
+def _train_detector(cfg: Config, model_name: str) -> dict:
+    """One training iteration of the config's detector on a synthetic batch, with ``model_name``'s tiny
+    backbone and 32-channel neck and heads (fp32, plain optimizer: mixed precision needs a GPU)."""
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
 
     init_default_scope("mmdet")
-    cfg = _config_for("mmdet", name)
-    backbone, channels = _tiny_backbone_cfg(cfg, name)
-    cfg.model.backbone = backbone
-    cfg.model.neck.in_channels = channels
+    cfg.model.backbone, cfg.model.neck.in_channels = _tiny_backbone_cfg(cfg, model_name)
     cfg.model.neck.out_channels = 32
     cfg.model.rpn_head.in_channels = cfg.model.rpn_head.feat_channels = 32
     for extractor in ("bbox_roi_extractor", "mask_roi_extractor"):
         cfg.model.roi_head[extractor].out_channels = 32
-    cfg.model.roi_head.bbox_head.update(in_channels=32, fc_out_channels=64)
-    cfg.model.roi_head.mask_head.update(in_channels=32, conv_out_channels=32)
-    model = MODELS.build(cfg.model)
-
-    torch.manual_seed(0)
-    data = demo_mm_inputs(batch_size=2, image_shapes=[(3, HEIGHT, WIDTH)] * 2, num_classes=80, with_mask=True)
-    losses = _train_one_iteration(model, cfg, data)
-    assert {"loss_rpn_cls", "loss_cls", "loss_bbox", "loss_mask"} <= set(losses)
-    assert torch.isfinite(losses["loss"]), losses
-
-
-@pytest.mark.parametrize("path", sorted((CONFIGS / "mmdet").glob("cascade-mask-rcnn_*.py")), ids=lambda p: p.stem)
-def test_cascade_mask_rcnn_trains_one_iteration(path):
-    """A family's Cascade Mask R-CNN 3x config (its tiny backbone, fp32: mixed precision needs a GPU)."""
-    from mmdet.registry import MODELS
-    from mmdet.testing import demo_mm_inputs
-
-    init_default_scope("mmdet")
-    cfg = Config.fromfile(str(path))
-    cfg.model.backbone, cfg.model.neck.in_channels = _tiny_backbone_cfg(cfg, cfg.model.backbone.model_name)
-    cfg.model.neck.out_channels = 32
-    cfg.model.rpn_head.in_channels = cfg.model.rpn_head.feat_channels = 32
-    for extractor in ("bbox_roi_extractor", "mask_roi_extractor"):
-        cfg.model.roi_head[extractor].out_channels = 32
-    for head in cfg.model.roi_head.bbox_head:
-        head.update(in_channels=32, conv_out_channels=32, fc_out_channels=64)
+    bbox_heads = cfg.model.roi_head.bbox_head  # a list in the cascade
+    for head in bbox_heads if isinstance(bbox_heads, list) else [bbox_heads]:
+        head.update(in_channels=32, fc_out_channels=64)
+        if "conv_out_channels" in head:
+            head.conv_out_channels = 32
     cfg.model.roi_head.mask_head.update(in_channels=32, conv_out_channels=32)
     cfg.optim_wrapper.type = "OptimWrapper"
     cfg.optim_wrapper.pop("loss_scale", None)
@@ -110,8 +87,21 @@ def test_cascade_mask_rcnn_trains_one_iteration(path):
     torch.manual_seed(0)
     data = demo_mm_inputs(batch_size=2, image_shapes=[(3, HEIGHT, WIDTH)] * 2, num_classes=80, with_mask=True)
     losses = _train_one_iteration(model, cfg, data)
-    assert {"s0.loss_cls", "s2.loss_bbox", "s2.loss_mask"} <= set(losses)
     assert torch.isfinite(losses["loss"]), losses
+    return losses
+
+
+@pytest.mark.parametrize("name", FAMILY_MODELS)
+def test_mask_rcnn_trains_one_iteration(name):
+    losses = _train_detector(_config_for("mmdet", name), name)
+    assert {"loss_rpn_cls", "loss_cls", "loss_bbox", "loss_mask"} <= set(losses)
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "mmdet").glob("cascade-mask-rcnn_*.py")), ids=lambda p: p.stem)
+def test_cascade_mask_rcnn_trains_one_iteration(path):
+    cfg = Config.fromfile(str(path))
+    losses = _train_detector(cfg, cfg.model.backbone.model_name)
+    assert {"s0.loss_cls", "s2.loss_bbox", "s2.loss_mask"} <= set(losses)
 
 
 @pytest.mark.parametrize("name", FAMILY_MODELS)
