@@ -98,3 +98,20 @@ def test_maps_at_a_non_square_size(name, out_indices):
         (2, c, -(-HEIGHT // s), -(-WIDTH // s)) for c, s in zip(backbone.channels, backbone.strides)
     ]
     assert all(torch.isfinite(m).all() for m in maps)
+
+
+def test_replknet_xl_alone_gets_the_official_output_batch_norms():
+    """The official XL downstream configs normalize every returned map (``stages.{i}.norm`` there)."""
+    assert "out_norm" not in downstream_cfg("zoo_replknet_31b")
+    kwargs = tiny_kwargs("zoo_replknet_xl_320")
+    backbone = DenseBackbone("zoo_replknet_xl_320", **kwargs)
+    assert all(isinstance(backbone.get_submodule(f"norm{i}"), torch.nn.BatchNorm2d) for i in range(4))
+    official = {k.removeprefix("features.model."): v for k, v in backbone.state_dict().items()
+                if k.startswith("features.model.")}
+    gen = torch.Generator().manual_seed(0)
+    norms = {f"stages.{i}.norm.{p}": torch.rand(backbone.channels[i], generator=gen) + 0.5
+             for i in range(4) for p in ("weight", "bias", "running_mean", "running_var")}
+    converted = backbone.convert_official({**official, **norms})
+    torch.testing.assert_close(converted["norm2.running_var"], norms["stages.2.norm.running_var"])
+    backbone.load_state_dict(converted, strict=False)
+    torch.testing.assert_close(backbone.norm3.weight.detach(), norms["stages.3.norm.weight"])

@@ -6,7 +6,8 @@ dense-prediction code of the families does around it:
 
 - the family's own downstream construction, read from its model file's ``downstream_cfg``
   (``model_kwargs`` to build with; ``out_norm``, a norm applied to every output map as ``norm<i>``, and
-  ``official_out_norm_name``, its name in official checkpoints if other than ``norm<i>``;
+  ``official_out_norm_name``, its name in official checkpoints if other than ``norm<i>``; ``variants``,
+  overrides for single models of the family;
   ``downsample_ends_stage``, where the official code puts a stage's downsampling, see below);
 - a simple feature pyramid for isotropic models (every block at one stride, as in ViT): four blocks'
   maps rescaled to strides 4, 8, 16 and 32 (:class:`SimpleFeaturePyramid`);
@@ -45,7 +46,9 @@ def downstream_cfg(model_name: str) -> dict:
     if not arch.startswith("zoo_") or arch not in timm.list_models("zoo_*"):
         raise ValueError(f"{model_name!r} is not a registered zoo model (see `zoo list` or timm.list_models('zoo_*'))")
     module = importlib.import_module(timm.models.model_entrypoint(arch).__module__)
-    return dict(getattr(module, "downstream_cfg", {}))
+    family = dict(getattr(module, "downstream_cfg", {}))
+    variant = family.pop("variants", {}).get(arch, {})
+    return {**family, **variant}
 
 
 class SimpleFeaturePyramid(nn.Module):

@@ -162,10 +162,12 @@ def _create_replknet(variant: str, pretrained: bool = False, **kwargs) -> RepLKN
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("replknet"))
 
-# No ``downstream_cfg``: the official detection/segmentation backbone (``segmentation/replknet.py``) returns the
-# stage maps of RepLKNet-31B/L as they are. Only its XL configs (``norm_intermediate_features=True``) add a
-# BatchNorm to every returned map, kept as ``stages.{i}.norm``; a family-wide ``downstream_cfg`` cannot add it
-# to XL alone.
+# The official detection/segmentation backbone (``segmentation/replknet.py``) returns the stage maps of
+# RepLKNet-31B/L as they are; its XL configs (``norm_intermediate_features=True``) add a BatchNorm to every
+# returned map, stored as ``stages.{i}.norm``.
+downstream_cfg = dict(
+    variants=dict(zoo_replknet_xl_320=dict(out_norm=nn.BatchNorm2d, official_out_norm_name="stages.{}.norm".format))
+)
 
 register_tiny_kwargs("zoo_replknet", dims=(8, 16, 16, 24), depths=(1, 1, 1, 1), large_kernel_sizes=(13, 11, 7, 5))
 
