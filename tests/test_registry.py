@@ -8,7 +8,7 @@ import torch
 
 import zoo  # noqa: F401
 from zoo.cli import main
-from zoo.models import register_model, register_tiny_kwargs, tiny_kwargs
+from zoo.models import register_model, register_tiny_kwargs, register_variants, tiny_kwargs
 
 
 def test_import_registers_in_timm():
@@ -32,6 +32,29 @@ def test_name_without_prefix_is_refused():
 
     with pytest.raises(ValueError, match="must start with 'zoo_'"):
         register_model(swin_tiny_patch4_window7_224)
+
+
+def test_variants_are_entry_points_of_their_family_module():
+    from zoo.models import swin
+
+    entrypoint = timm.models.model_entrypoint("zoo_swin_base_384")
+    assert entrypoint is swin.zoo_swin_base_384 and entrypoint.__module__ == "zoo.models.swin"
+    assert timm.models.get_pretrained_cfg("zoo_swin_base_384").input_size == (3, 384, 384)
+    with torch.device("meta"):
+        model = timm.create_model("zoo_swin_base_384", window_size=6, num_classes=3)
+    assert model.window_size == (6, 6) and model.patch_embed.img_size == (384, 384)  # the caller's kwargs win
+    assert model.num_features == 1024
+    assert model.get_classifier().out_features == 3
+
+
+def test_variant_names_are_checked():
+    def create(variant, pretrained=False, **kwargs):
+        raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match="must start with 'zoo_'"):
+        register_variants(create, swin_tiny=dict(depths=(1, 1, 1, 1)))
+    with pytest.raises(RuntimeError, match="already has a model"):
+        register_variants(create, zoo_swin_tiny=dict(depths=(1, 1, 1, 1)))
 
 
 def test_tiny_kwargs_lookup():

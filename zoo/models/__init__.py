@@ -26,6 +26,6 @@ from . import svt
 from . import swin
 from . import unireplknet
 from . import van
-from ._registry import register_model, register_tiny_kwargs, tiny_kwargs
+from ._registry import register_model, register_tiny_kwargs, register_variants, tiny_kwargs
 
-__all__ = ["register_model", "register_tiny_kwargs", "tiny_kwargs"]
+__all__ = ["register_model", "register_tiny_kwargs", "register_variants", "tiny_kwargs"]

@@ -1,7 +1,9 @@
 """The timm backbone contract, written once for every zoo family.
 
-A family's model class subclasses :class:`Backbone`, passes ``in_chans``, ``num_classes`` and
-``global_pool`` to ``Backbone.__init__`` and declares, in its own ``__init__``:
+A family's model class subclasses :class:`Backbone`, takes its architecture's arguments and passes
+the rest (timm's classifier arguments ``in_chans``, ``num_classes``, ``global_pool`` and
+``drop_rate``) on to ``Backbone.__init__``, which keeps them as attributes; it declares, in its own
+``__init__``:
 
 - ``self.<stem_name>``: the module that turns the image into the first stage's input
   (``stem_name = None`` when the first stage embeds the image itself, as VAN's does);
@@ -99,11 +101,14 @@ class Backbone(nn.Module):
 
     grad_checkpointing: bool = False
 
-    def __init__(self, in_chans: int, num_classes: int, global_pool: str):
+    def __init__(self, *, in_chans: int = 3, num_classes: int = 1000, global_pool: str = "avg", drop_rate: float = 0.0):
+        """timm's classifier arguments: the image's channels, the classes (0 for none), the pooling and the
+        dropout before the classifier."""
         super().__init__()
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.global_pool = global_pool
+        self.drop_rate = drop_rate
 
     # -- the parts a family declares -------------------------------------------------------------
 
@@ -125,11 +130,11 @@ class Backbone(nn.Module):
         """The last stage's output -> ``forward_features``' output: the final norm."""
         return self.norm(x)
 
-    def classifier_head(self, drop_rate: float = 0.0) -> ClassifierHead:
+    def classifier_head(self) -> ClassifierHead:
         """timm's ``ClassifierHead`` for this model: ``global_pool`` over the ``num_features`` channels of an
-        ``output_fmt`` map (set ``num_features`` first), dropout, then the linear classifier."""
+        ``output_fmt`` map (set ``num_features`` first), ``drop_rate`` dropout, then the linear classifier."""
         return ClassifierHead(self.num_features, self.num_classes, pool_type=self.global_pool,
-                              drop_rate=drop_rate, input_fmt=self.output_fmt)
+                              drop_rate=self.drop_rate, input_fmt=self.output_fmt)
 
     # -- running the stages ----------------------------------------------------------------------
 

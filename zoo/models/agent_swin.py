@@ -19,8 +19,8 @@ from timm.models import generate_default_cfgs
 from zoo.layers.agent_attention import AgentAttention, resize_agent_biases, stage_agent_shapes
 from zoo.weights import pretrained_cfgs
 
-from ._registry import register_model, register_tiny_kwargs
-from .swin import SwinTransformer, _create_swin
+from ._registry import register_tiny_kwargs, register_variants
+from .swin import _SWIN_B, _SWIN_S, _SWIN_T, SwinTransformer, _create_swin
 from .swin import checkpoint_filter_fn as swin_checkpoint_filter_fn
 from .swin import downstream_cfg as swin_downstream_cfg
 
@@ -60,40 +60,13 @@ register_tiny_kwargs(
 )
 
 
-@register_model
-def zoo_agent_swin_tiny(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """Agent-Swin-T: agent attention in stages 1-3 (``AAAB``)."""
-    args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, global_blocks=(2, 2, 6, 0))
-    return _create_agent_swin("zoo_agent_swin_tiny", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_agent_swin_small(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """Agent-Swin-S: agent attention in stages 1-2 (``AABB``)."""
-    args = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=7,
-                global_blocks=(2, 2, 0, 0))
-    return _create_agent_swin("zoo_agent_swin_small", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_agent_swin_small_288(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """Agent-Swin-S at 288: window 9 in the Swin stages."""
-    args = dict(img_size=288, embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=9,
-                global_blocks=(2, 2, 0, 0))
-    return _create_agent_swin("zoo_agent_swin_small_288", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_agent_swin_base(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """Agent-Swin-B: agent attention in stages 1-2 and the first 2 blocks of stage 3 (``AAMB2``)."""
-    args = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=7,
-                global_blocks=(2, 2, 2, 0))
-    return _create_agent_swin("zoo_agent_swin_base", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_agent_swin_base_384(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """Agent-Swin-B at 384: window 12 in the Swin stages."""
-    args = dict(img_size=384, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=12,
-                global_blocks=(2, 2, 2, 0))
-    return _create_agent_swin("zoo_agent_swin_base_384", pretrained, **dict(args, **kwargs))
+# Agent-Swin-T/S/B: Swin's sizes with agent attention in the first ``global_blocks`` of each stage (the official
+# ``AAAB``, ``AABB`` and ``AAMB2`` layouts); the 288 and 384 variants have windows 9 and 12.
+register_variants(
+    _create_agent_swin,
+    zoo_agent_swin_tiny=dict(_SWIN_T, global_blocks=(2, 2, 6, 0)),
+    zoo_agent_swin_small=dict(_SWIN_S, global_blocks=(2, 2, 0, 0)),
+    zoo_agent_swin_small_288=dict(_SWIN_S, img_size=288, window_size=9, global_blocks=(2, 2, 0, 0)),
+    zoo_agent_swin_base=dict(_SWIN_B, global_blocks=(2, 2, 2, 0)),
+    zoo_agent_swin_base_384=dict(_SWIN_B, img_size=384, window_size=12, global_blocks=(2, 2, 2, 0)),
+)

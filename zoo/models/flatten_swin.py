@@ -19,8 +19,8 @@ from timm.models import generate_default_cfgs
 from zoo.layers.flatten_attention import FocusedLinearAttention, resize_positional_encodings
 from zoo.weights import pretrained_cfgs
 
-from ._registry import register_model, register_tiny_kwargs
-from .swin import SwinTransformer, _create_swin
+from ._registry import register_tiny_kwargs, register_variants
+from .swin import _SWIN_B, _SWIN_S, _SWIN_T, SwinTransformer, _create_swin
 from .swin import checkpoint_filter_fn as swin_checkpoint_filter_fn
 from .swin import downstream_cfg as swin_downstream_cfg
 
@@ -54,32 +54,11 @@ register_tiny_kwargs(
 )
 
 
-@register_model
-def zoo_flatten_swin_tiny(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """FLatten-Swin-T: Swin-T with focused linear attention in stages 1-2."""
-    args = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, global_blocks=(2, 2, 0, 0))
-    return _create_flatten_swin("zoo_flatten_swin_tiny", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_flatten_swin_small(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """FLatten-Swin-S: Swin-S with focused linear attention in stages 1-2."""
-    args = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), window_size=7,
-                global_blocks=(2, 2, 0, 0))
-    return _create_flatten_swin("zoo_flatten_swin_small", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_flatten_swin_base(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """FLatten-Swin-B: Swin-B with focused linear attention in stages 1-2."""
-    args = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=7,
-                global_blocks=(2, 2, 0, 0))
-    return _create_flatten_swin("zoo_flatten_swin_base", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_flatten_swin_base_384(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """FLatten-Swin-B at 384: window 12 in stages 3-4."""
-    args = dict(img_size=384, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=12,
-                global_blocks=(2, 2, 0, 0))
-    return _create_flatten_swin("zoo_flatten_swin_base_384", pretrained, **dict(args, **kwargs))
+# FLatten-Swin-T/S/B: Swin's sizes with focused linear attention in stages 1-2; base_384 has window 12.
+register_variants(
+    _create_flatten_swin,
+    zoo_flatten_swin_tiny=dict(_SWIN_T, global_blocks=(2, 2, 0, 0)),
+    zoo_flatten_swin_small=dict(_SWIN_S, global_blocks=(2, 2, 0, 0)),
+    zoo_flatten_swin_base=dict(_SWIN_B, global_blocks=(2, 2, 0, 0)),
+    zoo_flatten_swin_base_384=dict(_SWIN_B, img_size=384, window_size=12, global_blocks=(2, 2, 0, 0)),
+)

@@ -37,7 +37,7 @@ from zoo.layers.map_attention import PaddedHeadsAttention
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_key, unwrap_checkpoint
 
 __all__ = ["SwinTransformer"]
@@ -159,24 +159,21 @@ class SwinTransformer(Backbone):
         self,
         img_size: int | tuple[int, int] = 224,
         patch_size: int = 4,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         embed_dim: int = 96,
         depths: tuple[int, ...] = (2, 2, 6, 2),
         num_heads: tuple[int, ...] = (3, 6, 12, 24),
         window_size: int | tuple[int, int] = 7,
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         norm_layer: type[nn.Module] = nn.LayerNorm,
         global_blocks: tuple[int, ...] = (0, 0, 0, 0),
         global_attn_layer: Callable[..., nn.Module] | None = None,
         fit_window_to_map: bool = True,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {depths} and num_heads {num_heads} must have one entry per stage")
         self.patch_size = patch_size
@@ -187,7 +184,7 @@ class SwinTransformer(Backbone):
         self.num_features = self.head_hidden_size = dims[-1]
 
         self.patch_embed = PatchEmbed(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, embed_dim=dims[0],
+            img_size=img_size, patch_size=patch_size, in_chans=self.in_chans, embed_dim=dims[0],
             norm_layer=norm_layer, output_fmt="NHWC", strict_img_size=False, dynamic_img_pad=True,
         )
         grid = self.patch_embed.grid_size
@@ -206,7 +203,7 @@ class SwinTransformer(Backbone):
             self.feature_info.append(dict(num_chs=dims[i], reduction=patch_size * scale, module=f"layers.{i}"))
         self.layers = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features)
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
         self.apply(init_trunc_normal)
 
     @torch.jit.ignore
@@ -271,45 +268,17 @@ register_tiny_kwargs(
 )
 
 
-@register_model
-def zoo_swin_tiny(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """Swin-T: C=96, depths 2-2-6-2, window 7, 224²."""
-    args = dict(patch_size=4, window_size=7, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
-    return _create_swin("zoo_swin_tiny", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_swin_small(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """Swin-S: C=96, depths 2-2-18-2, window 7, 224²."""
-    args = dict(patch_size=4, window_size=7, embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
-    return _create_swin("zoo_swin_small", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_swin_base(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """Swin-B: C=128, depths 2-2-18-2, window 7, 224²."""
-    args = dict(patch_size=4, window_size=7, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
-    return _create_swin("zoo_swin_base", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_swin_base_384(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """Swin-B: C=128, depths 2-2-18-2, window 12, 384²."""
-    args = dict(img_size=384, patch_size=4, window_size=12, embed_dim=128, depths=(2, 2, 18, 2),
-                num_heads=(4, 8, 16, 32))
-    return _create_swin("zoo_swin_base_384", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_swin_large(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """Swin-L: C=192, depths 2-2-18-2, window 7, 224²."""
-    args = dict(patch_size=4, window_size=7, embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48))
-    return _create_swin("zoo_swin_large", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_swin_large_384(pretrained: bool = False, **kwargs) -> SwinTransformer:
-    """Swin-L: C=192, depths 2-2-18-2, window 12, 384²."""
-    args = dict(img_size=384, patch_size=4, window_size=12, embed_dim=192, depths=(2, 2, 18, 2),
-                num_heads=(6, 12, 24, 48))
-    return _create_swin("zoo_swin_large_384", pretrained, **dict(args, **kwargs))
+# Swin-T/S/B/L (paper Table 1: C and depths); the _384 variants are fine-tuned at 384² with window 12.
+_SWIN_T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
+_SWIN_S = dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))
+_SWIN_B = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))
+_SWIN_L = dict(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48))
+register_variants(
+    _create_swin,
+    zoo_swin_tiny=_SWIN_T,
+    zoo_swin_small=_SWIN_S,
+    zoo_swin_base=_SWIN_B,
+    zoo_swin_base_384=dict(_SWIN_B, img_size=384, window_size=12),
+    zoo_swin_large=_SWIN_L,
+    zoo_swin_large_384=dict(_SWIN_L, img_size=384, window_size=12),
+)
