@@ -21,13 +21,11 @@ Backward, for ``y = x * w`` (cross-correlation):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from ._dispatch import autotune, interpreting, pair, use_triton
-from .path_rules import DepthwiseCall, depthwise_prefers_triton
+from .path_rules import ConvGeometry, DepthwiseCall, depthwise_prefers_triton
 
 try:
     import triton
@@ -39,21 +37,6 @@ __all__ = ["depthwise_conv2d", "depthwise_conv2d_reference"]
 
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _PADDING_CHOICES = "'same', 'valid', an int or a pair of ints"
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    """Kernel size, dilation, top/left padding and output size of one depthwise convolution."""
-
-    kernel: tuple[int, int]
-    dilation: tuple[int, int]
-    pad: tuple[int, int]
-    out_size: tuple[int, int]
-
-    def transposed(self, in_size: tuple[int, int]) -> _Geometry:
-        """The geometry of ``dL/dx`` as a convolution of ``dL/dy`` with the flipped kernel."""
-        pad = tuple(d * (k - 1) - p for k, d, p in zip(self.kernel, self.dilation, self.pad))
-        return _Geometry(self.kernel, self.dilation, pad, tuple(in_size))
 
 
 def _normalize_padding(padding) -> str | tuple[int, int]:
@@ -71,7 +54,7 @@ def _normalize_padding(padding) -> str | tuple[int, int]:
 
 
 def _check_arguments(x, weight, bias, padding, dilation):
-    """Validate the arguments; return the normalized padding and dilation, and the ``_Geometry``."""
+    """Validate the arguments; return the normalized padding and dilation, and the ``ConvGeometry``."""
     if x.dim() != 4:
         raise ValueError(f"depthwise_conv2d: x must have shape (B, C, H, W), got {tuple(x.shape)}")
     channels = x.shape[1]
@@ -102,7 +85,7 @@ def _check_arguments(x, weight, bias, padding, dilation):
             f"depthwise_conv2d: the dilated kernel {kernel} (dilation {dilation}) does not fit the padded "
             f"map {tuple(x.shape[2:])} with padding {padding}"
         )
-    return padding, dilation, _Geometry(kernel, dilation, pad, out_size)
+    return padding, dilation, ConvGeometry(kernel, dilation, pad, out_size)
 
 
 def depthwise_conv2d_reference(x, weight, bias=None, padding="same", dilation=1) -> torch.Tensor:
@@ -346,7 +329,7 @@ def _empty_like_format(x: torch.Tensor, size: tuple[int, ...], dtype=None) -> to
     return torch.empty(size, dtype=dtype or x.dtype, device=x.device, memory_format=memory_format)
 
 
-def _conv_triton(x, taps, bias, geometry: _Geometry, out_format: torch.Tensor) -> torch.Tensor:
+def _conv_triton(x, taps, bias, geometry: ConvGeometry, out_format: torch.Tensor) -> torch.Tensor:
     """Run the forward kernel: ``x`` convolved with ``taps`` from ``_padded_taps``."""
     batch, channels, height, width = x.shape
     (kh, kw), (dh, dw), (ph, pw) = geometry.kernel, geometry.dilation, geometry.pad
@@ -377,7 +360,7 @@ def _num_splits(total_rows: int, programs_per_split: int, device: torch.device) 
     return max(1, min(total_rows, triton.cdiv(_PROGRAMS_PER_SM * sms, programs_per_split)))
 
 
-def _grad_weight_triton(x: torch.Tensor, grad_y: torch.Tensor, geometry: _Geometry) -> torch.Tensor:
+def _grad_weight_triton(x: torch.Tensor, grad_y: torch.Tensor, geometry: ConvGeometry) -> torch.Tensor:
     """``dL/dw`` as ``(kh, kw, C)`` fp32: per-split partials from the kernel, summed over splits."""
     batch, channels, height, width = x.shape
     (kh, kw), (dh, dw), (ph, pw) = geometry.kernel, geometry.dilation, geometry.pad
@@ -404,8 +387,8 @@ def _grad_weight_triton(x: torch.Tensor, grad_y: torch.Tensor, geometry: _Geomet
     return partials.sum(0)
 
 
-def _geometry(weight, dil_h, dil_w, pad_h, pad_w, out_h, out_w) -> _Geometry:
-    return _Geometry(tuple(weight.shape[2:]), (dil_h, dil_w), (pad_h, pad_w), (out_h, out_w))
+def _geometry(weight, dil_h, dil_w, pad_h, pad_w, out_h, out_w) -> ConvGeometry:
+    return ConvGeometry(tuple(weight.shape[2:]), (dil_h, dil_w), (pad_h, pad_w), (out_h, out_w))
 
 
 @torch.library.custom_op("zoo::depthwise_conv2d", mutates_args=())
@@ -481,13 +464,10 @@ def _backward(ctx, grad_y):
 _depthwise_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _describe(x, weight, bias, geometry: _Geometry) -> DepthwiseCall:
+def _describe(x, weight, bias, geometry: ConvGeometry) -> DepthwiseCall:
     return DepthwiseCall(
-        kernel=geometry.kernel,
-        dilation=geometry.dilation,
-        pad=geometry.pad,
+        geometry=geometry,
         in_size=tuple(x.shape[2:]),
-        out_size=geometry.out_size,
         channels=x.shape[1],
         channels_last=_is_channels_last(x),
         dtype=x.dtype,

@@ -54,14 +54,26 @@ LARGE_KERNEL_MIN = 13
 
 
 @dataclass(frozen=True)
-class DepthwiseCall:
-    """What the choice between the Triton kernel and ``F.conv2d(groups=C)`` looks at."""
+class ConvGeometry:
+    """Kernel size, dilation, top/left padding and output size of one depthwise convolution."""
 
     kernel: tuple[int, int]
     dilation: tuple[int, int]
     pad: tuple[int, int]
-    in_size: tuple[int, int]
     out_size: tuple[int, int]
+
+    def transposed(self, in_size: tuple[int, int]) -> ConvGeometry:
+        """The geometry of ``dL/dx`` as a convolution of ``dL/dy`` with the flipped kernel."""
+        pad = tuple(d * (k - 1) - p for k, d, p in zip(self.kernel, self.dilation, self.pad))
+        return ConvGeometry(self.kernel, self.dilation, pad, tuple(in_size))
+
+
+@dataclass(frozen=True)
+class DepthwiseCall:
+    """What the choice between the Triton kernel and ``F.conv2d(groups=C)`` looks at."""
+
+    geometry: ConvGeometry
+    in_size: tuple[int, int]
     channels: int
     channels_last: bool
     dtype: torch.dtype
@@ -70,8 +82,8 @@ class DepthwiseCall:
     def taps_in_map(self) -> tuple[int, int]:
         """Per axis, how many taps ever read a row (column) inside the map; the others only meet
         padding. A 13x13 kernel on a 7x7 map reads 13 taps per axis, on a 3x3 map only 5."""
-        reach = []
-        for k, d, p, size, out in zip(self.kernel, self.dilation, self.pad, self.in_size, self.out_size):
+        g, reach = self.geometry, []
+        for k, d, p, size, out in zip(g.kernel, g.dilation, g.pad, self.in_size, g.out_size):
             # Tap i reads input row o - p + i * d for outputs o in [0, out): some of them lie in [0, size).
             first = max(0, -((out - 1 - p) // d))
             last = min(k - 1, (size - 1 + p) // d)
