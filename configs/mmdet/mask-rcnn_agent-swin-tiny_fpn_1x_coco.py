@@ -5,9 +5,7 @@
 _base_ = ["./_base_/mask-rcnn_zoo_fpn_1x_coco.py", "../_base_/agent_attention.py"]
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_agent_swin_tiny", drop_path_rate=0.1, init_cfg=dict(type="Pretrained", checkpoint=".in1k")
-    ),
+    backbone=dict(model_name="zoo_agent_swin_tiny", drop_path_rate=0.1),
     neck=dict(in_channels=[96, 192, 384, 768]),
 )
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.agent_bias_no_decay}}))

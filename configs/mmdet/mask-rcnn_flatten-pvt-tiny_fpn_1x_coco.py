@@ -5,9 +5,7 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_flatten_pvt_tiny", drop_path_rate=0.1, init_cfg=dict(type="Pretrained", checkpoint=".in1k")
-    ),
+    backbone=dict(model_name="zoo_flatten_pvt_tiny", drop_path_rate=0.1),
     neck=dict(in_channels=[64, 128, 320, 512]),
 )
 optim_wrapper = dict(optimizer=dict(lr=2e-4, weight_decay=1e-4), paramwise_cfg=dict(_delete_=True))

@@ -6,13 +6,8 @@
 _base_ = ["./_base_/upernet_zoo_160k_ade20k-512x512.py", "../_base_/agent_attention.py"]
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_agent_deit_small",
-        out_indices=(2, 5, 8, 11),
-        drop_path_rate=0.1,
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
-    decode_head=dict(in_channels=[384, 384, 384, 384]),
+    backbone=dict(model_name="zoo_agent_deit_small", out_indices=(2, 5, 8, 11), drop_path_rate=0.1),
+    decode_head=dict(in_channels=[384] * 4),
     auxiliary_head=dict(in_channels=384),
 )
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.agent_deit_no_decay}}))

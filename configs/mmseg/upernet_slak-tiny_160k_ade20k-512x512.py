@@ -7,10 +7,7 @@
 _base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_slak_tiny", drop_path_rate=0.4, norm_cfg=dict(type="SyncBN"),
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
+    backbone=dict(model_name="zoo_slak_tiny", drop_path_rate=0.4, norm_cfg=dict(type="SyncBN")),
     decode_head=dict(in_channels=[124, 249, 499, 998]),
     auxiliary_head=dict(in_channels=499),
 )
