@@ -8,10 +8,8 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_slak_tiny", drop_path_rate=0.4, norm_cfg=dict(type="SyncBN"),
-        init_cfg=dict(checkpoint=".in1k_e120"),
-    ),
+    backbone=dict(model_name="zoo_slak_tiny", drop_path_rate=0.4, norm_cfg=dict(type="SyncBN"),
+                  init_cfg=dict(checkpoint=".in1k_e120")),
     neck=dict(in_channels=[124, 249, 499, 998]),
 )
 optim_wrapper = dict(

@@ -8,9 +8,8 @@ _base_ = "mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_a
 
 custom_imports = dict(imports=["zoo.adapters.mmdet"], allow_failed_imports=False)
 
-model = dict(backbone=dict(
-    _delete_=True, type="ZooBackbone", out_indices=(0, 1, 2, 3), init_cfg=dict(type="Pretrained", checkpoint=".in1k")
-))
+model = dict(backbone=dict(_delete_=True, type="ZooBackbone", out_indices=(0, 1, 2, 3),
+                           init_cfg=dict(type="Pretrained", checkpoint=".in1k")))
 # ConvNeXt's layer decay is reset: no weight decay on norms and biases; a family config adds its own decay
 optim_wrapper = dict(
     constructor="LayerDecayOptimWrapperConstructor",

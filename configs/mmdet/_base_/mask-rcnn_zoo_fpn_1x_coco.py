@@ -6,7 +6,6 @@ _base_ = "mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py"
 
 custom_imports = dict(imports=["zoo.adapters.mmdet"], allow_failed_imports=False)
 
-model = dict(backbone=dict(
-    _delete_=True, type="ZooBackbone", out_indices=(0, 1, 2, 3), init_cfg=dict(type="Pretrained", checkpoint=".in1k")
-))
+model = dict(backbone=dict(_delete_=True, type="ZooBackbone", out_indices=(0, 1, 2, 3),
+                           init_cfg=dict(type="Pretrained", checkpoint=".in1k")))
 optim_wrapper = dict(constructor="LayerDecayOptimWrapperConstructor")

@@ -6,7 +6,6 @@ _base_ = "mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k
 
 custom_imports = dict(imports=["zoo.adapters.mmseg"], allow_failed_imports=False)
 
-model = dict(backbone=dict(
-    _delete_=True, type="ZooBackbone", out_indices=(0, 1, 2, 3), init_cfg=dict(type="Pretrained", checkpoint=".in1k")
-))
+model = dict(backbone=dict(_delete_=True, type="ZooBackbone", out_indices=(0, 1, 2, 3),
+                           init_cfg=dict(type="Pretrained", checkpoint=".in1k")))
 optim_wrapper = dict(constructor="LayerDecayOptimWrapperConstructor")
