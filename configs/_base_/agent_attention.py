@@ -1,6 +1,7 @@
 # No weight decay on Agent Attention's biases, as in the official Agent configs: the agent-to-position and
 # position-to-agent maps (an, na), their row and column parts (ah, aw, ha, wa) and, in Agent-DeiT, the class
-# token's (ac, ca). A family config takes them with
+# token's (ac, ca). The Agent Attention recipes (`mmdet/_base_/mask-rcnn_zoo-agent_fpn_1x_coco.py`,
+# `mmseg/_base_/upernet_zoo-agent_160k_ade20k-512x512.py`) take them with
 # `optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.agent_bias_no_decay}}))`.
 agent_bias_no_decay = {
     name: dict(decay_mult=0.0)

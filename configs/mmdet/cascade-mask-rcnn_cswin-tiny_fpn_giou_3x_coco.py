@@ -6,9 +6,7 @@
 _base_ = "./_base_/cascade-mask-rcnn_zoo_fpn_giou_3x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_cswin_tiny", drop_path_rate=0.2, init_cfg=dict(type="Pretrained", checkpoint=".in1k")
-    ),
+    backbone=dict(model_name="zoo_cswin_tiny", drop_path_rate=0.2),
     neck=dict(in_channels=[64, 128, 256, 512]),
 )
-optim_wrapper = dict(optimizer=dict(lr=1e-4, weight_decay=0.05))
+optim_wrapper = dict(optimizer=dict(lr=1e-4))

@@ -5,11 +5,8 @@
 _base_ = "./_base_/cascade-mask-rcnn_zoo_fpn_giou_3x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_replknet_31b", drop_path_rate=0.6, norm_cfg=dict(type="SyncBN"),
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
+    backbone=dict(model_name="zoo_replknet_31b", drop_path_rate=0.6, norm_cfg=dict(type="SyncBN")),
     neck=dict(in_channels=[128, 256, 512, 1024]),
 )
 # the official constructor decays biases (mmcv's default), not norms
-optim_wrapper = dict(optimizer=dict(lr=4e-4, weight_decay=0.05), paramwise_cfg=dict(bias_decay_mult=1.0))
+optim_wrapper = dict(optimizer=dict(lr=4e-4), paramwise_cfg=dict(bias_decay_mult=1.0))

@@ -8,13 +8,7 @@
 _base_ = "./_base_/cascade-mask-rcnn_zoo_fpn_giou_3x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_slak_tiny", drop_path_rate=0.4, norm_cfg=dict(type="SyncBN"),
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
+    backbone=dict(model_name="zoo_slak_tiny", drop_path_rate=0.4, norm_cfg=dict(type="SyncBN")),
     neck=dict(in_channels=[124, 249, 499, 998]),
 )
-optim_wrapper = dict(
-    optimizer=dict(lr=2e-4, weight_decay=0.05),
-    paramwise_cfg=dict(decay_rate=0.7, decay_type="layer_wise", num_layers=6, flat_decay_mult=0.0),
-)
+optim_wrapper = dict(paramwise_cfg=dict(decay_rate=0.7, decay_type="layer_wise", num_layers=6, flat_decay_mult=0.0))

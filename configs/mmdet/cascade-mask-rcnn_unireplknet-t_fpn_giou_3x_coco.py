@@ -7,14 +7,11 @@
 _base_ = "./_base_/cascade-mask-rcnn_zoo_fpn_giou_3x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_unireplknet_t", drop_path_rate=0.3, norm_cfg=dict(type="SyncBN"),
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
+    backbone=dict(model_name="zoo_unireplknet_t", drop_path_rate=0.3, norm_cfg=dict(type="SyncBN")),
     neck=dict(in_channels=[80, 160, 320, 640]),
 )
 optim_wrapper = dict(
-    optimizer=dict(lr=1e-4, weight_decay=0.05),
+    optimizer=dict(lr=1e-4),
     paramwise_cfg=dict(
         decay_rate=0.8, decay_type="layer_wise", num_layers=12, flat_decay_mult=0.0,
         custom_keys={".grn.": dict(decay_mult=1.0)},

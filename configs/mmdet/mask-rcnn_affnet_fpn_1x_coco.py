@@ -5,9 +5,6 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_affnet", out_indices=(1, 2, 3, 4), drop_path_rate=0.0,
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
+    backbone=dict(model_name="zoo_affnet", out_indices=(1, 2, 3, 4), drop_path_rate=0.0),
     neck=dict(in_channels=[64, 128, 256, 320]),
 )

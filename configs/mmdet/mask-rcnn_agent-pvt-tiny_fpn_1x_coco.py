@@ -2,16 +2,9 @@
 # Official: LeapLabTHU/Agent-Attention `downstream/detection/configs/agent_pvt/agent_pvt_t_mrcnn_1x_12-16-28-28.py`
 # (AdamW lr 2e-4, weight decay 1e-4 on every parameter, 500-iteration warm-up, drop path 0.1): 41.4 box AP.
 # The backbone pools its agents to the official 12x12, 16x16, 28x28, 28x28 grids (`downstream_cfg` of zoo_agent_pvt).
-_base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
+_base_ = "./_base_/mask-rcnn_zoo-pvt_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_agent_pvt_tiny", drop_path_rate=0.1, init_cfg=dict(type="Pretrained", checkpoint=".in1k")
-    ),
+    backbone=dict(model_name="zoo_agent_pvt_tiny", drop_path_rate=0.1),
     neck=dict(in_channels=[64, 128, 320, 512]),
 )
-optim_wrapper = dict(optimizer=dict(lr=2e-4, weight_decay=1e-4), paramwise_cfg=dict(_delete_=True))
-param_scheduler = [
-    dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=500),
-    dict(type="MultiStepLR", begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1),
-]

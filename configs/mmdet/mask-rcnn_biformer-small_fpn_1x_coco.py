@@ -5,12 +5,6 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_biformer_small",
-        drop_path_rate=0.2,
-        n_win=16,
-        norm_eval=True,
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
+    backbone=dict(model_name="zoo_biformer_small", drop_path_rate=0.2, n_win=16, norm_eval=True),
     neck=dict(in_channels=[64, 128, 256, 512]),
 )

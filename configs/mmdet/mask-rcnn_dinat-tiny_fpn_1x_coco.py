@@ -5,14 +5,8 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_dinat_tiny",
-        drop_path_rate=0.2,
-        dilations=((1, 28, 1), (1, 7, 1, 14), (1, 3, 1, 5, 1, 7) * 3, (1, 3, 1, 3, 1)),
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
+    backbone=dict(model_name="zoo_dinat_tiny", drop_path_rate=0.2,
+                  dilations=((1, 28, 1), (1, 7, 1, 14), (1, 3, 1, 5, 1, 7) * 3, (1, 3, 1, 3, 1))),
     neck=dict(in_channels=[64, 128, 256, 512]),
 )
-optim_wrapper = dict(
-    paramwise_cfg=dict(custom_keys={"rpb": dict(decay_mult=0.0)}),
-)
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={"rpb": dict(decay_mult=0.0)}))

@@ -9,13 +9,8 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_ffnet_2", drop_path_rate=0.35, norm_cfg=dict(type="SyncBN"),
-        init_cfg=dict(type="Pretrained", checkpoint=".dist_in1k"),
-    ),
+    backbone=dict(model_name="zoo_ffnet_2", drop_path_rate=0.35, norm_cfg=dict(type="SyncBN"),
+                  init_cfg=dict(checkpoint=".dist_in1k")),
     neck=dict(in_channels=[88, 176, 352, 704]),
 )
-optim_wrapper = dict(
-    optimizer=dict(lr=1e-4, weight_decay=0.05),
-    paramwise_cfg=dict(decay_rate=0.8, decay_type="layer_wise", num_layers=12, flat_decay_mult=0.0),
-)
+optim_wrapper = dict(paramwise_cfg=dict(decay_rate=0.8, decay_type="layer_wise", num_layers=12, flat_decay_mult=0.0))

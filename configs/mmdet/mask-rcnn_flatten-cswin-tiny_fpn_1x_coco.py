@@ -4,8 +4,6 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_flatten_cswin_tiny", drop_path_rate=0.2, init_cfg=dict(type="Pretrained", checkpoint=".in1k")
-    ),
+    backbone=dict(model_name="zoo_flatten_cswin_tiny", drop_path_rate=0.2),
     neck=dict(in_channels=[64, 128, 256, 512]),
 )

@@ -6,9 +6,6 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_gfnet_s", out_indices=(4, 9, 14, 18), drop_path_rate=0.15,
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
+    backbone=dict(model_name="zoo_gfnet_s", out_indices=(4, 9, 14, 18), drop_path_rate=0.15),
     neck=dict(in_channels=[384] * 4),
 )

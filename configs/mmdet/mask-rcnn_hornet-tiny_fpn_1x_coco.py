@@ -6,12 +6,10 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_hornet_tiny", drop_path_rate=0.4, init_cfg=dict(type="Pretrained", checkpoint=".in1k")
-    ),
+    backbone=dict(model_name="zoo_hornet_tiny", drop_path_rate=0.4),
     neck=dict(in_channels=[64, 128, 256, 512]),
 )
 optim_wrapper = dict(
-    optimizer=dict(lr=2e-4, weight_decay=0.05),
+    optimizer=dict(lr=2e-4),
     paramwise_cfg=dict(decay_rate=0.7, decay_type="layer_wise", num_layers=12, flat_decay_mult=0.0),
 )

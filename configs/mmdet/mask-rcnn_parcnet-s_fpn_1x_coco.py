@@ -4,8 +4,6 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        out_indices=(1, 2, 3, 4), model_name="zoo_parcnet_s", init_cfg=dict(type="Pretrained", checkpoint=".in1k")
-    ),
+    backbone=dict(model_name="zoo_parcnet_s", out_indices=(1, 2, 3, 4)),
     neck=dict(in_channels=[64, 96, 128, 160]),
 )

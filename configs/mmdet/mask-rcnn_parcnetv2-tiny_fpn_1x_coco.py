@@ -10,7 +10,4 @@ model = dict(
     backbone=dict(model_name="zoo_parcnetv2_t", drop_path_rate=0.4, init_cfg=None),
     neck=dict(in_channels=[64, 128, 320, 512]),
 )
-optim_wrapper = dict(
-    optimizer=dict(lr=1e-4, weight_decay=0.05),
-    paramwise_cfg=dict(decay_rate=0.95, decay_type="layer_wise", num_layers=7, flat_decay_mult=0.0),
-)
+optim_wrapper = dict(paramwise_cfg=dict(decay_rate=0.95, decay_type="layer_wise", num_layers=7, flat_decay_mult=0.0))

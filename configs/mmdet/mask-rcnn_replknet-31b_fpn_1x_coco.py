@@ -5,10 +5,7 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_replknet_31b", drop_path_rate=0.6, norm_cfg=dict(type="SyncBN"),
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
+    backbone=dict(model_name="zoo_replknet_31b", drop_path_rate=0.6, norm_cfg=dict(type="SyncBN")),
     neck=dict(in_channels=[128, 256, 512, 1024]),
 )
-optim_wrapper = dict(optimizer=dict(lr=4e-4, weight_decay=0.05), paramwise_cfg=dict(norm_decay_mult=0.0))
+optim_wrapper = dict(optimizer=dict(lr=4e-4), paramwise_cfg=dict(norm_decay_mult=0.0))

@@ -5,9 +5,7 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        out_indices=(0, 1, 2), model_name="zoo_shvit_s4", init_cfg=dict(type="Pretrained", checkpoint=".in1k")
-    ),
+    backbone=dict(model_name="zoo_shvit_s4", out_indices=(0, 1, 2)),
     neck=dict(in_channels=[224, 336, 448]),
     rpn_head=dict(anchor_generator=dict(scales=[2], strides=[16, 32, 64, 128, 256])),
     roi_head=dict(

@@ -8,13 +8,11 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_slak_tiny", drop_path_rate=0.4, norm_cfg=dict(type="SyncBN"),
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k_e120"),
-    ),
+    backbone=dict(model_name="zoo_slak_tiny", drop_path_rate=0.4, norm_cfg=dict(type="SyncBN"),
+                  init_cfg=dict(checkpoint=".in1k_e120")),
     neck=dict(in_channels=[124, 249, 499, 998]),
 )
 optim_wrapper = dict(
-    optimizer=dict(lr=2e-4, weight_decay=0.05),
+    optimizer=dict(lr=2e-4),
     paramwise_cfg=dict(decay_rate=0.7, decay_type="layer_wise", num_layers=6, flat_decay_mult=0.0),
 )

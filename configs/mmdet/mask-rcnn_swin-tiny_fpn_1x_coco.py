@@ -4,8 +4,6 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_swin_tiny", drop_path_rate=0.2, init_cfg=dict(type="Pretrained", checkpoint=".ms_in1k")
-    ),
+    backbone=dict(model_name="zoo_swin_tiny", drop_path_rate=0.2, init_cfg=dict(checkpoint=".ms_in1k")),
     neck=dict(in_channels=[96, 192, 384, 768]),
 )

@@ -3,6 +3,6 @@
 _base_ = "./_base_/mask-rcnn_zoo_fpn_1x_coco.py"
 
 model = dict(
-    backbone=dict(model_name="zoo_van_b2", drop_path_rate=0.1, init_cfg=dict(type="Pretrained", checkpoint=".in1k")),
+    backbone=dict(model_name="zoo_van_b2", drop_path_rate=0.1),
     neck=dict(in_channels=[64, 128, 320, 512]),
 )

@@ -5,10 +5,7 @@
 _base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_affnet", out_indices=(1, 2, 3, 4), drop_path_rate=0.0,
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
+    backbone=dict(model_name="zoo_affnet", out_indices=(1, 2, 3, 4), drop_path_rate=0.0),
     decode_head=dict(in_channels=[64, 128, 256, 320]),
     auxiliary_head=dict(in_channels=256),
 )

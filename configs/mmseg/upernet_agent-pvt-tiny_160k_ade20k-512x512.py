@@ -4,13 +4,10 @@
 # official UperNet 160k settings are its Agent-Swin ones (`upernet_agent_swin_t_9-12-14-7.py`: AdamW lr 6e-5,
 # weight decay 0.01, none on norms and agent biases): those, with the Semantic FPN config's drop path 0.1.
 # The backbone pools its agents to the official 12x12, 16x16, 28x28, 28x28 grids (`downstream_cfg` of zoo_agent_pvt).
-_base_ = ["./_base_/upernet_zoo_160k_ade20k-512x512.py", "../_base_/agent_attention.py"]
+_base_ = "./_base_/upernet_zoo-agent_160k_ade20k-512x512.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_agent_pvt_tiny", drop_path_rate=0.1, init_cfg=dict(type="Pretrained", checkpoint=".in1k")
-    ),
+    backbone=dict(model_name="zoo_agent_pvt_tiny", drop_path_rate=0.1),
     decode_head=dict(in_channels=[64, 128, 320, 512]),
     auxiliary_head=dict(in_channels=320),
 )
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.agent_bias_no_decay}}))

@@ -4,13 +4,7 @@
 _base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_biformer_small",
-        drop_path_rate=0.3,
-        n_win=8,
-        norm_cfg=dict(type="SyncBN"),
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
+    backbone=dict(model_name="zoo_biformer_small", drop_path_rate=0.3, n_win=8, norm_cfg=dict(type="SyncBN")),
     decode_head=dict(in_channels=[64, 128, 256, 512]),
     auxiliary_head=dict(in_channels=256),
 )

@@ -6,10 +6,8 @@
 _base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_ffnet_2", drop_path_rate=0.2, norm_cfg=dict(type="SyncBN"),
-        init_cfg=dict(type="Pretrained", checkpoint=".dist_in1k"),
-    ),
+    backbone=dict(model_name="zoo_ffnet_2", drop_path_rate=0.2, norm_cfg=dict(type="SyncBN"),
+                  init_cfg=dict(checkpoint=".dist_in1k")),
     decode_head=dict(in_channels=[88, 176, 352, 704]),
     auxiliary_head=dict(in_channels=352),
 )

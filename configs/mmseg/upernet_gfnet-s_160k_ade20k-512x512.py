@@ -6,10 +6,7 @@
 _base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_gfnet_s", out_indices=(4, 9, 14, 18), drop_path_rate=0.15,
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
+    backbone=dict(model_name="zoo_gfnet_s", out_indices=(4, 9, 14, 18), drop_path_rate=0.15),
     decode_head=dict(in_channels=[384] * 4),
     auxiliary_head=dict(in_channels=384),
 )

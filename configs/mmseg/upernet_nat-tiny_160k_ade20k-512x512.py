@@ -5,10 +5,8 @@
 _base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
 
 model = dict(
-    backbone=dict(model_name="zoo_nat_tiny", drop_path_rate=0.3, init_cfg=dict(type="Pretrained", checkpoint=".in1k")),
+    backbone=dict(model_name="zoo_nat_tiny", drop_path_rate=0.3),
     decode_head=dict(in_channels=[64, 128, 256, 512]),
     auxiliary_head=dict(in_channels=256),
 )
-optim_wrapper = dict(
-    paramwise_cfg=dict(custom_keys={"rpb": dict(decay_mult=0.0)}),
-)
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={"rpb": dict(decay_mult=0.0)}))

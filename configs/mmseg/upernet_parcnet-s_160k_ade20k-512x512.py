@@ -4,9 +4,7 @@
 _base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
 
 model = dict(
-    backbone=dict(
-        out_indices=(1, 2, 3, 4), model_name="zoo_parcnet_s", init_cfg=dict(type="Pretrained", checkpoint=".in1k")
-    ),
+    backbone=dict(model_name="zoo_parcnet_s", out_indices=(1, 2, 3, 4)),
     decode_head=dict(in_channels=[64, 96, 128, 160]),
     auxiliary_head=dict(in_channels=128),
 )

@@ -3,14 +3,10 @@
 # Official: XuRuihan/ParCNetV2 `semantic_segmentation/configs/upernet/upernet_parcnetv2_tiny_512_160k_ss.py`
 # (AdamW lr 1e-4, weight decay 0.05, stage-wise lr decay 0.9, drop path 0.3).
 # No ParCNetV2 weights are released: set init_cfg to a checkpoint of your own.
-_base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
+_base_ = "./_base_/upernet_zoo-convnext_160k_ade20k-512x512.py"
 
 model = dict(
     backbone=dict(model_name="zoo_parcnetv2_t", drop_path_rate=0.3, init_cfg=None),
     decode_head=dict(in_channels=[64, 128, 320, 512]),
     auxiliary_head=dict(in_channels=320),
-)
-optim_wrapper = dict(
-    optimizer=dict(lr=1e-4, weight_decay=0.05),
-    paramwise_cfg=dict(decay_rate=0.9, decay_type="stage_wise", num_layers=6, flat_decay_mult=0.0),
 )

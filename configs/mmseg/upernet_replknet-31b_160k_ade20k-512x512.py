@@ -6,10 +6,7 @@
 _base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_replknet_31b", drop_path_rate=0.5, norm_cfg=dict(type="SyncBN"),
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
+    backbone=dict(model_name="zoo_replknet_31b", drop_path_rate=0.5, norm_cfg=dict(type="SyncBN")),
     decode_head=dict(in_channels=[128, 256, 512, 1024]),
     auxiliary_head=dict(in_channels=512),
 )

@@ -3,9 +3,7 @@
 _base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
 
 model = dict(
-    backbone=dict(
-        out_indices=(0, 1, 2), model_name="zoo_shvit_s4", init_cfg=dict(type="Pretrained", checkpoint=".in1k")
-    ),
+    backbone=dict(model_name="zoo_shvit_s4", out_indices=(0, 1, 2)),
     decode_head=dict(in_channels=[224, 336, 448], in_index=[0, 1, 2]),
     auxiliary_head=dict(in_channels=336, in_index=1),
 )

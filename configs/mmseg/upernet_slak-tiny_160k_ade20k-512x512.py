@@ -4,17 +4,10 @@
 # decay 0.05, stage-wise lr decay 0.9 over 6 layers, drop path 0.4, SyncBN, 16 images a step): 47.6 mIoU. The
 # official fine-tuning keeps the zeros of the sparse pretrained kernels (`sparse=True`); here they are fine-tuned
 # dense.
-_base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
+_base_ = "./_base_/upernet_zoo-convnext_160k_ade20k-512x512.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_slak_tiny", drop_path_rate=0.4, norm_cfg=dict(type="SyncBN"),
-        init_cfg=dict(type="Pretrained", checkpoint=".in1k"),
-    ),
+    backbone=dict(model_name="zoo_slak_tiny", drop_path_rate=0.4, norm_cfg=dict(type="SyncBN")),
     decode_head=dict(in_channels=[124, 249, 499, 998]),
     auxiliary_head=dict(in_channels=499),
-)
-optim_wrapper = dict(
-    optimizer=dict(lr=1e-4, weight_decay=0.05),
-    paramwise_cfg=dict(decay_rate=0.9, decay_type="stage_wise", num_layers=6, flat_decay_mult=0.0),
 )

@@ -4,9 +4,7 @@
 _base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
 
 model = dict(
-    backbone=dict(
-        model_name="zoo_swin_tiny", drop_path_rate=0.3, init_cfg=dict(type="Pretrained", checkpoint=".ms_in1k")
-    ),
+    backbone=dict(model_name="zoo_swin_tiny", drop_path_rate=0.3, init_cfg=dict(checkpoint=".ms_in1k")),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
     auxiliary_head=dict(in_channels=384),
 )

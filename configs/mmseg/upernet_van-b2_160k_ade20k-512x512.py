@@ -5,7 +5,7 @@
 _base_ = "./_base_/upernet_zoo_160k_ade20k-512x512.py"
 
 model = dict(
-    backbone=dict(model_name="zoo_van_b2", drop_path_rate=0.1, init_cfg=dict(type="Pretrained", checkpoint=".in1k")),
+    backbone=dict(model_name="zoo_van_b2", drop_path_rate=0.1),
     decode_head=dict(in_channels=[64, 128, 320, 512]),
     auxiliary_head=dict(in_channels=320),
 )
