@@ -38,7 +38,7 @@ from zoo.kernels import depthwise_conv2d
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import IsotropicBackbone, build_backbone
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 
 __all__ = ["LKCAViT"]
 
@@ -86,18 +86,16 @@ class LKCAViT(IsotropicBackbone):
         self,
         img_size: int | tuple[int, int] = 32,
         patch_size: int = 4,
-        in_chans: int = 3,
         num_classes: int = 100,
-        global_pool: str = "avg",
         dim: int = 192,
         depth: int = 9,
         heads: int = 12,
         head_dim: int = 16,
         mlp_ratio: float = 2.0,
-        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(num_classes=num_classes, **kwargs)
         self.min_input_size = patch_size
         self.num_features = self.head_hidden_size = dim
         grid = self.embed_patches(img_size, patch_size, dim, depth)
@@ -107,7 +105,8 @@ class LKCAViT(IsotropicBackbone):
         ])
         self.norm = nn.Identity()
         self.head = NormMlpClassifierHead(
-            dim, num_classes, pool_type=global_pool, drop_rate=drop_rate, norm_layer=partial(LayerNorm2d, eps=1e-5)
+            dim, self.num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate,
+            norm_layer=partial(LayerNorm2d, eps=1e-5),
         )
         self.apply(self._init_weights)
 
@@ -177,53 +176,15 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("lkca"))
 register_tiny_kwargs("zoo_lkca", dim=16, depth=2, heads=2, head_dim=8)
 
 
-# The official variants (models/create_model.py): head_dim = dim // heads; 4x4 patches of 32x32 images.
-
-
-@register_model
-def zoo_lkca_vit(pretrained: bool = False, **kwargs) -> LKCAViT:
-    """vit-lkca: dim 210, depth 10, 10 heads of 21."""
-    args = dict(dim=210, depth=10, heads=10, head_dim=21)
-    return _create_lkca("zoo_lkca_vit", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_lkca_vit_05m(pretrained: bool = False, **kwargs) -> LKCAViT:
-    """vit-05m-lkca: dim 100, depth 8, 4 heads of 25."""
-    args = dict(dim=100, depth=8, heads=4, head_dim=25)
-    return _create_lkca("zoo_lkca_vit_05m", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_lkca_vit_1m(pretrained: bool = False, **kwargs) -> LKCAViT:
-    """vit-1m-lkca: dim 136, depth 9, 8 heads of 17."""
-    args = dict(dim=136, depth=9, heads=8, head_dim=17)
-    return _create_lkca("zoo_lkca_vit_1m", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_lkca_vit_2m(pretrained: bool = False, **kwargs) -> LKCAViT:
-    """vit-2m-lkca: dim 192, depth 9, 12 heads of 16."""
-    args = dict(dim=192, depth=9, heads=12, head_dim=16)
-    return _create_lkca("zoo_lkca_vit_2m", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_lkca_vit_4m(pretrained: bool = False, **kwargs) -> LKCAViT:
-    """vit-4m-lkca: dim 246, depth 11, 6 heads of 41."""
-    args = dict(dim=246, depth=11, heads=6, head_dim=41)
-    return _create_lkca("zoo_lkca_vit_4m", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_lkca_vit_8m(pretrained: bool = False, **kwargs) -> LKCAViT:
-    """vit-8m-lkca: dim 306, depth 14, 6 heads of 51."""
-    args = dict(dim=306, depth=14, heads=6, head_dim=51)
-    return _create_lkca("zoo_lkca_vit_8m", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_lkca_vit_12m(pretrained: bool = False, **kwargs) -> LKCAViT:
-    """vit-12m-lkca: dim 360, depth 12, 8 heads of 45, MLP ratio 3."""
-    args = dict(dim=360, depth=12, heads=8, head_dim=45, mlp_ratio=3.0)
-    return _create_lkca("zoo_lkca_vit_12m", pretrained, **dict(args, **kwargs))
+# The official variants (models/create_model.py: vit-lkca, vit-05m-lkca, ..., vit-12m-lkca, the suffix giving the
+# parameter count), for 4x4 patches of 32x32 images; head_dim = dim // heads.
+register_variants(
+    _create_lkca,
+    zoo_lkca_vit=dict(dim=210, depth=10, heads=10, head_dim=21),
+    zoo_lkca_vit_05m=dict(dim=100, depth=8, heads=4, head_dim=25),
+    zoo_lkca_vit_1m=dict(dim=136, depth=9, heads=8, head_dim=17),
+    zoo_lkca_vit_2m=dict(dim=192, depth=9, heads=12, head_dim=16),
+    zoo_lkca_vit_4m=dict(dim=246, depth=11, heads=6, head_dim=41),
+    zoo_lkca_vit_8m=dict(dim=306, depth=14, heads=6, head_dim=51),
+    zoo_lkca_vit_12m=dict(dim=360, depth=12, heads=8, head_dim=45, mlp_ratio=3.0),
+)

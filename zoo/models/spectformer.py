@@ -37,8 +37,8 @@ from zoo.layers.spectral import GlobalFilter
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_conv_fan_out
-from ._registry import register_model, register_tiny_kwargs
-from .gfnet import GFNet, GlobalFilterBlock, resize_spectral_param
+from ._registry import register_tiny_kwargs, register_variants
+from .gfnet import _GFNET_B, _GFNET_S, _GFNET_TI, _GFNET_XS, GFNet, GlobalFilterBlock, resize_spectral_param
 
 __all__ = ["SpectFormer", "SpectFormerH"]
 
@@ -59,7 +59,7 @@ class SpectFormer(GFNet):
     ``spectral_depth`` global filter blocks."""
 
     def __init__(self, *args, num_heads: int = 6, spectral_depth: int = 4, **kwargs):
-        super().__init__(*args, num_heads=num_heads, spectral_depth=spectral_depth, **kwargs)
+        super().__init__(*args, block_kwargs=dict(num_heads=num_heads, spectral_depth=spectral_depth), **kwargs)
 
     def make_block(self, index: int, dim: int, grid: tuple[int, int], mlp_ratio: float, drop: float,
                    drop_path: float, num_heads: int = 6, spectral_depth: int = 4) -> nn.Module:
@@ -261,8 +261,6 @@ class SpectFormerH(Backbone):
     def __init__(
         self,
         img_size: int | tuple[int, int] = 224,
-        in_chans: int = 3,
-        num_classes: int = 1000,
         global_pool: str = "token",
         stem_hidden_dim: int = 32,
         embed_dims: tuple[int, ...] = (64, 128, 320, 448),
@@ -271,16 +269,16 @@ class SpectFormerH(Backbone):
         depths: tuple[int, ...] = (3, 4, 6, 3),
         spectral_stages: int = 2,
         spectral_layer: Callable[[int, tuple[int, int]], nn.Module] = GlobalFilter,
-        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(global_pool=global_pool, **kwargs)
         if not len(embed_dims) == len(num_heads) == len(mlp_ratios) == len(depths):
             raise ValueError("embed_dims, num_heads, mlp_ratios and depths must have one entry per stage")
         self.num_features = self.head_hidden_size = embed_dims[-1]
         num_stages = len(depths)
 
-        self.stem = ConvStem(in_chans, stem_hidden_dim, embed_dims[0])
+        self.stem = ConvStem(self.in_chans, stem_hidden_dim, embed_dims[0])
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stages, self.feature_info = [], []
         for i, (dim, grid) in enumerate(zip(embed_dims, stage_grids(img_size, num_stages))):
@@ -295,7 +293,9 @@ class SpectFormerH(Backbone):
             self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()
-        self.head = ClassAttentionHead(self.num_features, num_classes, num_heads[-1], mlp_ratios[-1], drop_rate)
+        self.head = ClassAttentionHead(
+            self.num_features, self.num_classes, num_heads[-1], mlp_ratios[-1], self.drop_rate
+        )
         self.apply(init_conv_fan_out)
 
 
@@ -350,53 +350,24 @@ register_tiny_kwargs("zoo_spectformer_h", img_size=32, stem_hidden_dim=8, embed_
                      num_heads=(1, 2, 2, 2), depths=(1, 1, 1, 1))  # fmt: skip
 
 
-@register_model
-def zoo_spectformer_t(pretrained: bool = False, **kwargs) -> SpectFormer:
-    """SpectFormer-T: dim 256, depth 12 (4 spectral blocks, then 4-head attention), patch 16, 224²."""
-    args = dict(embed_dim=256, depth=12, num_heads=4)
-    return _create_spectformer("zoo_spectformer_t", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_spectformer_xs(pretrained: bool = False, **kwargs) -> SpectFormer:
-    """SpectFormer-XS: dim 384, depth 12 (4 spectral blocks, then 6-head attention), patch 16, 224²."""
-    args = dict(embed_dim=384, depth=12, num_heads=6)
-    return _create_spectformer("zoo_spectformer_xs", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_spectformer_s(pretrained: bool = False, **kwargs) -> SpectFormer:
-    """SpectFormer-S: dim 384, depth 19 (4 spectral blocks, then 6-head attention), patch 16, 224²."""
-    args = dict(embed_dim=384, depth=19, num_heads=6, drop_path_rate=0.15)
-    return _create_spectformer("zoo_spectformer_s", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_spectformer_b(pretrained: bool = False, **kwargs) -> SpectFormer:
-    """SpectFormer-B: dim 512, depth 19 (4 spectral blocks, then 8-head attention), patch 16, 224²."""
-    args = dict(embed_dim=512, depth=19, num_heads=8, drop_path_rate=0.25)
-    return _create_spectformer("zoo_spectformer_b", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_spectformer_h_s(pretrained: bool = False, **kwargs) -> SpectFormerH:
-    """SpectFormer-H-S: dims 64-128-320-448, depths 3-4-6-3, 224²."""
-    args = dict(stem_hidden_dim=32, embed_dims=(64, 128, 320, 448), num_heads=(2, 4, 10, 14), depths=(3, 4, 6, 3),
-                drop_path_rate=0.1)  # fmt: skip
-    return _create_spectformer_h("zoo_spectformer_h_s", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_spectformer_h_b(pretrained: bool = False, **kwargs) -> SpectFormerH:
-    """SpectFormer-H-B: dims 64-128-320-512, depths 3-4-12-3, 224²."""
-    args = dict(stem_hidden_dim=64, embed_dims=(64, 128, 320, 512), num_heads=(2, 4, 10, 16), depths=(3, 4, 12, 3),
-                drop_path_rate=0.1)  # fmt: skip
-    return _create_spectformer_h("zoo_spectformer_h_b", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_spectformer_h_l(pretrained: bool = False, **kwargs) -> SpectFormerH:
-    """SpectFormer-H-L: dims 96-192-384-512, depths 3-6-18-3, 224²."""
-    args = dict(stem_hidden_dim=64, embed_dims=(96, 192, 384, 512), num_heads=(3, 6, 12, 16), depths=(3, 6, 18, 3),
-                drop_path_rate=0.3)  # fmt: skip
-    return _create_spectformer_h("zoo_spectformer_h_l", pretrained, **dict(args, **kwargs))
+# Vanilla SpectFormer-T/XS/S/B: GFNet's sizes, 4 spectral blocks, then attention with heads of 64 channels.
+# SpectFormer-H-S/B/L: global filters in stages 1-2, attention in 3-4 (SVT-H takes the same sizes).
+_SPECTFORMER_H_S = dict(stem_hidden_dim=32, embed_dims=(64, 128, 320, 448), num_heads=(2, 4, 10, 14),
+                        depths=(3, 4, 6, 3), drop_path_rate=0.1)  # fmt: skip
+_SPECTFORMER_H_B = dict(stem_hidden_dim=64, embed_dims=(64, 128, 320, 512), num_heads=(2, 4, 10, 16),
+                        depths=(3, 4, 12, 3), drop_path_rate=0.1)  # fmt: skip
+_SPECTFORMER_H_L = dict(stem_hidden_dim=64, embed_dims=(96, 192, 384, 512), num_heads=(3, 6, 12, 16),
+                        depths=(3, 6, 18, 3), drop_path_rate=0.3)  # fmt: skip
+register_variants(
+    _create_spectformer,
+    zoo_spectformer_t=dict(_GFNET_TI, num_heads=4),
+    zoo_spectformer_xs=dict(_GFNET_XS, num_heads=6),
+    zoo_spectformer_s=dict(_GFNET_S, num_heads=6),
+    zoo_spectformer_b=dict(_GFNET_B, num_heads=8),
+)
+register_variants(
+    _create_spectformer_h,
+    zoo_spectformer_h_s=_SPECTFORMER_H_S,
+    zoo_spectformer_h_b=_SPECTFORMER_H_B,
+    zoo_spectformer_h_l=_SPECTFORMER_H_L,
+)
