@@ -16,7 +16,6 @@ size and each block is a feature map (:meth:`AgentDeiT.stage_feature_map` drops 
 
 from __future__ import annotations
 
-import re
 from functools import partial
 
 import torch
@@ -37,6 +36,7 @@ from zoo.weights import pretrained_cfgs
 
 from ._backbone import IsotropicBackbone, build_backbone, init_trunc_normal
 from ._registry import register_tiny_kwargs, register_variants
+from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["AgentDeiT", "ClassTokenAgentAttention"]
 
@@ -209,10 +209,9 @@ class AgentDeiT(IsotropicBackbone):
 def checkpoint_filter_fn(state_dict: dict, model: AgentDeiT) -> dict[str, torch.Tensor]:
     """Convert an official Agent-DeiT checkpoint: unwrap ``model`` and ``module.``, ``head`` to ``head.fc``;
     resample the position embedding and resize the agent biases stored for another input size."""
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, ("model",))
     if "head.weight" in state_dict:
-        state_dict = {re.sub(r"^head\.", "head.fc.", k): v for k, v in state_dict.items()}
+        state_dict = rename_keys(state_dict, ((r"^head\.", "head.fc."),))
     pos_embed = state_dict.get("pos_embed")
     if pos_embed is not None and pos_embed.shape != model.pos_embed.shape:
         old = int((pos_embed.shape[1] - 1) ** 0.5)

@@ -16,7 +16,6 @@ in the forward pass for any other map size; loading a checkpoint into a model bu
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 import torch.nn as nn
@@ -36,6 +35,7 @@ from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, IsotropicBackbone, Stage, build_backbone, init_trunc_normal, token_map_patch_embed
 from ._registry import register_tiny_kwargs, register_variants
+from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["GFNet", "GFNetH", "GlobalFilterBlock", "resize_pos_embed"]
 
@@ -223,30 +223,34 @@ def resize_spectral_param(key: str, value: torch.Tensor, target: torch.Size, gri
     return value
 
 
-def checkpoint_filter_fn(state_dict: dict, model: GFNet | GFNetH) -> dict[str, torch.Tensor]:
-    """Convert an official GFNet / GFNet-H checkpoint (raoyongming/GFNet) to this model's layout.
-
-    Unwraps ``model`` / ``state_dict`` / ``module.``; GFNet-H's ``patch_embed.{0..3}`` become the stem
-    and the stages' downsampling, ``blocks.{i}.{j}`` the stages' blocks and ``gamma`` LayerScale;
-    ``head`` becomes ``head.fc``. Filters and position embedding learned for another ``img_size``
-    are resized bicubically.
-    """
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
+def resize_spectral_params(state_dict: dict[str, torch.Tensor], model: nn.Module,
+                           grid: tuple[int, int] | None) -> dict[str, torch.Tensor]:
+    """``state_dict`` (in ``model``'s layout) with every filter and position embedding learned for another
+    ``img_size`` fitted to ``model`` by :func:`resize_spectral_param` (``grid``: the model's patch grid)."""
     targets = {k: v.shape for k, v in model.state_dict().items()}
-    out = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        key = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)
-        key = re.sub(r"(?<!\.ls)\.gamma$", ".ls.gamma", key)
-        if isinstance(model, GFNetH):
-            key = re.sub(r"^patch_embed\.0\.", "patch_embed.", key)
-            key = re.sub(r"^patch_embed\.(\d)\.", r"stages.\1.downsample.", key)
-            key = re.sub(r"^blocks\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2.", key)
-        if key in targets:
-            value = resize_spectral_param(key, value, targets[key], model.patch_embed.grid_size)
-        out[key] = value
-    return out
+    return {k: resize_spectral_param(k, v, targets[k], grid) if k in targets else v for k, v in state_dict.items()}
+
+
+# Official (raoyongming/GFNet) key -> ours: the classifier, and GFNet-H's LayerScale ``gamma``.
+_OFFICIAL_RENAMES = (
+    (r"^head\.(weight|bias)$", r"head.fc.\1"),
+    (r"(?<!\.ls)\.gamma$", ".ls.gamma"),
+)
+# GFNet-H's: ``patch_embed.{0..3}`` are the stem and the stages' downsampling, ``blocks.{i}.{j}`` the stages' blocks.
+_OFFICIAL_H_RENAMES = (
+    (r"^patch_embed\.0\.", "patch_embed."),
+    (r"^patch_embed\.(\d)\.", r"stages.\1.downsample."),
+    (r"^blocks\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
+)
+
+
+def checkpoint_filter_fn(state_dict: dict, model: GFNet | GFNetH) -> dict[str, torch.Tensor]:
+    """Convert an official GFNet / GFNet-H checkpoint (raoyongming/GFNet) to this model's layout: unwrap
+    ``model`` / ``state_dict`` / ``module.``, rename the keys, and resize the filters and position embedding
+    learned for another ``img_size`` bicubically."""
+    renames = _OFFICIAL_RENAMES + (_OFFICIAL_H_RENAMES if isinstance(model, GFNetH) else ())
+    state_dict = rename_keys(unwrap_checkpoint(state_dict), renames)
+    return resize_spectral_params(state_dict, model, model.patch_embed.grid_size)
 
 
 def _create_gfnet(variant: str, pretrained: bool = False, **kwargs) -> GFNet:

@@ -20,13 +20,11 @@ zero). The convolution runs through ``zoo.kernels.depthwise_conv2d``.
 
 from __future__ import annotations
 
-import re
 from functools import partial
 
 import torch
 import torch.nn as nn
 from timm.layers import (
-    DropPath,
     LayerNorm2d,
     Mlp,
     NormMlpClassifierHead,
@@ -35,10 +33,12 @@ from timm.layers import (
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import depthwise_conv2d
+from zoo.layers.blocks import PreNormBlock
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import IsotropicBackbone, build_backbone
 from ._registry import register_tiny_kwargs, register_variants
+from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["LKCAViT"]
 
@@ -59,21 +59,13 @@ class LargeKernelConvAttention(nn.Module):
         return self.proj(out.permute(0, 2, 3, 1))
 
 
-class LKCABlock(nn.Module):
+class LKCABlock(PreNormBlock):
     """Pre-norm transformer block with large-kernel convolutional attention as the token mixer."""
 
     def __init__(self, dim: int, inner_dim: int, mlp_ratio: float, grid_size: tuple[int, int],
                  drop_path: float = 0.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = LargeKernelConvAttention(dim, inner_dim, grid_size)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        super().__init__(dim, LargeKernelConvAttention(dim, inner_dim, grid_size), Mlp(dim, int(dim * mlp_ratio)),
+                         drop_path)
 
 
 class LKCAViT(IsotropicBackbone):
@@ -128,43 +120,37 @@ class LKCAViT(IsotropicBackbone):
         return self.head(x.permute(0, 3, 1, 2), pre_logits=pre_logits)
 
 
+# Official (``Large_ViT_cnn``) key -> ours.
+_OFFICIAL_RENAMES = (
+    (r"^transformer\.layers\.(\d+)\.0\.norm\.", r"blocks.\1.norm1."),
+    (r"^transformer\.layers\.(\d+)\.0\.fn\.to_v\.", r"blocks.\1.attn.v."),
+    (r"^transformer\.layers\.(\d+)\.0\.fn\.dynamicqk$", r"blocks.\1.attn.kernel"),
+    (r"^transformer\.layers\.(\d+)\.0\.fn\.to_out\.0\.", r"blocks.\1.attn.proj."),
+    (r"^transformer\.layers\.(\d+)\.1\.norm\.", r"blocks.\1.norm2."),
+    (r"^transformer\.layers\.(\d+)\.1\.fn\.net\.0\.", r"blocks.\1.mlp.fc1."),
+    (r"^transformer\.layers\.(\d+)\.1\.fn\.net\.3\.", r"blocks.\1.mlp.fc2."),
+    (r"^mlp_head\.0\.", "head.norm."),
+    (r"^mlp_head\.1\.", "head.fc."),
+    (r"^to_patch_embedding\.1\.", "patch_embed.proj."),
+    (r"^pos_embedding$", "pos_embed"),
+)
+
+
 def checkpoint_filter_fn(state_dict: dict, model: LKCAViT) -> dict[str, torch.Tensor]:
     """Convert a checkpoint of the official code (``Large_ViT_cnn``) to this model's layout.
 
     The patch embedding's linear layer over ``(p1 p2 c)``-ordered patches becomes a convolution, the
     position embedding a ``(1, Gh, Gw, dim)`` map; the unused ``cls_token`` is dropped.
     """
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
+    state_dict = unwrap_checkpoint(state_dict)
     if "patch_embed.proj.weight" in state_dict:
         return state_dict
-    renames = (
-        (r"^transformer\.layers\.(\d+)\.0\.norm\.", r"blocks.\1.norm1."),
-        (r"^transformer\.layers\.(\d+)\.0\.fn\.to_v\.", r"blocks.\1.attn.v."),
-        (r"^transformer\.layers\.(\d+)\.0\.fn\.dynamicqk$", r"blocks.\1.attn.kernel"),
-        (r"^transformer\.layers\.(\d+)\.0\.fn\.to_out\.0\.", r"blocks.\1.attn.proj."),
-        (r"^transformer\.layers\.(\d+)\.1\.norm\.", r"blocks.\1.norm2."),
-        (r"^transformer\.layers\.(\d+)\.1\.fn\.net\.0\.", r"blocks.\1.mlp.fc1."),
-        (r"^transformer\.layers\.(\d+)\.1\.fn\.net\.3\.", r"blocks.\1.mlp.fc2."),
-        (r"^mlp_head\.0\.", "head.norm."),
-        (r"^mlp_head\.1\.", "head.fc."),
-        (r"^to_patch_embedding\.1\.", "patch_embed.proj."),
-    )
-    dim = model.num_features
-    patch_h, patch_w = model.patch_embed.patch_size
-    out = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        if key == "cls_token":
-            continue
-        if key == "pos_embedding":
-            key, value = "pos_embed", value.reshape(1, *model.patch_embed.grid_size, dim)
-        if key == "to_patch_embedding.1.weight":
-            value = value.reshape(dim, patch_h, patch_w, -1).permute(0, 3, 1, 2)
-        for pattern, replacement in renames:
-            key = re.sub(pattern, replacement, key)
-        out[key] = value
-    return out
+    state_dict = rename_keys({k: v for k, v in state_dict.items() if k != "cls_token"}, _OFFICIAL_RENAMES)
+    dim, patch_embed = model.num_features, model.patch_embed
+    state_dict["pos_embed"] = state_dict["pos_embed"].reshape(1, *patch_embed.grid_size, dim)
+    linear = state_dict["patch_embed.proj.weight"]  # (dim, p1 * p2 * c)
+    state_dict["patch_embed.proj.weight"] = linear.reshape(dim, *patch_embed.patch_size, -1).permute(0, 3, 1, 2)
+    return state_dict
 
 
 def _create_lkca(variant: str, pretrained: bool = False, **kwargs) -> LKCAViT:

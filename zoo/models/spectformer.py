@@ -23,22 +23,23 @@ resized as in ``zoo.models.gfnet``.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, calculate_drop_path_rates
+from timm.layers import Mlp, calculate_drop_path_rates
 from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import Block
 
+from zoo.layers.blocks import PreNormBlock
 from zoo.layers.spectral import GlobalFilter
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_conv_fan_out
 from ._registry import register_tiny_kwargs, register_variants
-from .gfnet import _GFNET_B, _GFNET_S, _GFNET_TI, _GFNET_XS, GFNet, GlobalFilterBlock, resize_spectral_param
+from ._state_dict import Renames, rename_keys, unwrap_checkpoint
+from .gfnet import _GFNET_B, _GFNET_S, _GFNET_TI, _GFNET_XS, GFNet, GlobalFilterBlock, resize_spectral_params
 
 __all__ = ["SpectFormer", "SpectFormerH"]
 
@@ -149,21 +150,12 @@ class Attention(nn.Module):
         return self.proj(x)
 
 
-class HierarchicalBlock(nn.Module):
+class HierarchicalBlock(PreNormBlock):
     """``x + DropPath(mixer(LN(x)))``, then ``x + DropPath(ConvMlp(LN(x)))``; the mixer is a spectral
     layer or attention."""
 
     def __init__(self, dim: int, mixer: nn.Module, mlp_ratio: float, drop_path: float = 0.0):
-        super().__init__()
-        self.norm1 = _layer_norm(dim)
-        self.attn = mixer
-        self.norm2 = _layer_norm(dim)
-        self.mlp = ConvMlp(dim, int(dim * mlp_ratio))
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        super().__init__(dim, mixer, ConvMlp(dim, int(dim * mlp_ratio)), drop_path, norm_layer=_layer_norm)
 
 
 class HierarchicalStage(Stage):
@@ -299,39 +291,38 @@ class SpectFormerH(Backbone):
         self.apply(init_conv_fan_out)
 
 
+# Official key -> ours, both trunks: the classifier.
+_OFFICIAL_RENAMES = ((r"^head\.(weight|bias)$", r"head.fc.\1"),)
+
+
+def _official_h_renames(num_stages: int) -> Renames:
+    """Official (WaveViT layout) key -> ours for a ``num_stages``-stage SpectFormer-H: ``patch_embed1`` is the
+    stem, ``patch_embed{i}`` / ``block{i}`` / ``norm{i}`` stage ``i - 1``'s downsampling, blocks and norm; the
+    last norm, ``post_network.0`` and ``aux_head`` are the head's."""
+    return (
+        (r"^patch_embed1\.", "stem."),
+        (r"^patch_embed(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.downsample."),
+        (r"^block(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.blocks."),
+        (rf"^norm{num_stages}\.", "head.norm."),
+        (r"^norm(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.norm."),
+        (r"^post_network\.0\.", "head.cls_block."),
+        (r"^aux_head\.", "head.aux_fc."),
+        (r"\.mlp\.dwconv\.dwconv\.", ".mlp.dwconv."),
+    )
+
+
 def checkpoint_filter_fn(state_dict: dict, model: SpectFormer | SpectFormerH) -> dict[str, torch.Tensor]:
     """Convert a checkpoint of the official SpectFormer code (badripatro/SpectFormers) or of the SVT code
     (badripatro/svt, same trunk) to this model's layout.
 
-    Unwraps ``model`` / ``state_dict`` / ``module.``. Vanilla: ``head`` becomes ``head.fc``.
-    Hierarchical: ``patch_embed1`` becomes the stem, ``patch_embed{i}`` / ``block{i}`` / ``norm{i}``
-    stage ``i - 1``'s downsampling, blocks and norm (the last norm, ``post_network.0`` and
-    ``aux_head`` the head's). Filters and position embeddings learned for another ``img_size`` are
-    resized bicubically (SVT's low-pass weights too).
+    Unwraps ``model`` / ``state_dict`` / ``module.`` and renames ``head`` to ``head.fc`` (and the
+    hierarchical trunk's keys). Filters and position embeddings learned for another ``img_size`` are
+    resized bicubically.
     """
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
-    targets = {k: v.shape for k, v in model.state_dict().items()}
     hierarchical = isinstance(model, SpectFormerH)
-    last = len(model.stages) if hierarchical else 0
-    grid = model.patch_embed.grid_size if not hierarchical else None
-    out = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        key = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)
-        if hierarchical:
-            key = re.sub(r"^patch_embed1\.", "stem.", key)
-            key = re.sub(r"^patch_embed(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.downsample.", key)
-            key = re.sub(r"^block(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.blocks.", key)
-            key = re.sub(rf"^norm{last}\.", "head.norm.", key)
-            key = re.sub(r"^norm(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.norm.", key)
-            key = re.sub(r"^post_network\.0\.", "head.cls_block.", key)
-            key = re.sub(r"^aux_head\.", "head.aux_fc.", key)
-            key = key.replace(".mlp.dwconv.dwconv.", ".mlp.dwconv.")
-        if key in targets:
-            value = resize_spectral_param(key, value, targets[key], grid)
-        out[key] = value
-    return out
+    renames = _OFFICIAL_RENAMES + (_official_h_renames(len(model.stages)) if hierarchical else ())
+    state_dict = rename_keys(unwrap_checkpoint(state_dict), renames)
+    return resize_spectral_params(state_dict, model, None if hierarchical else model.patch_embed.grid_size)
 
 
 def _create_spectformer(variant: str, pretrained: bool = False, **kwargs) -> SpectFormer:
