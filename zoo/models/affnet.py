@@ -29,7 +29,7 @@ from zoo.layers.precision import autocast_disabled
 from zoo.layers.spectral import block_complex_linear
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import build_backbone
+from ._backbone import backbone_creator
 from ._cvnets import CVNETS_RENAMES, CvnetsBackbone
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
@@ -180,21 +180,12 @@ def checkpoint_filter_fn(state_dict: dict, model: AFFNet) -> dict[str, torch.Ten
     return rename_keys(state_dict, _OFFICIAL_RENAMES)
 
 
-def _create_affnet(variant: str, pretrained: bool = False, **kwargs) -> AFFNet:
-    return build_backbone(AFFNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
-
+_create_affnet = backbone_creator(AFFNet, checkpoint_filter_fn)
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("affnet"))
 
-register_tiny_kwargs(
-    "zoo_affnet",
-    stem_dim=8,
-    dims=(8, 16, 16, 16, 32),
-    depths=(1, 1, 1, 1, 1),
-    aff_depths=(0, 0, 1, 1, 1),
-    expand_ratio=2.0,
-    final_dim=64,
-)
+register_tiny_kwargs("zoo_affnet", stem_dim=8, dims=(8, 16, 16, 16, 32), depths=(1, 1, 1, 1, 1),
+                     aff_depths=(0, 0, 1, 1, 1), expand_ratio=2.0, final_dim=64)  # fmt: skip
 
 
 # AFFNet-ET, AFFNet-T and AFFNet (the official modes ``xx_small``, ``x_small`` and ``small``), at 256²: the

@@ -34,7 +34,7 @@ from zoo.layers.agent_attention import AgentAttention, resize_agent_biases
 from zoo.layers.blocks import PreNormBlock
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import IsotropicBackbone, build_backbone, init_trunc_normal
+from ._backbone import IsotropicBackbone, backbone_creator, init_trunc_normal
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
 
@@ -219,9 +219,7 @@ def checkpoint_filter_fn(state_dict: dict, model: AgentDeiT) -> dict[str, torch.
     return resize_agent_biases(state_dict, model)
 
 
-def _create_agent_deit(variant: str, pretrained: bool = False, **kwargs) -> AgentDeiT:
-    return build_backbone(AgentDeiT, variant, pretrained, checkpoint_filter_fn, **kwargs)
-
+_create_agent_deit = backbone_creator(AgentDeiT, checkpoint_filter_fn)
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("agent_deit"))
 

@@ -33,7 +33,7 @@ from timm.models import generate_default_cfgs
 from zoo.layers.spectral import GlobalFilter, resize_filter
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, IsotropicBackbone, Stage, build_backbone, init_trunc_normal, token_map_patch_embed
+from ._backbone import Backbone, IsotropicBackbone, Stage, backbone_creator, init_trunc_normal, token_map_patch_embed
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
 
@@ -253,13 +253,8 @@ def checkpoint_filter_fn(state_dict: dict, model: GFNet | GFNetH) -> dict[str, t
     return resize_spectral_params(state_dict, model, model.patch_embed.grid_size)
 
 
-def _create_gfnet(variant: str, pretrained: bool = False, **kwargs) -> GFNet:
-    return build_backbone(GFNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
-
-
-def _create_gfnet_h(variant: str, pretrained: bool = False, **kwargs) -> GFNetH:
-    return build_backbone(GFNetH, variant, pretrained, checkpoint_filter_fn, **kwargs)
-
+_create_gfnet = backbone_creator(GFNet, checkpoint_filter_fn)
+_create_gfnet_h = backbone_creator(GFNetH, checkpoint_filter_fn)
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("gfnet"))
 

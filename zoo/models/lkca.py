@@ -36,7 +36,7 @@ from zoo.kernels import depthwise_conv2d
 from zoo.layers.blocks import PreNormBlock
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import IsotropicBackbone, build_backbone
+from ._backbone import IsotropicBackbone, backbone_creator
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
 
@@ -153,9 +153,7 @@ def checkpoint_filter_fn(state_dict: dict, model: LKCAViT) -> dict[str, torch.Te
     return state_dict
 
 
-def _create_lkca(variant: str, pretrained: bool = False, **kwargs) -> LKCAViT:
-    return build_backbone(LKCAViT, variant, pretrained, checkpoint_filter_fn, **kwargs)
-
+_create_lkca = backbone_creator(LKCAViT, checkpoint_filter_fn)
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("lkca"))
 

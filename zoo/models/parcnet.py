@@ -37,7 +37,7 @@ from timm.models import generate_default_cfgs
 from zoo.kernels import depthwise_conv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import build_backbone
+from ._backbone import backbone_creator
 from ._cvnets import CVNETS_RENAMES, CvnetsBackbone
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_key, unwrap_checkpoint
@@ -272,23 +272,13 @@ def checkpoint_filter_fn(state_dict: dict, model: ParCNet) -> dict[str, torch.Te
     return out
 
 
-def _create_parcnet(variant: str, pretrained: bool = False, **kwargs) -> ParCNet:
-    return build_backbone(ParCNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
-
+_create_parcnet = backbone_creator(ParCNet, checkpoint_filter_fn)
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("parcnet"))
 
-register_tiny_kwargs(
-    "zoo_parcnet_",
-    img_size=64,
-    stem_dim=8,
-    dims=(8, 16, 16, 24, 32),
-    depths=(1, 1, 1, 1, 1),
-    parc_dims=(0, 0, 16, 16, 32),
-    parc_ffn_dims=(0, 0, 16, 16, 32),
-    parc_depths=(0, 0, 1, 2, 1),
-    final_dim=64,
-)
+register_tiny_kwargs("zoo_parcnet_", img_size=64, stem_dim=8, dims=(8, 16, 16, 24, 32), depths=(1, 1, 1, 1, 1),
+                     parc_dims=(0, 0, 16, 16, 32), parc_ffn_dims=(0, 0, 16, 16, 32), parc_depths=(0, 0, 1, 2, 1),
+                     final_dim=64)  # fmt: skip
 
 
 # ParC-Net-S (EdgeFormer-S) is the class's defaults: widths 32-64-96-128-160, ParC blocks 2-4-3 at

@@ -36,7 +36,7 @@ from zoo.layers.blocks import PreNormBlock
 from zoo.layers.spectral import GlobalFilter
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_conv_fan_out
+from ._backbone import Backbone, Stage, backbone_creator, init_conv_fan_out
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import Renames, rename_keys, unwrap_checkpoint
 from .gfnet import _GFNET_B, _GFNET_S, _GFNET_TI, _GFNET_XS, GFNet, GlobalFilterBlock, resize_spectral_params
@@ -325,13 +325,8 @@ def checkpoint_filter_fn(state_dict: dict, model: SpectFormer | SpectFormerH) ->
     return resize_spectral_params(state_dict, model, None if hierarchical else model.patch_embed.grid_size)
 
 
-def _create_spectformer(variant: str, pretrained: bool = False, **kwargs) -> SpectFormer:
-    return build_backbone(SpectFormer, variant, pretrained, checkpoint_filter_fn, **kwargs)
-
-
-def _create_spectformer_h(variant: str, pretrained: bool = False, **kwargs) -> SpectFormerH:
-    return build_backbone(SpectFormerH, variant, pretrained, checkpoint_filter_fn, **kwargs)
-
+_create_spectformer = backbone_creator(SpectFormer, checkpoint_filter_fn)
+_create_spectformer_h = backbone_creator(SpectFormerH, checkpoint_filter_fn)
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("spectformer"))
 
