@@ -269,7 +269,11 @@ _GFNET_XS = dict(embed_dim=384, depth=12)
 _GFNET_S = dict(embed_dim=384, depth=19, drop_path_rate=0.15)
 _GFNET_B = dict(embed_dim=512, depth=19, drop_path_rate=0.25)
 register_variants(
-    _create_gfnet, zoo_gfnet_ti=_GFNET_TI, zoo_gfnet_xs=_GFNET_XS, zoo_gfnet_s=_GFNET_S, zoo_gfnet_b=_GFNET_B
+    _create_gfnet,
+    zoo_gfnet_ti=_GFNET_TI,
+    zoo_gfnet_xs=_GFNET_XS,
+    zoo_gfnet_s=_GFNET_S,
+    zoo_gfnet_b=_GFNET_B,
 )
 register_variants(
     _create_gfnet_h,
