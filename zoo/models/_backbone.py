@@ -65,6 +65,7 @@ __all__ = [
     "IsotropicBackbone",
     "Stage",
     "StageFeatures",
+    "backbone_creator",
     "build_backbone",
     "init_conv_fan_out",
     "init_trunc_normal",
@@ -335,3 +336,15 @@ def build_backbone(
         feature_cfg=dict(feature_cls=StageFeatures, out_indices=None),
         **kwargs,
     )
+
+
+def backbone_creator(model_cls: type[Backbone], checkpoint_filter_fn: Callable | None) -> Callable[..., Backbone]:
+    """A family's ``create(variant, pretrained=False, **kwargs)`` for ``register_variants``: :func:`build_backbone`
+    of ``model_cls`` with the family's checkpoint filter, a function of ``model_cls``' module."""
+
+    def create(variant: str, pretrained: bool = False, **kwargs) -> Backbone:
+        return build_backbone(model_cls, variant, pretrained, checkpoint_filter_fn, **kwargs)
+
+    create.__name__ = create.__qualname__ = f"create_{model_cls.__name__}"
+    create.__module__ = model_cls.__module__
+    return create

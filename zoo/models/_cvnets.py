@@ -47,7 +47,6 @@ class CvnetsBackbone(Backbone):
         expand_ratio: float,
         final_dim: int,
         global_block: Callable[[int, int], nn.Module | None],
-        drop_rate: float = 0.0,
         act_layer: type[nn.Module] = nn.SiLU,
     ) -> None:
         """Stem, stages, ``final_conv`` and head; ``global_block(i, dim)`` ends stage ``i`` (``None``: nothing)."""
@@ -68,7 +67,7 @@ class CvnetsBackbone(Backbone):
         self.final_conv = ConvNormAct(dims[-1], final_dim, 1, act_layer=act_layer)
         self.norm = nn.Identity()
         self.num_features = self.head_hidden_size = final_dim
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
         self.apply(self._init_weights)
 
     @staticmethod

@@ -29,9 +29,9 @@ from zoo.layers.precision import autocast_disabled
 from zoo.layers.spectral import block_complex_linear
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import build_backbone
+from ._backbone import backbone_creator
 from ._cvnets import CVNETS_RENAMES, CvnetsBackbone
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["AFFNet", "AdaptiveFrequencyFilter", "StdLayerNorm2d"]
@@ -131,9 +131,6 @@ class AFFNet(CvnetsBackbone):
 
     def __init__(
         self,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         stem_dim: int = 16,
         dims: tuple[int, ...] = (32, 64, 128, 256, 320),
         depths: tuple[int, ...] = (1, 3, 1, 1, 1),
@@ -144,10 +141,10 @@ class AFFNet(CvnetsBackbone):
         final_dim: int = 960,
         attn_norm: str = "layer_norm",
         act_layer: type[nn.Module] = nn.SiLU,
-        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         if not len(dims) == len(depths) == len(strides) == len(aff_depths):
             raise ValueError("dims, depths, strides and aff_depths need one entry per stage")
         if attn_norm not in _ATTN_NORMS:
@@ -158,7 +155,7 @@ class AFFNet(CvnetsBackbone):
         def aff_layer(i: int, dim: int) -> nn.Module | None:
             return AFFLayer(dim, mlp_ratio, aff_depths[i], norm, act_layer, drop_path[i]) if aff_depths[i] else None
 
-        self.build_trunk(stem_dim, dims, depths, strides, expand_ratio, final_dim, aff_layer, drop_rate, act_layer)
+        self.build_trunk(stem_dim, dims, depths, strides, expand_ratio, final_dim, aff_layer, act_layer)
 
 
 # Official (cvnets ``affnet``) key -> ours, applied in order.
@@ -183,43 +180,19 @@ def checkpoint_filter_fn(state_dict: dict, model: AFFNet) -> dict[str, torch.Ten
     return rename_keys(state_dict, _OFFICIAL_RENAMES)
 
 
-def _create_affnet(variant: str, pretrained: bool = False, **kwargs) -> AFFNet:
-    return build_backbone(AFFNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
-
+_create_affnet = backbone_creator(AFFNet, checkpoint_filter_fn)
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("affnet"))
 
-register_tiny_kwargs(
-    "zoo_affnet",
-    stem_dim=8,
-    dims=(8, 16, 16, 16, 32),
-    depths=(1, 1, 1, 1, 1),
-    aff_depths=(0, 0, 1, 1, 1),
-    expand_ratio=2.0,
-    final_dim=64,
+register_tiny_kwargs("zoo_affnet", stem_dim=8, dims=(8, 16, 16, 16, 32), depths=(1, 1, 1, 1, 1),
+                     aff_depths=(0, 0, 1, 1, 1), expand_ratio=2.0, final_dim=64)  # fmt: skip
+
+
+# AFFNet-ET, AFFNet-T and AFFNet (the official modes ``xx_small``, ``x_small`` and ``small``), at 256²: the
+# stage widths and the MobileNetV2 expansion; the 1x1 expansion is 4x the last width, at most 960.
+register_variants(
+    _create_affnet,
+    zoo_affnet_et=dict(dims=(32, 48, 64, 104, 144), expand_ratio=2.0, final_dim=576),
+    zoo_affnet_t=dict(dims=(32, 48, 96, 160, 192), expand_ratio=4.0, final_dim=768),
+    zoo_affnet=dict(dims=(32, 64, 128, 256, 320), expand_ratio=4.0, final_dim=960),
 )
-
-
-def _variant_args(dims: tuple[int, ...], expand_ratio: float) -> dict:
-    return dict(dims=dims, expand_ratio=expand_ratio, final_dim=min(4 * dims[-1], 960))
-
-
-@register_model
-def zoo_affnet_et(pretrained: bool = False, **kwargs) -> AFFNet:
-    """AFFNet-ET (official mode ``xx_small``): dims 32-48-64-104-144, MV2 expansion 2, 256²."""
-    args = _variant_args((32, 48, 64, 104, 144), expand_ratio=2.0)
-    return _create_affnet("zoo_affnet_et", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_affnet_t(pretrained: bool = False, **kwargs) -> AFFNet:
-    """AFFNet-T (official mode ``x_small``): dims 32-48-96-160-192, MV2 expansion 4, 256²."""
-    args = _variant_args((32, 48, 96, 160, 192), expand_ratio=4.0)
-    return _create_affnet("zoo_affnet_t", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_affnet(pretrained: bool = False, **kwargs) -> AFFNet:
-    """AFFNet (official mode ``small``): dims 32-64-128-256-320, MV2 expansion 4, 256²."""
-    args = _variant_args((32, 64, 128, 256, 320), expand_ratio=4.0)
-    return _create_affnet("zoo_affnet", pretrained, **dict(args, **kwargs))

@@ -16,7 +16,6 @@ size and each block is a feature map (:meth:`AgentDeiT.stage_feature_map` drops 
 
 from __future__ import annotations
 
-import re
 from functools import partial
 
 import torch
@@ -35,8 +34,9 @@ from zoo.layers.agent_attention import AgentAttention, resize_agent_biases
 from zoo.layers.blocks import PreNormBlock
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import IsotropicBackbone, build_backbone, init_trunc_normal
-from ._registry import register_model, register_tiny_kwargs
+from ._backbone import IsotropicBackbone, backbone_creator, init_trunc_normal
+from ._registry import register_tiny_kwargs, register_variants
+from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["AgentDeiT", "ClassTokenAgentAttention"]
 
@@ -150,8 +150,6 @@ class AgentDeiT(IsotropicBackbone):
         self,
         img_size: int | tuple[int, int] = 224,
         patch_size: int = 16,
-        in_chans: int = 3,
-        num_classes: int = 1000,
         global_pool: str = "token",
         embed_dim: int = 192,
         depth: int = 12,
@@ -159,11 +157,11 @@ class AgentDeiT(IsotropicBackbone):
         mlp_ratio: float = 4.0,
         agent_num: int = 49,
         agent_blocks: int | None = None,
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(global_pool=global_pool, **kwargs)
         self.min_input_size = patch_size
         self.num_features = self.head_hidden_size = embed_dim
         grid = self.embed_patches(img_size, patch_size, embed_dim, depth, dynamic_img_pad=False)
@@ -180,7 +178,7 @@ class AgentDeiT(IsotropicBackbone):
             blocks.append(DeiTBlock(embed_dim, attn, mlp_ratio, proj_drop_rate, drop_path[i]))
         self.blocks = nn.Sequential(*blocks)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.head = ClassTokenHead(embed_dim, num_classes, global_pool, drop_rate)
+        self.head = ClassTokenHead(embed_dim, self.num_classes, self.global_pool, self.drop_rate)
         trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_trunc_normal)
@@ -211,10 +209,9 @@ class AgentDeiT(IsotropicBackbone):
 def checkpoint_filter_fn(state_dict: dict, model: AgentDeiT) -> dict[str, torch.Tensor]:
     """Convert an official Agent-DeiT checkpoint: unwrap ``model`` and ``module.``, ``head`` to ``head.fc``;
     resample the position embedding and resize the agent biases stored for another input size."""
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, ("model",))
     if "head.weight" in state_dict:
-        state_dict = {re.sub(r"^head\.", "head.fc.", k): v for k, v in state_dict.items()}
+        state_dict = rename_keys(state_dict, ((r"^head\.", "head.fc."),))
     pos_embed = state_dict.get("pos_embed")
     if pos_embed is not None and pos_embed.shape != model.pos_embed.shape:
         old = int((pos_embed.shape[1] - 1) ** 0.5)
@@ -222,38 +219,20 @@ def checkpoint_filter_fn(state_dict: dict, model: AgentDeiT) -> dict[str, torch.
     return resize_agent_biases(state_dict, model)
 
 
-def _create_agent_deit(variant: str, pretrained: bool = False, **kwargs) -> AgentDeiT:
-    return build_backbone(AgentDeiT, variant, pretrained, checkpoint_filter_fn, **kwargs)
-
+_create_agent_deit = backbone_creator(AgentDeiT, checkpoint_filter_fn)
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("agent_deit"))
 
 register_tiny_kwargs("zoo_agent_deit", img_size=32, patch_size=8, embed_dim=16, depth=2, num_heads=2, agent_num=4)
 
 
-@register_model
-def zoo_agent_deit_tiny(pretrained: bool = False, **kwargs) -> AgentDeiT:
-    """Agent-DeiT-T: C=192, 12 blocks of 3 heads, 49 agents in every block."""
-    args = dict(embed_dim=192, depth=12, num_heads=3, agent_num=49)
-    return _create_agent_deit("zoo_agent_deit_tiny", pretrained, **args | kwargs)
-
-
-@register_model
-def zoo_agent_deit_small(pretrained: bool = False, **kwargs) -> AgentDeiT:
-    """Agent-DeiT-S: C=384, 12 blocks of 6 heads, 49 agents in every block."""
-    args = dict(embed_dim=384, depth=12, num_heads=6, agent_num=49)
-    return _create_agent_deit("zoo_agent_deit_small", pretrained, **args | kwargs)
-
-
-@register_model
-def zoo_agent_deit_small_448(pretrained: bool = False, **kwargs) -> AgentDeiT:
-    """Agent-DeiT-S at 448²: a 28x28 patch grid."""
-    args = dict(img_size=448, embed_dim=384, depth=12, num_heads=6, agent_num=49)
-    return _create_agent_deit("zoo_agent_deit_small_448", pretrained, **args | kwargs)
-
-
-@register_model
-def zoo_agent_deit_base(pretrained: bool = False, **kwargs) -> AgentDeiT:
-    """Agent-DeiT-B: C=768, 12 blocks of 12 heads; agent attention (81 agents) in the first 4 blocks."""
-    args = dict(embed_dim=768, depth=12, num_heads=12, agent_num=81, agent_blocks=4)
-    return _create_agent_deit("zoo_agent_deit_base", pretrained, **args | kwargs)
+# Agent-DeiT-T/S/B, on DeiT's sizes: T and S with 49 agents in every block (S also at 448², a 28x28 patch grid),
+# B with 81 agents in its first 4 blocks and softmax attention after.
+_DEIT_S = dict(embed_dim=384, depth=12, num_heads=6, agent_num=49)
+register_variants(
+    _create_agent_deit,
+    zoo_agent_deit_tiny=dict(embed_dim=192, depth=12, num_heads=3, agent_num=49),
+    zoo_agent_deit_small=_DEIT_S,
+    zoo_agent_deit_small_448=dict(_DEIT_S, img_size=448),
+    zoo_agent_deit_base=dict(embed_dim=768, depth=12, num_heads=12, agent_num=81, agent_blocks=4),
+)

@@ -16,7 +16,6 @@ in the forward pass for any other map size; loading a checkpoint into a model bu
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 import torch.nn as nn
@@ -34,8 +33,9 @@ from timm.models import generate_default_cfgs
 from zoo.layers.spectral import GlobalFilter, resize_filter
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, IsotropicBackbone, Stage, build_backbone, init_trunc_normal, token_map_patch_embed
-from ._registry import register_model, register_tiny_kwargs
+from ._backbone import Backbone, IsotropicBackbone, Stage, backbone_creator, init_trunc_normal, token_map_patch_embed
+from ._registry import register_tiny_kwargs, register_variants
+from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["GFNet", "GFNetH", "GlobalFilterBlock", "resize_pos_embed"]
 
@@ -93,37 +93,35 @@ class GFNet(_PosEmbedBackbone, IsotropicBackbone):
     """Isotropic GFNet: patch embedding, position embedding, ``depth`` global filter blocks.
 
     Each block is a stage of ``feature_info`` (stride ``patch_size``); the filters are learned for the
-    ``img_size // patch_size`` grid. Subclasses change the blocks through ``make_block``.
+    ``img_size // patch_size`` grid. Subclasses change the blocks through ``make_block``, which also
+    receives ``block_kwargs``.
     """
 
     def __init__(
         self,
         img_size: int | tuple[int, int] = 224,
         patch_size: int = 16,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         embed_dim: int = 384,
         depth: int = 12,
         mlp_ratio: float = 4.0,
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
-        **block_kwargs,
+        block_kwargs: dict | None = None,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         self.num_features = self.head_hidden_size = self.embed_dim = embed_dim
 
         grid = self.embed_patches(img_size, patch_size, embed_dim, depth)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1], embed_dim))
-        self.pos_drop = nn.Dropout(drop_rate)
+        self.pos_drop = nn.Dropout(self.drop_rate)
         drop_path = calculate_drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(*[
-            self.make_block(i, embed_dim, grid, mlp_ratio, proj_drop_rate, drop_path[i], **block_kwargs)
+            self.make_block(i, embed_dim, grid, mlp_ratio, proj_drop_rate, drop_path[i], **(block_kwargs or {}))
             for i in range(depth)
         ])
         self.norm = _layer_norm(embed_dim)
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
         trunc_normal_(self.pos_embed, std=0.02)
         self.apply(init_trunc_normal)
 
@@ -174,26 +172,23 @@ class GFNetH(_PosEmbedBackbone):
         self,
         img_size: int | tuple[int, int] = 224,
         patch_size: int = 4,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         embed_dims: tuple[int, ...] = (64, 128, 256, 512),
         depths: tuple[int, ...] = (3, 3, 10, 3),
         mlp_ratio: float = 4.0,
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         init_values: float = 1e-3,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         if len(embed_dims) != len(depths):
             raise ValueError(f"embed_dims {embed_dims} and depths {depths} must have one entry per stage")
         self.num_features = self.head_hidden_size = embed_dims[-1]
 
-        self.patch_embed = token_map_patch_embed(img_size, patch_size, in_chans, embed_dims[0])
+        self.patch_embed = token_map_patch_embed(img_size, patch_size, self.in_chans, embed_dims[0])
         grid = self.patch_embed.grid_size
         self.pos_embed = nn.Parameter(torch.zeros(1, grid[0] * grid[1], embed_dims[0]))
-        self.pos_drop = nn.Dropout(drop_rate)
+        self.pos_drop = nn.Dropout(self.drop_rate)
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stages, self.feature_info = [], []
         for i, depth in enumerate(depths):
@@ -205,7 +200,7 @@ class GFNetH(_PosEmbedBackbone):
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=patch_size * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = _layer_norm(self.num_features)
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
         trunc_normal_(self.pos_embed, std=0.02)
         self.apply(init_trunc_normal)
 
@@ -228,39 +223,38 @@ def resize_spectral_param(key: str, value: torch.Tensor, target: torch.Size, gri
     return value
 
 
-def checkpoint_filter_fn(state_dict: dict, model: GFNet | GFNetH) -> dict[str, torch.Tensor]:
-    """Convert an official GFNet / GFNet-H checkpoint (raoyongming/GFNet) to this model's layout.
-
-    Unwraps ``model`` / ``state_dict`` / ``module.``; GFNet-H's ``patch_embed.{0..3}`` become the stem
-    and the stages' downsampling, ``blocks.{i}.{j}`` the stages' blocks and ``gamma`` LayerScale;
-    ``head`` becomes ``head.fc``. Filters and position embedding learned for another ``img_size``
-    are resized bicubically.
-    """
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
+def resize_spectral_params(state_dict: dict[str, torch.Tensor], model: nn.Module,
+                           grid: tuple[int, int] | None) -> dict[str, torch.Tensor]:
+    """``state_dict`` (in ``model``'s layout) with every filter and position embedding learned for another
+    ``img_size`` fitted to ``model`` by :func:`resize_spectral_param` (``grid``: the model's patch grid)."""
     targets = {k: v.shape for k, v in model.state_dict().items()}
-    out = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        key = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)
-        key = re.sub(r"(?<!\.ls)\.gamma$", ".ls.gamma", key)
-        if isinstance(model, GFNetH):
-            key = re.sub(r"^patch_embed\.0\.", "patch_embed.", key)
-            key = re.sub(r"^patch_embed\.(\d)\.", r"stages.\1.downsample.", key)
-            key = re.sub(r"^blocks\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2.", key)
-        if key in targets:
-            value = resize_spectral_param(key, value, targets[key], model.patch_embed.grid_size)
-        out[key] = value
-    return out
+    return {k: resize_spectral_param(k, v, targets[k], grid) if k in targets else v for k, v in state_dict.items()}
 
 
-def _create_gfnet(variant: str, pretrained: bool = False, **kwargs) -> GFNet:
-    return build_backbone(GFNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
+# Official (raoyongming/GFNet) key -> ours: the classifier, and GFNet-H's LayerScale ``gamma``.
+_OFFICIAL_RENAMES = (
+    (r"^head\.(weight|bias)$", r"head.fc.\1"),
+    (r"(?<!\.ls)\.gamma$", ".ls.gamma"),
+)
+# GFNet-H's: ``patch_embed.{0..3}`` are the stem and the stages' downsampling, ``blocks.{i}.{j}`` the stages' blocks.
+_OFFICIAL_H_RENAMES = (
+    (r"^patch_embed\.0\.", "patch_embed."),
+    (r"^patch_embed\.(\d)\.", r"stages.\1.downsample."),
+    (r"^blocks\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
+)
 
 
-def _create_gfnet_h(variant: str, pretrained: bool = False, **kwargs) -> GFNetH:
-    return build_backbone(GFNetH, variant, pretrained, checkpoint_filter_fn, **kwargs)
+def checkpoint_filter_fn(state_dict: dict, model: GFNet | GFNetH) -> dict[str, torch.Tensor]:
+    """Convert an official GFNet / GFNet-H checkpoint (raoyongming/GFNet) to this model's layout: unwrap
+    ``model`` / ``state_dict`` / ``module.``, rename the keys, and resize the filters and position embedding
+    learned for another ``img_size`` bicubically."""
+    renames = _OFFICIAL_RENAMES + (_OFFICIAL_H_RENAMES if isinstance(model, GFNetH) else ())
+    state_dict = rename_keys(unwrap_checkpoint(state_dict), renames)
+    return resize_spectral_params(state_dict, model, model.patch_embed.grid_size)
 
+
+_create_gfnet = backbone_creator(GFNet, checkpoint_filter_fn)
+_create_gfnet_h = backbone_creator(GFNetH, checkpoint_filter_fn)
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("gfnet"))
 
@@ -268,50 +262,22 @@ register_tiny_kwargs("zoo_gfnet", img_size=32, patch_size=8, embed_dim=16, depth
 register_tiny_kwargs("zoo_gfnet_h", img_size=32, embed_dims=(8, 16, 16, 32), depths=(1, 1, 1, 1))
 
 
-@register_model
-def zoo_gfnet_ti(pretrained: bool = False, **kwargs) -> GFNet:
-    """GFNet-Ti: dim 256, depth 12, patch 16, 224²."""
-    args = dict(embed_dim=256, depth=12)
-    return _create_gfnet("zoo_gfnet_ti", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_gfnet_xs(pretrained: bool = False, **kwargs) -> GFNet:
-    """GFNet-XS: dim 384, depth 12, patch 16, 224²."""
-    args = dict(embed_dim=384, depth=12)
-    return _create_gfnet("zoo_gfnet_xs", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_gfnet_s(pretrained: bool = False, **kwargs) -> GFNet:
-    """GFNet-S: dim 384, depth 19, patch 16, 224²."""
-    args = dict(embed_dim=384, depth=19, drop_path_rate=0.15)
-    return _create_gfnet("zoo_gfnet_s", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_gfnet_b(pretrained: bool = False, **kwargs) -> GFNet:
-    """GFNet-B: dim 512, depth 19, patch 16, 224²."""
-    args = dict(embed_dim=512, depth=19, drop_path_rate=0.25)
-    return _create_gfnet("zoo_gfnet_b", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_gfnet_h_ti(pretrained: bool = False, **kwargs) -> GFNetH:
-    """GFNet-H-Ti: dims 64-128-256-512, depths 3-3-10-3, LayerScale 1e-3, 224²."""
-    args = dict(embed_dims=(64, 128, 256, 512), depths=(3, 3, 10, 3), drop_path_rate=0.1, init_values=1e-3)
-    return _create_gfnet_h("zoo_gfnet_h_ti", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_gfnet_h_s(pretrained: bool = False, **kwargs) -> GFNetH:
-    """GFNet-H-S: dims 96-192-384-768, depths 3-3-10-3, LayerScale 1e-5, 224²."""
-    args = dict(embed_dims=(96, 192, 384, 768), depths=(3, 3, 10, 3), drop_path_rate=0.2, init_values=1e-5)
-    return _create_gfnet_h("zoo_gfnet_h_s", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_gfnet_h_b(pretrained: bool = False, **kwargs) -> GFNetH:
-    """GFNet-H-B: dims 96-192-384-768, depths 3-3-27-3, LayerScale 1e-6, 224²."""
-    args = dict(embed_dims=(96, 192, 384, 768), depths=(3, 3, 27, 3), drop_path_rate=0.4, init_values=1e-6)
-    return _create_gfnet_h("zoo_gfnet_h_b", pretrained, **dict(args, **kwargs))
+# GFNet-Ti/XS/S/B (width and depth; patch 16) and GFNet-H-Ti/S/B (four stages, LayerScale), 224².
+# SpectFormer's vanilla variants share the GFNet sizes.
+_GFNET_TI = dict(embed_dim=256, depth=12)
+_GFNET_XS = dict(embed_dim=384, depth=12)
+_GFNET_S = dict(embed_dim=384, depth=19, drop_path_rate=0.15)
+_GFNET_B = dict(embed_dim=512, depth=19, drop_path_rate=0.25)
+register_variants(
+    _create_gfnet,
+    zoo_gfnet_ti=_GFNET_TI,
+    zoo_gfnet_xs=_GFNET_XS,
+    zoo_gfnet_s=_GFNET_S,
+    zoo_gfnet_b=_GFNET_B,
+)
+register_variants(
+    _create_gfnet_h,
+    zoo_gfnet_h_ti=dict(embed_dims=(64, 128, 256, 512), depths=(3, 3, 10, 3), drop_path_rate=0.1, init_values=1e-3),
+    zoo_gfnet_h_s=dict(embed_dims=(96, 192, 384, 768), depths=(3, 3, 10, 3), drop_path_rate=0.2, init_values=1e-5),
+    zoo_gfnet_h_b=dict(embed_dims=(96, 192, 384, 768), depths=(3, 3, 27, 3), drop_path_rate=0.4, init_values=1e-6),
+)

@@ -20,13 +20,11 @@ zero). The convolution runs through ``zoo.kernels.depthwise_conv2d``.
 
 from __future__ import annotations
 
-import re
 from functools import partial
 
 import torch
 import torch.nn as nn
 from timm.layers import (
-    DropPath,
     LayerNorm2d,
     Mlp,
     NormMlpClassifierHead,
@@ -35,10 +33,12 @@ from timm.layers import (
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import depthwise_conv2d
+from zoo.layers.blocks import PreNormBlock
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import IsotropicBackbone, build_backbone
-from ._registry import register_model, register_tiny_kwargs
+from ._backbone import IsotropicBackbone, backbone_creator
+from ._registry import register_tiny_kwargs, register_variants
+from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["LKCAViT"]
 
@@ -59,21 +59,13 @@ class LargeKernelConvAttention(nn.Module):
         return self.proj(out.permute(0, 2, 3, 1))
 
 
-class LKCABlock(nn.Module):
+class LKCABlock(PreNormBlock):
     """Pre-norm transformer block with large-kernel convolutional attention as the token mixer."""
 
     def __init__(self, dim: int, inner_dim: int, mlp_ratio: float, grid_size: tuple[int, int],
                  drop_path: float = 0.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = LargeKernelConvAttention(dim, inner_dim, grid_size)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        super().__init__(dim, LargeKernelConvAttention(dim, inner_dim, grid_size), Mlp(dim, int(dim * mlp_ratio)),
+                         drop_path)
 
 
 class LKCAViT(IsotropicBackbone):
@@ -86,18 +78,16 @@ class LKCAViT(IsotropicBackbone):
         self,
         img_size: int | tuple[int, int] = 32,
         patch_size: int = 4,
-        in_chans: int = 3,
         num_classes: int = 100,
-        global_pool: str = "avg",
         dim: int = 192,
         depth: int = 9,
         heads: int = 12,
         head_dim: int = 16,
         mlp_ratio: float = 2.0,
-        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(num_classes=num_classes, **kwargs)
         self.min_input_size = patch_size
         self.num_features = self.head_hidden_size = dim
         grid = self.embed_patches(img_size, patch_size, dim, depth)
@@ -107,7 +97,8 @@ class LKCAViT(IsotropicBackbone):
         ])
         self.norm = nn.Identity()
         self.head = NormMlpClassifierHead(
-            dim, num_classes, pool_type=global_pool, drop_rate=drop_rate, norm_layer=partial(LayerNorm2d, eps=1e-5)
+            dim, self.num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate,
+            norm_layer=partial(LayerNorm2d, eps=1e-5),
         )
         self.apply(self._init_weights)
 
@@ -129,101 +120,55 @@ class LKCAViT(IsotropicBackbone):
         return self.head(x.permute(0, 3, 1, 2), pre_logits=pre_logits)
 
 
+# Official (``Large_ViT_cnn``) key -> ours.
+_OFFICIAL_RENAMES = (
+    (r"^transformer\.layers\.(\d+)\.0\.norm\.", r"blocks.\1.norm1."),
+    (r"^transformer\.layers\.(\d+)\.0\.fn\.to_v\.", r"blocks.\1.attn.v."),
+    (r"^transformer\.layers\.(\d+)\.0\.fn\.dynamicqk$", r"blocks.\1.attn.kernel"),
+    (r"^transformer\.layers\.(\d+)\.0\.fn\.to_out\.0\.", r"blocks.\1.attn.proj."),
+    (r"^transformer\.layers\.(\d+)\.1\.norm\.", r"blocks.\1.norm2."),
+    (r"^transformer\.layers\.(\d+)\.1\.fn\.net\.0\.", r"blocks.\1.mlp.fc1."),
+    (r"^transformer\.layers\.(\d+)\.1\.fn\.net\.3\.", r"blocks.\1.mlp.fc2."),
+    (r"^mlp_head\.0\.", "head.norm."),
+    (r"^mlp_head\.1\.", "head.fc."),
+    (r"^to_patch_embedding\.1\.", "patch_embed.proj."),
+    (r"^pos_embedding$", "pos_embed"),
+)
+
+
 def checkpoint_filter_fn(state_dict: dict, model: LKCAViT) -> dict[str, torch.Tensor]:
     """Convert a checkpoint of the official code (``Large_ViT_cnn``) to this model's layout.
 
     The patch embedding's linear layer over ``(p1 p2 c)``-ordered patches becomes a convolution, the
     position embedding a ``(1, Gh, Gw, dim)`` map; the unused ``cls_token`` is dropped.
     """
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
+    state_dict = unwrap_checkpoint(state_dict)
     if "patch_embed.proj.weight" in state_dict:
         return state_dict
-    renames = (
-        (r"^transformer\.layers\.(\d+)\.0\.norm\.", r"blocks.\1.norm1."),
-        (r"^transformer\.layers\.(\d+)\.0\.fn\.to_v\.", r"blocks.\1.attn.v."),
-        (r"^transformer\.layers\.(\d+)\.0\.fn\.dynamicqk$", r"blocks.\1.attn.kernel"),
-        (r"^transformer\.layers\.(\d+)\.0\.fn\.to_out\.0\.", r"blocks.\1.attn.proj."),
-        (r"^transformer\.layers\.(\d+)\.1\.norm\.", r"blocks.\1.norm2."),
-        (r"^transformer\.layers\.(\d+)\.1\.fn\.net\.0\.", r"blocks.\1.mlp.fc1."),
-        (r"^transformer\.layers\.(\d+)\.1\.fn\.net\.3\.", r"blocks.\1.mlp.fc2."),
-        (r"^mlp_head\.0\.", "head.norm."),
-        (r"^mlp_head\.1\.", "head.fc."),
-        (r"^to_patch_embedding\.1\.", "patch_embed.proj."),
-    )
-    dim = model.num_features
-    patch_h, patch_w = model.patch_embed.patch_size
-    out = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        if key == "cls_token":
-            continue
-        if key == "pos_embedding":
-            key, value = "pos_embed", value.reshape(1, *model.patch_embed.grid_size, dim)
-        if key == "to_patch_embedding.1.weight":
-            value = value.reshape(dim, patch_h, patch_w, -1).permute(0, 3, 1, 2)
-        for pattern, replacement in renames:
-            key = re.sub(pattern, replacement, key)
-        out[key] = value
-    return out
+    state_dict = rename_keys({k: v for k, v in state_dict.items() if k != "cls_token"}, _OFFICIAL_RENAMES)
+    dim, patch_embed = model.num_features, model.patch_embed
+    state_dict["pos_embed"] = state_dict["pos_embed"].reshape(1, *patch_embed.grid_size, dim)
+    linear = state_dict["patch_embed.proj.weight"]  # (dim, p1 * p2 * c)
+    state_dict["patch_embed.proj.weight"] = linear.reshape(dim, *patch_embed.patch_size, -1).permute(0, 3, 1, 2)
+    return state_dict
 
 
-def _create_lkca(variant: str, pretrained: bool = False, **kwargs) -> LKCAViT:
-    return build_backbone(LKCAViT, variant, pretrained, checkpoint_filter_fn, **kwargs)
-
+_create_lkca = backbone_creator(LKCAViT, checkpoint_filter_fn)
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("lkca"))
 
 register_tiny_kwargs("zoo_lkca", dim=16, depth=2, heads=2, head_dim=8)
 
 
-# The official variants (models/create_model.py): head_dim = dim // heads; 4x4 patches of 32x32 images.
-
-
-@register_model
-def zoo_lkca_vit(pretrained: bool = False, **kwargs) -> LKCAViT:
-    """vit-lkca: dim 210, depth 10, 10 heads of 21."""
-    args = dict(dim=210, depth=10, heads=10, head_dim=21)
-    return _create_lkca("zoo_lkca_vit", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_lkca_vit_05m(pretrained: bool = False, **kwargs) -> LKCAViT:
-    """vit-05m-lkca: dim 100, depth 8, 4 heads of 25."""
-    args = dict(dim=100, depth=8, heads=4, head_dim=25)
-    return _create_lkca("zoo_lkca_vit_05m", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_lkca_vit_1m(pretrained: bool = False, **kwargs) -> LKCAViT:
-    """vit-1m-lkca: dim 136, depth 9, 8 heads of 17."""
-    args = dict(dim=136, depth=9, heads=8, head_dim=17)
-    return _create_lkca("zoo_lkca_vit_1m", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_lkca_vit_2m(pretrained: bool = False, **kwargs) -> LKCAViT:
-    """vit-2m-lkca: dim 192, depth 9, 12 heads of 16."""
-    args = dict(dim=192, depth=9, heads=12, head_dim=16)
-    return _create_lkca("zoo_lkca_vit_2m", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_lkca_vit_4m(pretrained: bool = False, **kwargs) -> LKCAViT:
-    """vit-4m-lkca: dim 246, depth 11, 6 heads of 41."""
-    args = dict(dim=246, depth=11, heads=6, head_dim=41)
-    return _create_lkca("zoo_lkca_vit_4m", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_lkca_vit_8m(pretrained: bool = False, **kwargs) -> LKCAViT:
-    """vit-8m-lkca: dim 306, depth 14, 6 heads of 51."""
-    args = dict(dim=306, depth=14, heads=6, head_dim=51)
-    return _create_lkca("zoo_lkca_vit_8m", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_lkca_vit_12m(pretrained: bool = False, **kwargs) -> LKCAViT:
-    """vit-12m-lkca: dim 360, depth 12, 8 heads of 45, MLP ratio 3."""
-    args = dict(dim=360, depth=12, heads=8, head_dim=45, mlp_ratio=3.0)
-    return _create_lkca("zoo_lkca_vit_12m", pretrained, **dict(args, **kwargs))
+# The official variants (models/create_model.py: vit-lkca, vit-05m-lkca, ..., vit-12m-lkca, the suffix giving the
+# parameter count), for 4x4 patches of 32x32 images; head_dim = dim // heads.
+register_variants(
+    _create_lkca,
+    zoo_lkca_vit=dict(dim=210, depth=10, heads=10, head_dim=21),
+    zoo_lkca_vit_05m=dict(dim=100, depth=8, heads=4, head_dim=25),
+    zoo_lkca_vit_1m=dict(dim=136, depth=9, heads=8, head_dim=17),
+    zoo_lkca_vit_2m=dict(dim=192, depth=9, heads=12, head_dim=16),
+    zoo_lkca_vit_4m=dict(dim=246, depth=11, heads=6, head_dim=41),
+    zoo_lkca_vit_8m=dict(dim=306, depth=14, heads=6, head_dim=51),
+    zoo_lkca_vit_12m=dict(dim=360, depth=12, heads=8, head_dim=45, mlp_ratio=3.0),
+)

@@ -37,9 +37,9 @@ from timm.models import generate_default_cfgs
 from zoo.kernels import depthwise_conv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import build_backbone
+from ._backbone import backbone_creator
 from ._cvnets import CVNETS_RENAMES, CvnetsBackbone
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_key, unwrap_checkpoint
 
 __all__ = ["ParCNet"]
@@ -182,9 +182,6 @@ class ParCNet(CvnetsBackbone):
     def __init__(
         self,
         img_size: int | tuple[int, int] = 256,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         stem_dim: int = 16,
         dims: tuple[int, ...] = (32, 64, 96, 128, 160),
         depths: tuple[int, ...] = (1, 3, 1, 1, 1),
@@ -194,10 +191,10 @@ class ParCNet(CvnetsBackbone):
         parc_depths: tuple[int, ...] = (0, 0, 2, 4, 3),
         expand_ratio: float = 4.0,
         final_dim: int = 640,
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.1,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         if not len(dims) == len(depths) == len(strides) == len(parc_dims) == len(parc_ffn_dims) == len(parc_depths):
             raise ValueError("dims, depths, strides, parc_dims, parc_ffn_dims and parc_depths need one entry per stage")
         img_size = to_2tuple(img_size)
@@ -208,7 +205,7 @@ class ParCNet(CvnetsBackbone):
                 return None
             return ParCFusionBlock(dim, parc_dims[i], parc_ffn_dims[i], parc_depths[i], sizes[i], proj_drop_rate)
 
-        self.build_trunk(stem_dim, dims, depths, strides, expand_ratio, final_dim, fusion_block, drop_rate)
+        self.build_trunk(stem_dim, dims, depths, strides, expand_ratio, final_dim, fusion_block)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -275,26 +272,15 @@ def checkpoint_filter_fn(state_dict: dict, model: ParCNet) -> dict[str, torch.Te
     return out
 
 
-def _create_parcnet(variant: str, pretrained: bool = False, **kwargs) -> ParCNet:
-    return build_backbone(ParCNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
-
+_create_parcnet = backbone_creator(ParCNet, checkpoint_filter_fn)
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("parcnet"))
 
-register_tiny_kwargs(
-    "zoo_parcnet_",
-    img_size=64,
-    stem_dim=8,
-    dims=(8, 16, 16, 24, 32),
-    depths=(1, 1, 1, 1, 1),
-    parc_dims=(0, 0, 16, 16, 32),
-    parc_ffn_dims=(0, 0, 16, 16, 32),
-    parc_depths=(0, 0, 1, 2, 1),
-    final_dim=64,
-)
+register_tiny_kwargs("zoo_parcnet_", img_size=64, stem_dim=8, dims=(8, 16, 16, 24, 32), depths=(1, 1, 1, 1, 1),
+                     parc_dims=(0, 0, 16, 16, 32), parc_ffn_dims=(0, 0, 16, 16, 32), parc_depths=(0, 0, 1, 2, 1),
+                     final_dim=64)  # fmt: skip
 
 
-@register_model
-def zoo_parcnet_s(pretrained: bool = False, **kwargs) -> ParCNet:
-    """ParC-Net-S (EdgeFormer-S): dims 32-64-96-128-160, ParC blocks 2-4-3 at 192/256/320 channels, 256²."""
-    return _create_parcnet("zoo_parcnet_s", pretrained, **kwargs)
+# ParC-Net-S (EdgeFormer-S) is the class's defaults: widths 32-64-96-128-160, ParC blocks 2-4-3 at
+# 192/256/320 channels, 256².
+register_variants(_create_parcnet, zoo_parcnet_s=dict())

@@ -23,22 +23,23 @@ resized as in ``zoo.models.gfnet``.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, calculate_drop_path_rates
+from timm.layers import Mlp, calculate_drop_path_rates
 from timm.models import generate_default_cfgs
 from timm.models.vision_transformer import Block
 
+from zoo.layers.blocks import PreNormBlock
 from zoo.layers.spectral import GlobalFilter
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_conv_fan_out
-from ._registry import register_model, register_tiny_kwargs
-from .gfnet import GFNet, GlobalFilterBlock, resize_spectral_param
+from ._backbone import Backbone, Stage, backbone_creator, init_conv_fan_out
+from ._registry import register_tiny_kwargs, register_variants
+from ._state_dict import Renames, rename_keys, unwrap_checkpoint
+from .gfnet import _GFNET_B, _GFNET_S, _GFNET_TI, _GFNET_XS, GFNet, GlobalFilterBlock, resize_spectral_params
 
 __all__ = ["SpectFormer", "SpectFormerH"]
 
@@ -59,7 +60,7 @@ class SpectFormer(GFNet):
     ``spectral_depth`` global filter blocks."""
 
     def __init__(self, *args, num_heads: int = 6, spectral_depth: int = 4, **kwargs):
-        super().__init__(*args, num_heads=num_heads, spectral_depth=spectral_depth, **kwargs)
+        super().__init__(*args, block_kwargs=dict(num_heads=num_heads, spectral_depth=spectral_depth), **kwargs)
 
     def make_block(self, index: int, dim: int, grid: tuple[int, int], mlp_ratio: float, drop: float,
                    drop_path: float, num_heads: int = 6, spectral_depth: int = 4) -> nn.Module:
@@ -149,21 +150,12 @@ class Attention(nn.Module):
         return self.proj(x)
 
 
-class HierarchicalBlock(nn.Module):
+class HierarchicalBlock(PreNormBlock):
     """``x + DropPath(mixer(LN(x)))``, then ``x + DropPath(ConvMlp(LN(x)))``; the mixer is a spectral
     layer or attention."""
 
     def __init__(self, dim: int, mixer: nn.Module, mlp_ratio: float, drop_path: float = 0.0):
-        super().__init__()
-        self.norm1 = _layer_norm(dim)
-        self.attn = mixer
-        self.norm2 = _layer_norm(dim)
-        self.mlp = ConvMlp(dim, int(dim * mlp_ratio))
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        super().__init__(dim, mixer, ConvMlp(dim, int(dim * mlp_ratio)), drop_path, norm_layer=_layer_norm)
 
 
 class HierarchicalStage(Stage):
@@ -261,8 +253,6 @@ class SpectFormerH(Backbone):
     def __init__(
         self,
         img_size: int | tuple[int, int] = 224,
-        in_chans: int = 3,
-        num_classes: int = 1000,
         global_pool: str = "token",
         stem_hidden_dim: int = 32,
         embed_dims: tuple[int, ...] = (64, 128, 320, 448),
@@ -271,16 +261,16 @@ class SpectFormerH(Backbone):
         depths: tuple[int, ...] = (3, 4, 6, 3),
         spectral_stages: int = 2,
         spectral_layer: Callable[[int, tuple[int, int]], nn.Module] = GlobalFilter,
-        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(global_pool=global_pool, **kwargs)
         if not len(embed_dims) == len(num_heads) == len(mlp_ratios) == len(depths):
             raise ValueError("embed_dims, num_heads, mlp_ratios and depths must have one entry per stage")
         self.num_features = self.head_hidden_size = embed_dims[-1]
         num_stages = len(depths)
 
-        self.stem = ConvStem(in_chans, stem_hidden_dim, embed_dims[0])
+        self.stem = ConvStem(self.in_chans, stem_hidden_dim, embed_dims[0])
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stages, self.feature_info = [], []
         for i, (dim, grid) in enumerate(zip(embed_dims, stage_grids(img_size, num_stages))):
@@ -295,52 +285,48 @@ class SpectFormerH(Backbone):
             self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()
-        self.head = ClassAttentionHead(self.num_features, num_classes, num_heads[-1], mlp_ratios[-1], drop_rate)
+        self.head = ClassAttentionHead(
+            self.num_features, self.num_classes, num_heads[-1], mlp_ratios[-1], self.drop_rate
+        )
         self.apply(init_conv_fan_out)
+
+
+# Official key -> ours, both trunks: the classifier.
+_OFFICIAL_RENAMES = ((r"^head\.(weight|bias)$", r"head.fc.\1"),)
+
+
+def _official_h_renames(num_stages: int) -> Renames:
+    """Official (WaveViT layout) key -> ours for a ``num_stages``-stage SpectFormer-H: ``patch_embed1`` is the
+    stem, ``patch_embed{i}`` / ``block{i}`` / ``norm{i}`` stage ``i - 1``'s downsampling, blocks and norm; the
+    last norm, ``post_network.0`` and ``aux_head`` are the head's."""
+    return (
+        (r"^patch_embed1\.", "stem."),
+        (r"^patch_embed(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.downsample."),
+        (r"^block(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.blocks."),
+        (rf"^norm{num_stages}\.", "head.norm."),
+        (r"^norm(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.norm."),
+        (r"^post_network\.0\.", "head.cls_block."),
+        (r"^aux_head\.", "head.aux_fc."),
+        (r"\.mlp\.dwconv\.dwconv\.", ".mlp.dwconv."),
+    )
 
 
 def checkpoint_filter_fn(state_dict: dict, model: SpectFormer | SpectFormerH) -> dict[str, torch.Tensor]:
     """Convert a checkpoint of the official SpectFormer code (badripatro/SpectFormers) or of the SVT code
     (badripatro/svt, same trunk) to this model's layout.
 
-    Unwraps ``model`` / ``state_dict`` / ``module.``. Vanilla: ``head`` becomes ``head.fc``.
-    Hierarchical: ``patch_embed1`` becomes the stem, ``patch_embed{i}`` / ``block{i}`` / ``norm{i}``
-    stage ``i - 1``'s downsampling, blocks and norm (the last norm, ``post_network.0`` and
-    ``aux_head`` the head's). Filters and position embeddings learned for another ``img_size`` are
-    resized bicubically (SVT's low-pass weights too).
+    Unwraps ``model`` / ``state_dict`` / ``module.`` and renames ``head`` to ``head.fc`` (and the
+    hierarchical trunk's keys). Filters and position embeddings learned for another ``img_size`` are
+    resized bicubically.
     """
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
-    targets = {k: v.shape for k, v in model.state_dict().items()}
     hierarchical = isinstance(model, SpectFormerH)
-    last = len(model.stages) if hierarchical else 0
-    grid = model.patch_embed.grid_size if not hierarchical else None
-    out = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
-        key = re.sub(r"^head\.(weight|bias)$", r"head.fc.\1", key)
-        if hierarchical:
-            key = re.sub(r"^patch_embed1\.", "stem.", key)
-            key = re.sub(r"^patch_embed(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.downsample.", key)
-            key = re.sub(r"^block(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.blocks.", key)
-            key = re.sub(rf"^norm{last}\.", "head.norm.", key)
-            key = re.sub(r"^norm(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.norm.", key)
-            key = re.sub(r"^post_network\.0\.", "head.cls_block.", key)
-            key = re.sub(r"^aux_head\.", "head.aux_fc.", key)
-            key = key.replace(".mlp.dwconv.dwconv.", ".mlp.dwconv.")
-        if key in targets:
-            value = resize_spectral_param(key, value, targets[key], grid)
-        out[key] = value
-    return out
+    renames = _OFFICIAL_RENAMES + (_official_h_renames(len(model.stages)) if hierarchical else ())
+    state_dict = rename_keys(unwrap_checkpoint(state_dict), renames)
+    return resize_spectral_params(state_dict, model, None if hierarchical else model.patch_embed.grid_size)
 
 
-def _create_spectformer(variant: str, pretrained: bool = False, **kwargs) -> SpectFormer:
-    return build_backbone(SpectFormer, variant, pretrained, checkpoint_filter_fn, **kwargs)
-
-
-def _create_spectformer_h(variant: str, pretrained: bool = False, **kwargs) -> SpectFormerH:
-    return build_backbone(SpectFormerH, variant, pretrained, checkpoint_filter_fn, **kwargs)
-
+_create_spectformer = backbone_creator(SpectFormer, checkpoint_filter_fn)
+_create_spectformer_h = backbone_creator(SpectFormerH, checkpoint_filter_fn)
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("spectformer"))
 
@@ -350,53 +336,24 @@ register_tiny_kwargs("zoo_spectformer_h", img_size=32, stem_hidden_dim=8, embed_
                      num_heads=(1, 2, 2, 2), depths=(1, 1, 1, 1))  # fmt: skip
 
 
-@register_model
-def zoo_spectformer_t(pretrained: bool = False, **kwargs) -> SpectFormer:
-    """SpectFormer-T: dim 256, depth 12 (4 spectral blocks, then 4-head attention), patch 16, 224²."""
-    args = dict(embed_dim=256, depth=12, num_heads=4)
-    return _create_spectformer("zoo_spectformer_t", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_spectformer_xs(pretrained: bool = False, **kwargs) -> SpectFormer:
-    """SpectFormer-XS: dim 384, depth 12 (4 spectral blocks, then 6-head attention), patch 16, 224²."""
-    args = dict(embed_dim=384, depth=12, num_heads=6)
-    return _create_spectformer("zoo_spectformer_xs", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_spectformer_s(pretrained: bool = False, **kwargs) -> SpectFormer:
-    """SpectFormer-S: dim 384, depth 19 (4 spectral blocks, then 6-head attention), patch 16, 224²."""
-    args = dict(embed_dim=384, depth=19, num_heads=6, drop_path_rate=0.15)
-    return _create_spectformer("zoo_spectformer_s", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_spectformer_b(pretrained: bool = False, **kwargs) -> SpectFormer:
-    """SpectFormer-B: dim 512, depth 19 (4 spectral blocks, then 8-head attention), patch 16, 224²."""
-    args = dict(embed_dim=512, depth=19, num_heads=8, drop_path_rate=0.25)
-    return _create_spectformer("zoo_spectformer_b", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_spectformer_h_s(pretrained: bool = False, **kwargs) -> SpectFormerH:
-    """SpectFormer-H-S: dims 64-128-320-448, depths 3-4-6-3, 224²."""
-    args = dict(stem_hidden_dim=32, embed_dims=(64, 128, 320, 448), num_heads=(2, 4, 10, 14), depths=(3, 4, 6, 3),
-                drop_path_rate=0.1)  # fmt: skip
-    return _create_spectformer_h("zoo_spectformer_h_s", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_spectformer_h_b(pretrained: bool = False, **kwargs) -> SpectFormerH:
-    """SpectFormer-H-B: dims 64-128-320-512, depths 3-4-12-3, 224²."""
-    args = dict(stem_hidden_dim=64, embed_dims=(64, 128, 320, 512), num_heads=(2, 4, 10, 16), depths=(3, 4, 12, 3),
-                drop_path_rate=0.1)  # fmt: skip
-    return _create_spectformer_h("zoo_spectformer_h_b", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_spectformer_h_l(pretrained: bool = False, **kwargs) -> SpectFormerH:
-    """SpectFormer-H-L: dims 96-192-384-512, depths 3-6-18-3, 224²."""
-    args = dict(stem_hidden_dim=64, embed_dims=(96, 192, 384, 512), num_heads=(3, 6, 12, 16), depths=(3, 6, 18, 3),
-                drop_path_rate=0.3)  # fmt: skip
-    return _create_spectformer_h("zoo_spectformer_h_l", pretrained, **dict(args, **kwargs))
+# Vanilla SpectFormer-T/XS/S/B: GFNet's sizes, 4 spectral blocks, then attention with heads of 64 channels.
+# SpectFormer-H-S/B/L: global filters in stages 1-2, attention in 3-4 (SVT-H takes the same sizes).
+_SPECTFORMER_H_S = dict(stem_hidden_dim=32, embed_dims=(64, 128, 320, 448), num_heads=(2, 4, 10, 14),
+                        depths=(3, 4, 6, 3), drop_path_rate=0.1)  # fmt: skip
+_SPECTFORMER_H_B = dict(stem_hidden_dim=64, embed_dims=(64, 128, 320, 512), num_heads=(2, 4, 10, 16),
+                        depths=(3, 4, 12, 3), drop_path_rate=0.1)  # fmt: skip
+_SPECTFORMER_H_L = dict(stem_hidden_dim=64, embed_dims=(96, 192, 384, 512), num_heads=(3, 6, 12, 16),
+                        depths=(3, 6, 18, 3), drop_path_rate=0.3)  # fmt: skip
+register_variants(
+    _create_spectformer,
+    zoo_spectformer_t=dict(_GFNET_TI, num_heads=4),
+    zoo_spectformer_xs=dict(_GFNET_XS, num_heads=6),
+    zoo_spectformer_s=dict(_GFNET_S, num_heads=6),
+    zoo_spectformer_b=dict(_GFNET_B, num_heads=8),
+)
+register_variants(
+    _create_spectformer_h,
+    zoo_spectformer_h_s=_SPECTFORMER_H_S,
+    zoo_spectformer_h_b=_SPECTFORMER_H_B,
+    zoo_spectformer_h_l=_SPECTFORMER_H_L,
+)

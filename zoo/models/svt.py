@@ -36,8 +36,8 @@ from zoo.layers.spectral import block_complex_linear, resize_filter
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import build_backbone
-from ._registry import register_model, register_tiny_kwargs
-from .spectformer import SpectFormerH
+from ._registry import register_tiny_kwargs, register_variants
+from .spectformer import _SPECTFORMER_H_B, _SPECTFORMER_H_L, _SPECTFORMER_H_S, SpectFormerH
 from .spectformer import checkpoint_filter_fn as spectformer_checkpoint_filter_fn
 
 __all__ = ["ScatteringMixer"]
@@ -173,25 +173,10 @@ register_tiny_kwargs("zoo_svt_h", img_size=32, stem_hidden_dim=8, embed_dims=(8,
                      num_heads=(1, 2, 2, 2), depths=(1, 1, 1, 1))  # fmt: skip
 
 
-@register_model
-def zoo_svt_h_s(pretrained: bool = False, **kwargs) -> SpectFormerH:
-    """SVT-H-S: dims 64-128-320-448, depths 3-4-6-3, scattering in stage 1, 224²."""
-    args = dict(stem_hidden_dim=32, embed_dims=(64, 128, 320, 448), num_heads=(2, 4, 10, 14), depths=(3, 4, 6, 3),
-                drop_path_rate=0.1)  # fmt: skip
-    return _create_svt("zoo_svt_h_s", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_svt_h_b(pretrained: bool = False, **kwargs) -> SpectFormerH:
-    """SVT-H-B: dims 64-128-320-512, depths 3-4-12-3, scattering in stage 1, 224²."""
-    args = dict(stem_hidden_dim=64, embed_dims=(64, 128, 320, 512), num_heads=(2, 4, 10, 16), depths=(3, 4, 12, 3),
-                drop_path_rate=0.1)  # fmt: skip
-    return _create_svt("zoo_svt_h_b", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_svt_h_l(pretrained: bool = False, **kwargs) -> SpectFormerH:
-    """SVT-H-L: dims 96-192-384-512, depths 3-6-18-3, scattering in stage 1, 224²."""
-    args = dict(stem_hidden_dim=64, embed_dims=(96, 192, 384, 512), num_heads=(3, 6, 12, 16), depths=(3, 6, 18, 3),
-                drop_path_rate=0.3)  # fmt: skip
-    return _create_svt("zoo_svt_h_l", pretrained, **dict(args, **kwargs))
+# SVT-H-S/B/L: SpectFormer-H's sizes, with scattering in stage 1 and attention in stages 2-4.
+register_variants(
+    _create_svt,
+    zoo_svt_h_s=_SPECTFORMER_H_S,
+    zoo_svt_h_b=_SPECTFORMER_H_B,
+    zoo_svt_h_l=_SPECTFORMER_H_L,
+)
