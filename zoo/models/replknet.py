@@ -26,7 +26,7 @@ from zoo.layers.reparam import ReparamLargeKernelConv
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 
 __all__ = ["RepLKNet"]
 
@@ -88,19 +88,16 @@ class RepLKNet(Backbone):
 
     def __init__(
         self,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         large_kernel_sizes: tuple[int, ...] = (31, 29, 27, 13),
         depths: tuple[int, ...] = (2, 2, 18, 2),
         dims: tuple[int, ...] = (128, 256, 512, 1024),
         small_kernel: int | None = 5,
         dw_ratio: float = 1.0,
         ffn_ratio: float = 4.0,
-        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         if not len(large_kernel_sizes) == len(depths) == len(dims):
             raise ValueError(
                 f"large_kernel_sizes {large_kernel_sizes}, depths {depths} and dims {dims} need one entry per stage"
@@ -108,7 +105,7 @@ class RepLKNet(Backbone):
         self.num_features = self.head_hidden_size = dims[-1]
         stem_dim = dims[0]
         self.stem = nn.Sequential(
-            ConvNormAct(in_chans, stem_dim, 3, stride=2),
+            ConvNormAct(self.in_chans, stem_dim, 3, stride=2),
             ConvNormAct(stem_dim, stem_dim, 3, groups=stem_dim),
             ConvNormAct(stem_dim, stem_dim, 1),
             ConvNormAct(stem_dim, stem_dim, 3, stride=2, groups=stem_dim),
@@ -123,7 +120,7 @@ class RepLKNet(Backbone):
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.BatchNorm2d(dims[-1])
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -172,30 +169,16 @@ downstream_cfg = dict(
 register_tiny_kwargs("zoo_replknet", dims=(8, 16, 16, 24), depths=(1, 1, 1, 1), large_kernel_sizes=(13, 11, 7, 5))
 
 
-@register_model
-def zoo_replknet_31b(pretrained: bool = False, **kwargs) -> RepLKNet:
-    """RepLKNet-31B: kernels 31-29-27-13 beside 5x5, C=128, depths 2-2-18-2, 224²."""
-    args = dict(large_kernel_sizes=(31, 29, 27, 13), depths=(2, 2, 18, 2), dims=(128, 256, 512, 1024), small_kernel=5)
-    return _create_replknet("zoo_replknet_31b", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_replknet_31b_384(pretrained: bool = False, **kwargs) -> RepLKNet:
-    """RepLKNet-31B at 384²."""
-    args = dict(large_kernel_sizes=(31, 29, 27, 13), depths=(2, 2, 18, 2), dims=(128, 256, 512, 1024), small_kernel=5)
-    return _create_replknet("zoo_replknet_31b_384", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_replknet_31l_384(pretrained: bool = False, **kwargs) -> RepLKNet:
-    """RepLKNet-31L: kernels 31-29-27-13 beside 5x5, C=192, depths 2-2-18-2, 384²."""
-    args = dict(large_kernel_sizes=(31, 29, 27, 13), depths=(2, 2, 18, 2), dims=(192, 384, 768, 1536), small_kernel=5)
-    return _create_replknet("zoo_replknet_31l_384", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_replknet_xl_320(pretrained: bool = False, **kwargs) -> RepLKNet:
-    """RepLKNet-XL: kernels 27-27-27-13 without small kernels, C=256, depthwise width x1.5, 320²."""
-    args = dict(large_kernel_sizes=(27, 27, 27, 13), depths=(2, 2, 18, 2), dims=(256, 512, 1024, 2048),
-                small_kernel=None, dw_ratio=1.5)
-    return _create_replknet("zoo_replknet_xl_320", pretrained, **dict(args, **kwargs))
+# RepLKNet-31B/L (kernels 31-29-27-13, each beside a 5x5 kernel) and RepLKNet-XL (kernels 27-27-27-13 without small
+# kernels, depthwise width x1.5); the suffix is the resolution the weights are evaluated at (224² where there is none).
+_REPLKNET_31B = dict(large_kernel_sizes=(31, 29, 27, 13), depths=(2, 2, 18, 2), dims=(128, 256, 512, 1024))
+register_variants(
+    _create_replknet,
+    zoo_replknet_31b=_REPLKNET_31B,
+    zoo_replknet_31b_384=_REPLKNET_31B,
+    zoo_replknet_31l_384=dict(_REPLKNET_31B, dims=(192, 384, 768, 1536)),
+    zoo_replknet_xl_320=dict(
+        large_kernel_sizes=(27, 27, 27, 13), depths=(2, 2, 18, 2), dims=(256, 512, 1024, 2048), small_kernel=None,
+        dw_ratio=1.5,
+    ),
+)
