@@ -30,7 +30,7 @@ from zoo.layers.reparam import DilatedReparamBlock, depthwise_conv_like, fuse_bn
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
 __all__ = ["UniRepLKNet"]
@@ -131,17 +131,14 @@ class UniRepLKNet(Backbone):
 
     def __init__(
         self,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         depths: tuple[int, ...] = (3, 3, 27, 3),
         dims: tuple[int, ...] = (96, 192, 384, 768),
         kernel_sizes: tuple[tuple[int, ...], ...] | None = None,
         layer_scale_init_value: float = 1e-6,
-        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         kernel_sizes = kernel_sizes or _default_kernel_sizes(depths)
         if len(depths) != len(dims) or [len(k) for k in kernel_sizes] != list(depths):
             raise ValueError(
@@ -150,7 +147,7 @@ class UniRepLKNet(Backbone):
             )
         self.num_features = self.head_hidden_size = dims[-1]
         self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, dims[0] // 2, kernel_size=3, stride=2, padding=1),
+            nn.Conv2d(self.in_chans, dims[0] // 2, kernel_size=3, stride=2, padding=1),
             LayerNorm2d(dims[0] // 2, eps=1e-6),
             nn.GELU(),
             nn.Conv2d(dims[0] // 2, dims[0], kernel_size=3, stride=2, padding=1),
@@ -166,7 +163,8 @@ class UniRepLKNet(Backbone):
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()
         self.head = NormMlpClassifierHead(
-            dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate, norm_layer=partial(LayerNorm2d, eps=1e-6)
+            dims[-1], self.num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate,
+            norm_layer=partial(LayerNorm2d, eps=1e-6),
         )
         self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
 
@@ -231,77 +229,23 @@ register_tiny_kwargs(
     "zoo_unireplknet", dims=(8, 16, 16, 24), depths=(1, 1, 2, 1), kernel_sizes=((3,), (13,), (7, 3), (5,))
 )
 
+# UniRepLKNet-A/F/P/N/T/S (ImageNet-1k, 224²) and S/B/L/XL pretrained on ImageNet-22k and fine-tuned at 384² (the
+# _384 variants); the sizes share depths and per-block kernel sizes (third stage: 13s for A-N, 13, 3 alternating for
+# T, 13, 3, 3 repeated for S-XL).
 _A_TO_P = dict(depths=(2, 2, 6, 2), kernel_sizes=_default_kernel_sizes((2, 2, 6, 2)))
 _N = dict(depths=(2, 2, 8, 2), kernel_sizes=_default_kernel_sizes((2, 2, 8, 2)))
 _T = dict(depths=(3, 3, 18, 3), kernel_sizes=_default_kernel_sizes((3, 3, 18, 3), (13, 3)))
 _S_TO_XL = dict(depths=(3, 3, 27, 3), kernel_sizes=_default_kernel_sizes((3, 3, 27, 3), (13, 3, 3)))
-
-
-@register_model
-def zoo_unireplknet_a(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-A: C=40, depths 2-2-6-2, 224²."""
-    args = dict(_A_TO_P, dims=(40, 80, 160, 320))
-    return _create_unireplknet("zoo_unireplknet_a", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_f(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-F: C=48, depths 2-2-6-2, 224²."""
-    args = dict(_A_TO_P, dims=(48, 96, 192, 384))
-    return _create_unireplknet("zoo_unireplknet_f", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_p(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-P: C=64, depths 2-2-6-2, 224²."""
-    args = dict(_A_TO_P, dims=(64, 128, 256, 512))
-    return _create_unireplknet("zoo_unireplknet_p", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_n(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-N: C=80, depths 2-2-8-2, 224²."""
-    args = dict(_N, dims=(80, 160, 320, 640))
-    return _create_unireplknet("zoo_unireplknet_n", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_t(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-T: C=80, depths 3-3-18-3 (third stage alternating 13 and 3), 224²."""
-    args = dict(_T, dims=(80, 160, 320, 640))
-    return _create_unireplknet("zoo_unireplknet_t", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_s(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-S: C=96, depths 3-3-27-3 (third stage 13, 3, 3, ...), 224²."""
-    args = dict(_S_TO_XL, dims=(96, 192, 384, 768))
-    return _create_unireplknet("zoo_unireplknet_s", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_s_384(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-S at 384² (ImageNet-22k pretrained, 1k fine-tuned)."""
-    args = dict(_S_TO_XL, dims=(96, 192, 384, 768))
-    return _create_unireplknet("zoo_unireplknet_s_384", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_b_384(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-B: C=128, depths 3-3-27-3, 384² (ImageNet-22k pretrained, 1k fine-tuned)."""
-    args = dict(_S_TO_XL, dims=(128, 256, 512, 1024))
-    return _create_unireplknet("zoo_unireplknet_b_384", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_l_384(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-L: C=192, depths 3-3-27-3, 384² (ImageNet-22k pretrained, 1k fine-tuned)."""
-    args = dict(_S_TO_XL, dims=(192, 384, 768, 1536))
-    return _create_unireplknet("zoo_unireplknet_l_384", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_xl_384(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-XL: C=256, depths 3-3-27-3, 384² (ImageNet-22k pretrained, 1k fine-tuned)."""
-    args = dict(_S_TO_XL, dims=(256, 512, 1024, 2048))
-    return _create_unireplknet("zoo_unireplknet_xl_384", pretrained, **dict(args, **kwargs))
+register_variants(
+    _create_unireplknet,
+    zoo_unireplknet_a=dict(_A_TO_P, dims=(40, 80, 160, 320)),
+    zoo_unireplknet_f=dict(_A_TO_P, dims=(48, 96, 192, 384)),
+    zoo_unireplknet_p=dict(_A_TO_P, dims=(64, 128, 256, 512)),
+    zoo_unireplknet_n=dict(_N, dims=(80, 160, 320, 640)),
+    zoo_unireplknet_t=dict(_T, dims=(80, 160, 320, 640)),
+    zoo_unireplknet_s=dict(_S_TO_XL, dims=(96, 192, 384, 768)),
+    zoo_unireplknet_s_384=dict(_S_TO_XL, dims=(96, 192, 384, 768)),
+    zoo_unireplknet_b_384=dict(_S_TO_XL, dims=(128, 256, 512, 1024)),
+    zoo_unireplknet_l_384=dict(_S_TO_XL, dims=(192, 384, 768, 1536)),
+    zoo_unireplknet_xl_384=dict(_S_TO_XL, dims=(256, 512, 1024, 2048)),
+)
