@@ -35,7 +35,7 @@ from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["ParCNetV2"]
@@ -256,19 +256,16 @@ class ParCNetV2(Backbone):
     def __init__(
         self,
         img_size: int | tuple[int, int] = 224,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         dims: tuple[int, ...] = (64, 128, 320, 512),
         depths: tuple[int, ...] = (3, 3, 12, 3),
         mlp_ratio: float = 5.0,
         res_scale_stages: tuple[bool, ...] = (False, False, True, True),
         kernel_interpolation: bool = False,
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         if not len(dims) == len(depths) == len(res_scale_stages):
             raise ValueError(
                 f"dims {dims}, depths {depths} and res_scale_stages {res_scale_stages} need one entry per stage"
@@ -280,7 +277,7 @@ class ParCNetV2(Backbone):
             for h, w in zip(stage_sizes(img_size[0], len(depths)), stage_sizes(img_size[1], len(depths)))
         ]
 
-        self.stem = Stem(in_chans, dims[0])
+        self.stem = Stem(self.in_chans, dims[0])
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stages, self.feature_info = [], []
         for i, depth in enumerate(depths):
@@ -301,7 +298,9 @@ class ParCNetV2(Backbone):
             self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()
-        self.head = NormMlpClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.head = NormMlpClassifierHead(
+            self.num_features, self.num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate
+        )
         self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
 
     @torch.jit.ignore
@@ -362,29 +361,11 @@ downstream_cfg = dict(out_norm=CenteredL2Norm2d)
 register_tiny_kwargs("zoo_parcnetv2", img_size=64, dims=(8, 16, 24, 32), depths=(1, 1, 1, 1))
 
 
-@register_model
-def zoo_parcnetv2_xt(pretrained: bool = False, **kwargs) -> ParCNetV2:
-    """ParCNetV2-XT: dims 48-96-192-320, depths 3-3-9-2, 224²."""
-    args = dict(dims=(48, 96, 192, 320), depths=(3, 3, 9, 2))
-    return _create_parcnetv2("zoo_parcnetv2_xt", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_parcnetv2_t(pretrained: bool = False, **kwargs) -> ParCNetV2:
-    """ParCNetV2-T: dims 64-128-320-512, depths 3-3-12-3, 224²."""
-    args = dict(dims=(64, 128, 320, 512), depths=(3, 3, 12, 3))
-    return _create_parcnetv2("zoo_parcnetv2_t", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_parcnetv2_s(pretrained: bool = False, **kwargs) -> ParCNetV2:
-    """ParCNetV2-S: dims 64-128-320-512, depths 3-9-24-3, 224²."""
-    args = dict(dims=(64, 128, 320, 512), depths=(3, 9, 24, 3))
-    return _create_parcnetv2("zoo_parcnetv2_s", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_parcnetv2_b(pretrained: bool = False, **kwargs) -> ParCNetV2:
-    """ParCNetV2-B: dims 96-192-384-576, depths 3-9-24-3, 224²."""
-    args = dict(dims=(96, 192, 384, 576), depths=(3, 9, 24, 3))
-    return _create_parcnetv2("zoo_parcnetv2_b", pretrained, **dict(args, **kwargs))
+# ParCNetV2-XT/T/S/B at 224² (the oversized kernels follow from the default img_size).
+register_variants(
+    _create_parcnetv2,
+    zoo_parcnetv2_xt=dict(dims=(48, 96, 192, 320), depths=(3, 3, 9, 2)),
+    zoo_parcnetv2_t=dict(dims=(64, 128, 320, 512), depths=(3, 3, 12, 3)),
+    zoo_parcnetv2_s=dict(dims=(64, 128, 320, 512), depths=(3, 9, 24, 3)),
+    zoo_parcnetv2_b=dict(dims=(96, 192, 384, 576), depths=(3, 9, 24, 3)),
+)
