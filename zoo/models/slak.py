@@ -23,9 +23,10 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, calculate_drop_path_rates
+from timm.layers import DropPath, LayerNorm2d, Mlp
 from timm.models import generate_default_cfgs, reparameterize_model
 
+from zoo.layers.checks import check_per_stage
 from zoo.layers.reparam import ReparamLargeKernelConv
 from zoo.weights import pretrained_cfgs
 
@@ -87,26 +88,18 @@ class SLaK(Backbone):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not len(depths) == len(dims) == len(kernel_sizes):
-            raise ValueError(f"depths {depths}, dims {dims} and kernel_sizes {kernel_sizes} need one entry per stage")
+        check_per_stage(depths=depths, dims=dims, kernel_sizes=kernel_sizes)
         dims = [int(d * width_factor) for d in dims]
-        self.num_features = self.head_hidden_size = dims[-1]
         self.stem = nn.Sequential(
             nn.Conv2d(self.in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6)
         )
-        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i, (dim, kernel_size) in enumerate(zip(dims, kernel_sizes)):
-            stages.append(SLaKStage(
-                dims[max(i - 1, 0)], dim, kernel_size, small_kernel, decomposed, drop_path[i], layer_scale_init_value,
-                downsample=i > 0,
-            ))
-            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.Identity()
-        self.head = NormMlpClassifierHead(
-            dims[-1], self.num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate
+        self.build_pyramid(
+            partial(SLaKStage, small_kernel=small_kernel, decomposed=decomposed,
+                    layer_scale_init_value=layer_scale_init_value),
+            dims, depths, drop_path_rate, kernel_size=kernel_sizes,
         )
+        self.norm = nn.Identity()
+        self.head = self.norm_mlp_classifier_head()
         self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
 
     @torch.no_grad()
