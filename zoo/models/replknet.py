@@ -16,17 +16,20 @@ into one convolution.
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import ConvNormAct, DropPath, calculate_drop_path_rates
+from timm.layers import ConvNormAct, DropPath
 from timm.models import generate_default_cfgs, reparameterize_model
 
+from zoo.layers.checks import check_per_stage
 from zoo.layers.reparam import ReparamLargeKernelConv
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone
 from ._registry import register_tiny_kwargs, register_variants
+from ._state_dict import unwrap_checkpoint
 
 __all__ = ["RepLKNet"]
 
@@ -65,11 +68,11 @@ class ConvFFN(nn.Module):
 
 
 class RepLKNetStage(Stage):
-    """Optional transition (1x1 conv-BN-ReLU, stride-2 depthwise 3x3 conv-BN-ReLU), then ``depth``
-    pairs of RepLK block and ConvFFN."""
+    """Optional transition (1x1 conv-BN-ReLU, stride-2 depthwise 3x3 conv-BN-ReLU), then one pair of RepLK
+    block and ConvFFN per ``drop_path`` rate."""
 
-    def __init__(self, in_dim: int, dim: int, depth: int, kernel_size: int, small_kernel: int | None,
-                 dw_ratio: float, ffn_ratio: float, drop_path: list[float], downsample: bool):
+    def __init__(self, in_dim: int, dim: int, kernel_size: int, small_kernel: int | None, dw_ratio: float,
+                 ffn_ratio: float, drop_path: list[float], downsample: bool):
         downsampling = nn.Sequential(
             ConvNormAct(in_dim, dim, 1),
             ConvNormAct(dim, dim, 3, stride=2, groups=dim),
@@ -98,11 +101,7 @@ class RepLKNet(Backbone):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not len(large_kernel_sizes) == len(depths) == len(dims):
-            raise ValueError(
-                f"large_kernel_sizes {large_kernel_sizes}, depths {depths} and dims {dims} need one entry per stage"
-            )
-        self.num_features = self.head_hidden_size = dims[-1]
+        check_per_stage(large_kernel_sizes=large_kernel_sizes, depths=depths, dims=dims)
         stem_dim = dims[0]
         self.stem = nn.Sequential(
             ConvNormAct(self.in_chans, stem_dim, 3, stride=2),
@@ -110,15 +109,10 @@ class RepLKNet(Backbone):
             ConvNormAct(stem_dim, stem_dim, 1),
             ConvNormAct(stem_dim, stem_dim, 3, stride=2, groups=stem_dim),
         )
-        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i, (depth, dim, kernel_size) in enumerate(zip(depths, dims, large_kernel_sizes)):
-            stages.append(RepLKNetStage(
-                dims[max(i - 1, 0)], dim, depth, kernel_size, small_kernel, dw_ratio, ffn_ratio, drop_path[i],
-                downsample=i > 0,
-            ))
-            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+        self.build_pyramid(
+            partial(RepLKNetStage, small_kernel=small_kernel, dw_ratio=dw_ratio, ffn_ratio=ffn_ratio),
+            dims, depths, drop_path_rate, kernel_size=large_kernel_sizes,
+        )
         self.norm = nn.BatchNorm2d(dims[-1])
         self.head = self.classifier_head()
 
@@ -137,12 +131,9 @@ def checkpoint_filter_fn(state_dict: dict, model: RepLKNet) -> dict[str, torch.T
     BatchNorm as the last stage's ``norm``). A checkpoint in the re-parameterized form
     (``lkb_reparam`` weights) folds ``model`` so that it takes them.
     """
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
     last_stage = len(model.stages) - 1
     out = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
+    for key, value in unwrap_checkpoint(state_dict).items():
         if key.startswith("backbone."):
             key = re.sub(rf"^stages\.{last_stage}\.norm\.", "norm.", key.removeprefix("backbone."))
         key = re.sub(r"^transitions\.(\d+)\.", lambda m: f"stages.{int(m.group(1)) + 1}.downsample.", key)
