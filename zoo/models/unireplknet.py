@@ -22,9 +22,10 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerNorm2d, LayerScale2d, NormMlpClassifierHead, SEModule, calculate_drop_path_rates
+from timm.layers import DropPath, LayerNorm2d, LayerScale2d, SEModule
 from timm.models import generate_default_cfgs, reparameterize_model
 
+from zoo.layers.checks import check_per_stage
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.layers.reparam import DilatedReparamBlock, depthwise_conv_like, fuse_bn
 from zoo.weights import pretrained_cfgs
@@ -139,13 +140,10 @@ class UniRepLKNet(Backbone):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        check_per_stage(depths=depths, dims=dims)
         kernel_sizes = kernel_sizes or _default_kernel_sizes(depths)
-        if len(depths) != len(dims) or [len(k) for k in kernel_sizes] != list(depths):
-            raise ValueError(
-                f"depths {depths} and dims {dims} need one entry per stage and kernel_sizes {kernel_sizes} one "
-                "kernel size per block"
-            )
-        self.num_features = self.head_hidden_size = dims[-1]
+        if [len(k) for k in kernel_sizes] != list(depths):
+            raise ValueError(f"kernel_sizes {kernel_sizes} need one kernel size per block of depths {depths}")
         self.stem = nn.Sequential(
             nn.Conv2d(self.in_chans, dims[0] // 2, kernel_size=3, stride=2, padding=1),
             LayerNorm2d(dims[0] // 2, eps=1e-6),
@@ -153,19 +151,12 @@ class UniRepLKNet(Backbone):
             nn.Conv2d(dims[0] // 2, dims[0], kernel_size=3, stride=2, padding=1),
             LayerNorm2d(dims[0], eps=1e-6),
         )
-        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i, dim in enumerate(dims):
-            stages.append(UniRepLKNetStage(
-                dims[max(i - 1, 0)], dim, kernel_sizes[i], drop_path[i], layer_scale_init_value, downsample=i > 0
-            ))
-            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.Identity()
-        self.head = NormMlpClassifierHead(
-            dims[-1], self.num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate,
-            norm_layer=partial(LayerNorm2d, eps=1e-6),
+        self.build_pyramid(
+            partial(UniRepLKNetStage, layer_scale_init_value=layer_scale_init_value), dims, depths, drop_path_rate,
+            kernel_sizes=kernel_sizes,
         )
+        self.norm = nn.Identity()
+        self.head = self.norm_mlp_classifier_head()
         self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
 
     @torch.no_grad()
