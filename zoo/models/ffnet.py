@@ -24,9 +24,10 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerNorm2d, calculate_drop_path_rates
+from timm.layers import DropPath, LayerNorm2d
 from timm.models import generate_default_cfgs, reparameterize_model
 
+from zoo.layers.checks import check_per_stage
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.layers.reparam import depthwise_conv_like, fuse_bn, pad_kernel
 from zoo.weights import pretrained_cfgs
@@ -222,24 +223,15 @@ class FFNet(Backbone):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not len(depths) == len(embed_dims) == len(kernel_sizes) == len(kernel_sizes1) == len(kernel_sizes2):
-            raise ValueError(
-                f"depths {depths}, embed_dims {embed_dims}, kernel_sizes {kernel_sizes}, kernel_sizes1 "
-                f"{kernel_sizes1} and kernel_sizes2 {kernel_sizes2} need one entry per stage"
-            )
-        self.num_features = self.head_hidden_size = embed_dims[-1]
+        check_per_stage(depths=depths, embed_dims=embed_dims, kernel_sizes=kernel_sizes, kernel_sizes1=kernel_sizes1,
+                        kernel_sizes2=kernel_sizes2)
         self.patch_embed = nn.Sequential(
             ConvBn(self.in_chans, stem_dim, 3, stride=2), nn.GELU(), ConvBn(stem_dim, embed_dims[0], 3, stride=2)
         )
-        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i, dim in enumerate(embed_dims):
-            stages.append(FFNetStage(
-                embed_dims[max(i - 1, 0)], dim, (kernel_sizes[i], kernel_sizes1[i], kernel_sizes2[i]), expansion_ratio,
-                drop_path[i], layer_scale_init_value, downsample=i > 0,
-            ))
-            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+        self.build_pyramid(
+            partial(FFNetStage, expansion_ratio=expansion_ratio, layer_scale_init_value=layer_scale_init_value),
+            embed_dims, depths, drop_path_rate, kernel_sizes=list(zip(kernel_sizes, kernel_sizes1, kernel_sizes2)),
+        )
         self.norm = nn.BatchNorm2d(embed_dims[-1])
         self.head = self.classifier_head()
         self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
