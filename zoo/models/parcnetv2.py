@@ -27,10 +27,11 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, NormMlpClassifierHead, calculate_drop_path_rates, to_2tuple
+from timm.layers import DropPath, to_2tuple
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import depthwise_conv2d
+from zoo.layers.checks import check_per_stage
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
@@ -209,13 +210,13 @@ class Downsample(nn.Module):
 
 
 class ParCNetV2Stage(Stage):
-    """Norm + 3x3 stride-2 convolution (except in the first stage), then ``depth`` ParC V2 blocks; channels-last."""
+    """Norm + 3x3 stride-2 convolution (except in the first stage), then one ParC V2 block per ``drop_path``
+    rate; channels-last."""
 
     def __init__(
         self,
         in_dim: int,
         dim: int,
-        depth: int,
         kernel_size: tuple[int, int],
         downsample: bool,
         drop_path: list[float],
@@ -226,8 +227,7 @@ class ParCNetV2Stage(Stage):
     ):
         downsampling = Downsample(in_dim, dim) if downsample else nn.Identity()
         blocks = [
-            ParCNetV2Block(dim, kernel_size, mlp_ratio, drop_path[i], res_scale, interpolate, proj_drop)
-            for i in range(depth)
+            ParCNetV2Block(dim, kernel_size, mlp_ratio, rate, res_scale, interpolate, proj_drop) for rate in drop_path
         ]
         super().__init__(downsampling, blocks)
 
@@ -266,11 +266,7 @@ class ParCNetV2(Backbone):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not len(dims) == len(depths) == len(res_scale_stages):
-            raise ValueError(
-                f"dims {dims}, depths {depths} and res_scale_stages {res_scale_stages} need one entry per stage"
-            )
-        self.num_features = self.head_hidden_size = dims[-1]
+        check_per_stage(dims=dims, depths=depths, res_scale_stages=res_scale_stages)
         img_size = to_2tuple(img_size)
         self.kernel_sizes = [
             (2 * h - 1, 2 * w - 1)
@@ -278,29 +274,12 @@ class ParCNetV2(Backbone):
         ]
 
         self.stem = Stem(self.in_chans, dims[0])
-        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i, depth in enumerate(depths):
-            stages.append(
-                ParCNetV2Stage(
-                    dims[max(i - 1, 0)],
-                    dims[i],
-                    depth,
-                    self.kernel_sizes[i],
-                    downsample=i > 0,
-                    drop_path=drop_path[i],
-                    res_scale=res_scale_stages[i],
-                    mlp_ratio=mlp_ratio,
-                    interpolate=kernel_interpolation,
-                    proj_drop=proj_drop_rate,
-                )
-            )
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.Identity()
-        self.head = NormMlpClassifierHead(
-            self.num_features, self.num_classes, pool_type=self.global_pool, drop_rate=self.drop_rate
+        self.build_pyramid(
+            partial(ParCNetV2Stage, mlp_ratio=mlp_ratio, interpolate=kernel_interpolation, proj_drop=proj_drop_rate),
+            dims, depths, drop_path_rate, kernel_size=self.kernel_sizes, res_scale=res_scale_stages,
         )
+        self.norm = nn.Identity()
+        self.head = self.norm_mlp_classifier_head()
         self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
 
     @torch.jit.ignore
