@@ -14,6 +14,7 @@ the kernel's centre tap, as the official deployment code does.
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -23,12 +24,12 @@ from timm.layers import (
     GroupNorm1,
     SelectAdaptivePool2d,
     SqueezeExcite,
-    calculate_drop_path_rates,
     trunc_normal_,
     use_fused_attn,
 )
 from timm.models import generate_default_cfgs, reparameterize_model
 
+from zoo.layers.checks import check_per_stage
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
@@ -236,13 +237,12 @@ def downsample_layers(dim: int, out_dim: int, act_layer: type[nn.Module] = nn.Re
 
 
 class SHViTStage(Stage):
-    """Optional 2x downsampling (``downsample.0-4``) followed by ``depth`` BasicBlocks."""
+    """Optional 2x downsampling (``downsample.0-4``) followed by one BasicBlock per ``drop_path`` rate."""
 
     def __init__(
         self,
         dim: int,
         out_dim: int,
-        depth: int,
         downsample: bool,
         qk_dim: int,
         pdim: int,
@@ -251,7 +251,7 @@ class SHViTStage(Stage):
         act_layer: type[nn.Module] = nn.ReLU,
     ):
         downsampling = downsample_layers(dim, out_dim, act_layer) if downsample else nn.Identity()
-        blocks = [BasicBlock(out_dim, qk_dim, pdim, mixer_type, drop_path[i], act_layer) for i in range(depth)]
+        blocks = [BasicBlock(out_dim, qk_dim, pdim, mixer_type, rate, act_layer) for rate in drop_path]
         super().__init__(downsampling, blocks)
 
 
@@ -283,18 +283,11 @@ class SHViT(Backbone):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        num_stages = len(embed_dim)
-        if not all(len(arg) == num_stages for arg in (partial_dim, qk_dim, depth, types)):
-            raise ValueError(
-                f"embed_dim {embed_dim}, partial_dim {partial_dim}, qk_dim {qk_dim}, depth {depth} and types "
-                f"{types} must have one entry per stage"
-            )
+        check_per_stage(embed_dim=embed_dim, partial_dim=partial_dim, qk_dim=qk_dim, depth=depth, types=types)
         if embed_dim[0] % 8:
             raise ValueError(
                 f"embed_dim[0] must be a multiple of 8 (the stem widths are C/8, C/4, C/2), got {embed_dim[0]}"
             )
-        self.num_features = self.head_hidden_size = embed_dim[-1]
-
         stem = embed_dim[0]
         self.patch_embed = nn.Sequential(
             ConvNorm(self.in_chans, stem // 8, 3, 2, 1),
@@ -305,24 +298,10 @@ class SHViT(Backbone):
             act_layer(),
             ConvNorm(stem // 2, stem, 3, 2, 1),
         )
-        drop_path = calculate_drop_path_rates(drop_path_rate, list(depth), stagewise=True)
-        stages, self.feature_info = [], []
-        for i in range(num_stages):
-            stages.append(
-                SHViTStage(
-                    dim=embed_dim[max(i - 1, 0)],
-                    out_dim=embed_dim[i],
-                    depth=depth[i],
-                    downsample=i > 0,
-                    qk_dim=qk_dim[i],
-                    pdim=partial_dim[i],
-                    mixer_type=types[i],
-                    drop_path=drop_path[i],
-                    act_layer=act_layer,
-                )
-            )
-            self.feature_info.append(dict(num_chs=embed_dim[i], reduction=2 ** (i + 4), module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+        self.build_pyramid(
+            partial(SHViTStage, act_layer=act_layer), embed_dim, depth, drop_path_rate, stem_stride=16, qk_dim=qk_dim,
+            pdim=partial_dim, mixer_type=types,
+        )
         self.norm = nn.Identity()
         self.global_pool = _global_pool(self.global_pool)
         self.head = NormLinear(self.num_features, self.num_classes) if self.num_classes > 0 else nn.Identity()
