@@ -119,14 +119,9 @@ _OFFICIAL_RENAMES = (
 
 
 def checkpoint_filter_fn(state_dict: dict, model: SLaK) -> dict[str, torch.Tensor]:
-    """Convert an official (VITA-Group/SLaK) checkpoint to this model's layout.
-
-    Unwraps ``model`` / ``state_dict`` and ``module.``, moves ``downsample_layers.0`` to ``stem`` and
-    ``downsample_layers.{i}`` to ``stages.{i}.downsample``, puts the blocks under ``blocks``, renames
-    ``pwconv1/2`` to ``mlp.fc1/2`` and the final norm and classifier to ``head.norm`` / ``head.fc``.
-    A checkpoint in the re-parameterized form (``lkb_reparam`` weights) folds ``model`` so that it
-    takes them.
-    """
+    """Convert an official (VITA-Group/SLaK) checkpoint, in ConvNeXt's layout (``CONVNEXT_RENAMES``), to this
+    model's: ``pwconv1/2`` become ``mlp.fc1/2``, the final norm and classifier ``head.norm`` / ``head.fc``. A
+    checkpoint in the re-parameterized form (``lkb_reparam`` weights) folds ``model`` so that it takes them."""
     out = rename_keys(unwrap_checkpoint(state_dict), _OFFICIAL_RENAMES)
     if any(".lkb_reparam." in key for key in out):
         model.reparameterize()

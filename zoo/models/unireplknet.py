@@ -191,14 +191,10 @@ _OFFICIAL_RENAMES = (
 
 
 def checkpoint_filter_fn(state_dict: dict, model: UniRepLKNet) -> dict[str, torch.Tensor]:
-    """Convert an official (AILab-CVC/UniRepLKNet) checkpoint to this model's layout.
-
-    Unwraps ``model`` / ``state_dict`` and ``module.``, moves ``downsample_layers.0`` to ``stem`` and
-    ``downsample_layers.{i}`` to ``stages.{i}.downsample``, puts the blocks under ``blocks``, renames
-    the SE, GRN (``act.1``), pwconv and layer-scale keys, and the final norm and classifier to
-    ``head.norm`` / ``head.fc``. A checkpoint in the deployed form (pwconv2 with a bias) folds
-    ``model`` so that it takes it.
-    """
+    """Convert an official (AILab-CVC/UniRepLKNet) checkpoint, in ConvNeXt's layout (``CONVNEXT_RENAMES``), to
+    this model's: the SE, GRN (``act.1``), pwconv and layer-scale keys get our names, the final norm and classifier
+    become ``head.norm`` / ``head.fc``. A checkpoint in the deployed form (pwconv2 with a bias) folds ``model`` so
+    that it takes it."""
     out = rename_keys(unwrap_checkpoint(state_dict), _OFFICIAL_RENAMES)
     out = {key: value.flatten() if ".grn." in key else value for key, value in out.items()}
     if any(key.endswith(".pwconv2.bias") for key in out):
