@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+
+def check_per_stage(**per_stage: Sequence) -> None:
+    """Raise a ValueError unless the per-stage settings in ``per_stage`` (by argument name) have one entry per
+    stage: all as many entries as the first."""
+    if len({len(values) for values in per_stage.values()}) > 1:
+        described = [f"{name} {tuple(values)}" for name, values in per_stage.items()]
+        raise ValueError(f"{', '.join(described[:-1])} and {described[-1]} need one entry per stage")
 
 
 def check_image_batch(

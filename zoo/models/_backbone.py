@@ -48,11 +48,11 @@ any other stage whole.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, NormMlpClassifierHead, PatchEmbed, trunc_normal_
+from timm.layers import ClassifierHead, NormMlpClassifierHead, PatchEmbed, calculate_drop_path_rates, trunc_normal_
 from timm.models import checkpoint_seq
 from timm.models._features import FeatureGetterNet, feature_take_indices
 from torch.utils.checkpoint import checkpoint
@@ -136,6 +136,39 @@ class Backbone(nn.Module):
         ``output_fmt`` map (set ``num_features`` first), ``drop_rate`` dropout, then the linear classifier."""
         return ClassifierHead(self.num_features, self.num_classes, pool_type=self.global_pool,
                               drop_rate=self.drop_rate, input_fmt=self.output_fmt)
+
+    def norm_mlp_classifier_head(self) -> NormMlpClassifierHead:
+        """timm's ``NormMlpClassifierHead`` (ConvNeXt's head) for this model: ``global_pool`` over the
+        ``num_features`` channels of an NCHW map, LayerNorm (eps 1e-6), ``drop_rate`` dropout, then the linear
+        classifier. The head holds the final norm, so ``self.norm`` is ``nn.Identity()``."""
+        return NormMlpClassifierHead(self.num_features, self.num_classes, pool_type=self.global_pool,
+                                     drop_rate=self.drop_rate)
+
+    def build_pyramid(
+        self,
+        stage: Callable[..., nn.Module],
+        dims: Sequence[int],
+        depths: Sequence[int],
+        drop_path_rate: float,
+        stem_stride: int = 4,
+        **per_stage: Sequence,
+    ) -> None:
+        """Set ``self.<stages_name>`` to the stages of a pyramid whose stem has stride ``stem_stride`` and whose
+        later stages each halve the map, with ``feature_info``, ``num_features`` and ``head_hidden_size``.
+
+        Stage ``i`` is ``stage(dims[i - 1], dims[i], drop_path=rates, downsample=i > 0, name=values[i], ...)``
+        for every ``name=values`` in ``per_stage`` (``dims[0]`` as the first stage's input width); ``rates``
+        holds the stochastic-depth rate of each of its ``depths[i]`` blocks, rising linearly from 0 to
+        ``drop_path_rate`` over the whole model.
+        """
+        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages, self.feature_info = [], []
+        for i, dim in enumerate(dims):
+            settings = {name: values[i] for name, values in per_stage.items()}
+            stages.append(stage(dims[max(i - 1, 0)], dim, drop_path=drop_path[i], downsample=i > 0, **settings))
+            self.feature_info.append(dict(num_chs=dim, reduction=stem_stride * 2**i, module=f"{self.stages_name}.{i}"))
+        setattr(self, self.stages_name, nn.Sequential(*stages))
+        self.num_features = self.head_hidden_size = dims[-1]
 
     # -- running the stages ----------------------------------------------------------------------
 

@@ -24,15 +24,16 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerNorm2d, calculate_drop_path_rates
+from timm.layers import DropPath, LayerNorm2d
 from timm.models import generate_default_cfgs, reparameterize_model
 
+from zoo.layers.checks import check_per_stage
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.layers.reparam import depthwise_conv_like, fuse_bn, pad_kernel
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["FFNet"]
@@ -210,9 +211,6 @@ class FFNet(Backbone):
 
     def __init__(
         self,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         depths: tuple[int, ...] = (2, 2, 8, 2),
         embed_dims: tuple[int, ...] = (80, 160, 320, 640),
         stem_dim: int = 64,
@@ -221,30 +219,21 @@ class FFNet(Backbone):
         kernel_sizes2: tuple[int, ...] = (3, 3, 7, 7),
         expansion_ratio: float = 3.0,
         layer_scale_init_value: float | None = None,
-        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
-        if not len(depths) == len(embed_dims) == len(kernel_sizes) == len(kernel_sizes1) == len(kernel_sizes2):
-            raise ValueError(
-                f"depths {depths}, embed_dims {embed_dims}, kernel_sizes {kernel_sizes}, kernel_sizes1 "
-                f"{kernel_sizes1} and kernel_sizes2 {kernel_sizes2} need one entry per stage"
-            )
-        self.num_features = self.head_hidden_size = embed_dims[-1]
+        super().__init__(**kwargs)
+        check_per_stage(depths=depths, embed_dims=embed_dims, kernel_sizes=kernel_sizes, kernel_sizes1=kernel_sizes1,
+                        kernel_sizes2=kernel_sizes2)
         self.patch_embed = nn.Sequential(
-            ConvBn(in_chans, stem_dim, 3, stride=2), nn.GELU(), ConvBn(stem_dim, embed_dims[0], 3, stride=2)
+            ConvBn(self.in_chans, stem_dim, 3, stride=2), nn.GELU(), ConvBn(stem_dim, embed_dims[0], 3, stride=2)
         )
-        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i, dim in enumerate(embed_dims):
-            stages.append(FFNetStage(
-                embed_dims[max(i - 1, 0)], dim, (kernel_sizes[i], kernel_sizes1[i], kernel_sizes2[i]), expansion_ratio,
-                drop_path[i], layer_scale_init_value, downsample=i > 0,
-            ))
-            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+        self.build_pyramid(
+            partial(FFNetStage, expansion_ratio=expansion_ratio, layer_scale_init_value=layer_scale_init_value),
+            embed_dims, depths, drop_path_rate, kernel_sizes=list(zip(kernel_sizes, kernel_sizes1, kernel_sizes2)),
+        )
         self.norm = nn.BatchNorm2d(embed_dims[-1])
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
         self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
 
     @torch.no_grad()
@@ -299,45 +288,18 @@ register_tiny_kwargs(
     kernel_sizes1=(3, 3, 7, 7), kernel_sizes2=(3, 7, 7, 3),
 )
 
+# FFNet-1 to 4 at 256²; the _384 variants are FFNet-3/4 evaluated at 384². The depthwise kernels of
+# the FFN are 3x3 in FFNet-1, 7x7 (a re-parameterized 7x7 + 3x3) in the others; FFNet-3/4 add layer scale.
 _FFNET_3 = dict(depths=(4, 4, 22, 5), embed_dims=(96, 192, 384, 768), kernel_sizes=(7, 7, 7, 7),
                 layer_scale_init_value=1e-6)
 _FFNET_4 = dict(depths=(4, 4, 27, 3), embed_dims=(128, 256, 512, 1024), kernel_sizes=(7, 7, 7, 7),
                 layer_scale_init_value=1e-6)
-
-
-@register_model
-def zoo_ffnet_1(pretrained: bool = False, **kwargs) -> FFNet:
-    """FFNet-1: C=80, depths 2-2-8-2, 3x3 FFN kernels, 256²."""
-    args = dict(depths=(2, 2, 8, 2), embed_dims=(80, 160, 320, 640), kernel_sizes=(3, 3, 3, 3))
-    return _create_ffnet("zoo_ffnet_1", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_ffnet_2(pretrained: bool = False, **kwargs) -> FFNet:
-    """FFNet-2: C=88, depths 3-3-15-3, 7x7 FFN kernels, 256²."""
-    args = dict(depths=(3, 3, 15, 3), embed_dims=(88, 176, 352, 704), kernel_sizes=(7, 7, 7, 7))
-    return _create_ffnet("zoo_ffnet_2", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_ffnet_3(pretrained: bool = False, **kwargs) -> FFNet:
-    """FFNet-3: C=96, depths 4-4-22-5, 7x7 FFN kernels, layer scale, 256²."""
-    return _create_ffnet("zoo_ffnet_3", pretrained, **dict(_FFNET_3, **kwargs))
-
-
-@register_model
-def zoo_ffnet_3_384(pretrained: bool = False, **kwargs) -> FFNet:
-    """FFNet-3 at 384²."""
-    return _create_ffnet("zoo_ffnet_3_384", pretrained, **dict(_FFNET_3, **kwargs))
-
-
-@register_model
-def zoo_ffnet_4(pretrained: bool = False, **kwargs) -> FFNet:
-    """FFNet-4: C=128, depths 4-4-27-3, 7x7 FFN kernels, layer scale, 256²."""
-    return _create_ffnet("zoo_ffnet_4", pretrained, **dict(_FFNET_4, **kwargs))
-
-
-@register_model
-def zoo_ffnet_4_384(pretrained: bool = False, **kwargs) -> FFNet:
-    """FFNet-4 at 384²."""
-    return _create_ffnet("zoo_ffnet_4_384", pretrained, **dict(_FFNET_4, **kwargs))
+register_variants(
+    _create_ffnet,
+    zoo_ffnet_1=dict(depths=(2, 2, 8, 2), embed_dims=(80, 160, 320, 640), kernel_sizes=(3, 3, 3, 3)),
+    zoo_ffnet_2=dict(depths=(3, 3, 15, 3), embed_dims=(88, 176, 352, 704), kernel_sizes=(7, 7, 7, 7)),
+    zoo_ffnet_3=_FFNET_3,
+    zoo_ffnet_3_384=_FFNET_3,
+    zoo_ffnet_4=_FFNET_4,
+    zoo_ffnet_4_384=_FFNET_4,
+)

@@ -27,15 +27,16 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, NormMlpClassifierHead, calculate_drop_path_rates, to_2tuple
+from timm.layers import DropPath, to_2tuple
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import depthwise_conv2d
+from zoo.layers.checks import check_per_stage
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["ParCNetV2"]
@@ -209,13 +210,13 @@ class Downsample(nn.Module):
 
 
 class ParCNetV2Stage(Stage):
-    """Norm + 3x3 stride-2 convolution (except in the first stage), then ``depth`` ParC V2 blocks; channels-last."""
+    """Norm + 3x3 stride-2 convolution (except in the first stage), then one ParC V2 block per ``drop_path``
+    rate; channels-last."""
 
     def __init__(
         self,
         in_dim: int,
         dim: int,
-        depth: int,
         kernel_size: tuple[int, int],
         downsample: bool,
         drop_path: list[float],
@@ -226,8 +227,7 @@ class ParCNetV2Stage(Stage):
     ):
         downsampling = Downsample(in_dim, dim) if downsample else nn.Identity()
         blocks = [
-            ParCNetV2Block(dim, kernel_size, mlp_ratio, drop_path[i], res_scale, interpolate, proj_drop)
-            for i in range(depth)
+            ParCNetV2Block(dim, kernel_size, mlp_ratio, rate, res_scale, interpolate, proj_drop) for rate in drop_path
         ]
         super().__init__(downsampling, blocks)
 
@@ -256,52 +256,30 @@ class ParCNetV2(Backbone):
     def __init__(
         self,
         img_size: int | tuple[int, int] = 224,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         dims: tuple[int, ...] = (64, 128, 320, 512),
         depths: tuple[int, ...] = (3, 3, 12, 3),
         mlp_ratio: float = 5.0,
         res_scale_stages: tuple[bool, ...] = (False, False, True, True),
         kernel_interpolation: bool = False,
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
-        if not len(dims) == len(depths) == len(res_scale_stages):
-            raise ValueError(
-                f"dims {dims}, depths {depths} and res_scale_stages {res_scale_stages} need one entry per stage"
-            )
-        self.num_features = self.head_hidden_size = dims[-1]
+        super().__init__(**kwargs)
+        check_per_stage(dims=dims, depths=depths, res_scale_stages=res_scale_stages)
         img_size = to_2tuple(img_size)
         self.kernel_sizes = [
             (2 * h - 1, 2 * w - 1)
             for h, w in zip(stage_sizes(img_size[0], len(depths)), stage_sizes(img_size[1], len(depths)))
         ]
 
-        self.stem = Stem(in_chans, dims[0])
-        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i, depth in enumerate(depths):
-            stages.append(
-                ParCNetV2Stage(
-                    dims[max(i - 1, 0)],
-                    dims[i],
-                    depth,
-                    self.kernel_sizes[i],
-                    downsample=i > 0,
-                    drop_path=drop_path[i],
-                    res_scale=res_scale_stages[i],
-                    mlp_ratio=mlp_ratio,
-                    interpolate=kernel_interpolation,
-                    proj_drop=proj_drop_rate,
-                )
-            )
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+        self.stem = Stem(self.in_chans, dims[0])
+        self.build_pyramid(
+            partial(ParCNetV2Stage, mlp_ratio=mlp_ratio, interpolate=kernel_interpolation, proj_drop=proj_drop_rate),
+            dims, depths, drop_path_rate, kernel_size=self.kernel_sizes, res_scale=res_scale_stages,
+        )
         self.norm = nn.Identity()
-        self.head = NormMlpClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.head = self.norm_mlp_classifier_head()
         self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
 
     @torch.jit.ignore
@@ -362,29 +340,11 @@ downstream_cfg = dict(out_norm=CenteredL2Norm2d)
 register_tiny_kwargs("zoo_parcnetv2", img_size=64, dims=(8, 16, 24, 32), depths=(1, 1, 1, 1))
 
 
-@register_model
-def zoo_parcnetv2_xt(pretrained: bool = False, **kwargs) -> ParCNetV2:
-    """ParCNetV2-XT: dims 48-96-192-320, depths 3-3-9-2, 224²."""
-    args = dict(dims=(48, 96, 192, 320), depths=(3, 3, 9, 2))
-    return _create_parcnetv2("zoo_parcnetv2_xt", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_parcnetv2_t(pretrained: bool = False, **kwargs) -> ParCNetV2:
-    """ParCNetV2-T: dims 64-128-320-512, depths 3-3-12-3, 224²."""
-    args = dict(dims=(64, 128, 320, 512), depths=(3, 3, 12, 3))
-    return _create_parcnetv2("zoo_parcnetv2_t", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_parcnetv2_s(pretrained: bool = False, **kwargs) -> ParCNetV2:
-    """ParCNetV2-S: dims 64-128-320-512, depths 3-9-24-3, 224²."""
-    args = dict(dims=(64, 128, 320, 512), depths=(3, 9, 24, 3))
-    return _create_parcnetv2("zoo_parcnetv2_s", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_parcnetv2_b(pretrained: bool = False, **kwargs) -> ParCNetV2:
-    """ParCNetV2-B: dims 96-192-384-576, depths 3-9-24-3, 224²."""
-    args = dict(dims=(96, 192, 384, 576), depths=(3, 9, 24, 3))
-    return _create_parcnetv2("zoo_parcnetv2_b", pretrained, **dict(args, **kwargs))
+# ParCNetV2-XT/T/S/B at 224² (the oversized kernels follow from the default img_size).
+register_variants(
+    _create_parcnetv2,
+    zoo_parcnetv2_xt=dict(dims=(48, 96, 192, 320), depths=(3, 3, 9, 2)),
+    zoo_parcnetv2_t=dict(dims=(64, 128, 320, 512), depths=(3, 3, 12, 3)),
+    zoo_parcnetv2_s=dict(dims=(64, 128, 320, 512), depths=(3, 9, 24, 3)),
+    zoo_parcnetv2_b=dict(dims=(96, 192, 384, 576), depths=(3, 9, 24, 3)),
+)

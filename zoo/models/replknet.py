@@ -16,17 +16,20 @@ into one convolution.
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import ConvNormAct, DropPath, calculate_drop_path_rates
+from timm.layers import ConvNormAct, DropPath
 from timm.models import generate_default_cfgs, reparameterize_model
 
+from zoo.layers.checks import check_per_stage
 from zoo.layers.reparam import ReparamLargeKernelConv
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
+from ._state_dict import unwrap_checkpoint
 
 __all__ = ["RepLKNet"]
 
@@ -65,11 +68,11 @@ class ConvFFN(nn.Module):
 
 
 class RepLKNetStage(Stage):
-    """Optional transition (1x1 conv-BN-ReLU, stride-2 depthwise 3x3 conv-BN-ReLU), then ``depth``
-    pairs of RepLK block and ConvFFN."""
+    """Optional transition (1x1 conv-BN-ReLU, stride-2 depthwise 3x3 conv-BN-ReLU), then one pair of RepLK
+    block and ConvFFN per ``drop_path`` rate."""
 
-    def __init__(self, in_dim: int, dim: int, depth: int, kernel_size: int, small_kernel: int | None,
-                 dw_ratio: float, ffn_ratio: float, drop_path: list[float], downsample: bool):
+    def __init__(self, in_dim: int, dim: int, kernel_size: int, small_kernel: int | None, dw_ratio: float,
+                 ffn_ratio: float, drop_path: list[float], downsample: bool):
         downsampling = nn.Sequential(
             ConvNormAct(in_dim, dim, 1),
             ConvNormAct(dim, dim, 3, stride=2, groups=dim),
@@ -88,42 +91,30 @@ class RepLKNet(Backbone):
 
     def __init__(
         self,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         large_kernel_sizes: tuple[int, ...] = (31, 29, 27, 13),
         depths: tuple[int, ...] = (2, 2, 18, 2),
         dims: tuple[int, ...] = (128, 256, 512, 1024),
         small_kernel: int | None = 5,
         dw_ratio: float = 1.0,
         ffn_ratio: float = 4.0,
-        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
-        if not len(large_kernel_sizes) == len(depths) == len(dims):
-            raise ValueError(
-                f"large_kernel_sizes {large_kernel_sizes}, depths {depths} and dims {dims} need one entry per stage"
-            )
-        self.num_features = self.head_hidden_size = dims[-1]
+        super().__init__(**kwargs)
+        check_per_stage(large_kernel_sizes=large_kernel_sizes, depths=depths, dims=dims)
         stem_dim = dims[0]
         self.stem = nn.Sequential(
-            ConvNormAct(in_chans, stem_dim, 3, stride=2),
+            ConvNormAct(self.in_chans, stem_dim, 3, stride=2),
             ConvNormAct(stem_dim, stem_dim, 3, groups=stem_dim),
             ConvNormAct(stem_dim, stem_dim, 1),
             ConvNormAct(stem_dim, stem_dim, 3, stride=2, groups=stem_dim),
         )
-        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i, (depth, dim, kernel_size) in enumerate(zip(depths, dims, large_kernel_sizes)):
-            stages.append(RepLKNetStage(
-                dims[max(i - 1, 0)], dim, depth, kernel_size, small_kernel, dw_ratio, ffn_ratio, drop_path[i],
-                downsample=i > 0,
-            ))
-            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+        self.build_pyramid(
+            partial(RepLKNetStage, small_kernel=small_kernel, dw_ratio=dw_ratio, ffn_ratio=ffn_ratio),
+            dims, depths, drop_path_rate, kernel_size=large_kernel_sizes,
+        )
         self.norm = nn.BatchNorm2d(dims[-1])
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -140,12 +131,9 @@ def checkpoint_filter_fn(state_dict: dict, model: RepLKNet) -> dict[str, torch.T
     BatchNorm as the last stage's ``norm``). A checkpoint in the re-parameterized form
     (``lkb_reparam`` weights) folds ``model`` so that it takes them.
     """
-    state_dict = state_dict.get("model", state_dict)
-    state_dict = state_dict.get("state_dict", state_dict)
     last_stage = len(model.stages) - 1
     out = {}
-    for key, value in state_dict.items():
-        key = key.removeprefix("module.")
+    for key, value in unwrap_checkpoint(state_dict).items():
         if key.startswith("backbone."):
             key = re.sub(rf"^stages\.{last_stage}\.norm\.", "norm.", key.removeprefix("backbone."))
         key = re.sub(r"^transitions\.(\d+)\.", lambda m: f"stages.{int(m.group(1)) + 1}.downsample.", key)
@@ -172,30 +160,16 @@ downstream_cfg = dict(
 register_tiny_kwargs("zoo_replknet", dims=(8, 16, 16, 24), depths=(1, 1, 1, 1), large_kernel_sizes=(13, 11, 7, 5))
 
 
-@register_model
-def zoo_replknet_31b(pretrained: bool = False, **kwargs) -> RepLKNet:
-    """RepLKNet-31B: kernels 31-29-27-13 beside 5x5, C=128, depths 2-2-18-2, 224²."""
-    args = dict(large_kernel_sizes=(31, 29, 27, 13), depths=(2, 2, 18, 2), dims=(128, 256, 512, 1024), small_kernel=5)
-    return _create_replknet("zoo_replknet_31b", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_replknet_31b_384(pretrained: bool = False, **kwargs) -> RepLKNet:
-    """RepLKNet-31B at 384²."""
-    args = dict(large_kernel_sizes=(31, 29, 27, 13), depths=(2, 2, 18, 2), dims=(128, 256, 512, 1024), small_kernel=5)
-    return _create_replknet("zoo_replknet_31b_384", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_replknet_31l_384(pretrained: bool = False, **kwargs) -> RepLKNet:
-    """RepLKNet-31L: kernels 31-29-27-13 beside 5x5, C=192, depths 2-2-18-2, 384²."""
-    args = dict(large_kernel_sizes=(31, 29, 27, 13), depths=(2, 2, 18, 2), dims=(192, 384, 768, 1536), small_kernel=5)
-    return _create_replknet("zoo_replknet_31l_384", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_replknet_xl_320(pretrained: bool = False, **kwargs) -> RepLKNet:
-    """RepLKNet-XL: kernels 27-27-27-13 without small kernels, C=256, depthwise width x1.5, 320²."""
-    args = dict(large_kernel_sizes=(27, 27, 27, 13), depths=(2, 2, 18, 2), dims=(256, 512, 1024, 2048),
-                small_kernel=None, dw_ratio=1.5)
-    return _create_replknet("zoo_replknet_xl_320", pretrained, **dict(args, **kwargs))
+# RepLKNet-31B/L (kernels 31-29-27-13, each beside a 5x5 kernel) and RepLKNet-XL (kernels 27-27-27-13 without small
+# kernels, depthwise width x1.5); the suffix is the resolution the weights are evaluated at (224² where there is none).
+_REPLKNET_31B = dict(large_kernel_sizes=(31, 29, 27, 13), depths=(2, 2, 18, 2), dims=(128, 256, 512, 1024))
+register_variants(
+    _create_replknet,
+    zoo_replknet_31b=_REPLKNET_31B,
+    zoo_replknet_31b_384=_REPLKNET_31B,
+    zoo_replknet_31l_384=dict(_REPLKNET_31B, dims=(192, 384, 768, 1536)),
+    zoo_replknet_xl_320=dict(
+        large_kernel_sizes=(27, 27, 27, 13), depths=(2, 2, 18, 2), dims=(256, 512, 1024, 2048), small_kernel=None,
+        dw_ratio=1.5,
+    ),
+)

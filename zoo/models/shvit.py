@@ -14,6 +14,7 @@ the kernel's centre tap, as the official deployment code does.
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -23,17 +24,17 @@ from timm.layers import (
     GroupNorm1,
     SelectAdaptivePool2d,
     SqueezeExcite,
-    calculate_drop_path_rates,
     trunc_normal_,
     use_fused_attn,
 )
 from timm.models import generate_default_cfgs, reparameterize_model
 
+from zoo.layers.checks import check_per_stage
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import unwrap_checkpoint
 
 __all__ = ["SHViT"]
@@ -236,13 +237,12 @@ def downsample_layers(dim: int, out_dim: int, act_layer: type[nn.Module] = nn.Re
 
 
 class SHViTStage(Stage):
-    """Optional 2x downsampling (``downsample.0-4``) followed by ``depth`` BasicBlocks."""
+    """Optional 2x downsampling (``downsample.0-4``) followed by one BasicBlock per ``drop_path`` rate."""
 
     def __init__(
         self,
         dim: int,
         out_dim: int,
-        depth: int,
         downsample: bool,
         qk_dim: int,
         pdim: int,
@@ -251,7 +251,7 @@ class SHViTStage(Stage):
         act_layer: type[nn.Module] = nn.ReLU,
     ):
         downsampling = downsample_layers(dim, out_dim, act_layer) if downsample else nn.Identity()
-        blocks = [BasicBlock(out_dim, qk_dim, pdim, mixer_type, drop_path[i], act_layer) for i in range(depth)]
+        blocks = [BasicBlock(out_dim, qk_dim, pdim, mixer_type, rate, act_layer) for rate in drop_path]
         super().__init__(downsampling, blocks)
 
 
@@ -273,35 +273,24 @@ class SHViT(Backbone):
 
     def __init__(
         self,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         embed_dim: tuple[int, ...] = (128, 256, 384),
         partial_dim: tuple[int, ...] = (32, 64, 96),
         qk_dim: tuple[int, ...] = (16, 16, 16),
         depth: tuple[int, ...] = (1, 2, 3),
         types: tuple[str, ...] = ("s", "s", "s"),
-        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         act_layer: type[nn.Module] = nn.ReLU,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
-        num_stages = len(embed_dim)
-        if not all(len(arg) == num_stages for arg in (partial_dim, qk_dim, depth, types)):
-            raise ValueError(
-                f"embed_dim {embed_dim}, partial_dim {partial_dim}, qk_dim {qk_dim}, depth {depth} and types "
-                f"{types} must have one entry per stage"
-            )
+        super().__init__(**kwargs)
+        check_per_stage(embed_dim=embed_dim, partial_dim=partial_dim, qk_dim=qk_dim, depth=depth, types=types)
         if embed_dim[0] % 8:
             raise ValueError(
                 f"embed_dim[0] must be a multiple of 8 (the stem widths are C/8, C/4, C/2), got {embed_dim[0]}"
             )
-        self.drop_rate = drop_rate
-        self.num_features = self.head_hidden_size = embed_dim[-1]
-
         stem = embed_dim[0]
         self.patch_embed = nn.Sequential(
-            ConvNorm(in_chans, stem // 8, 3, 2, 1),
+            ConvNorm(self.in_chans, stem // 8, 3, 2, 1),
             act_layer(),
             ConvNorm(stem // 8, stem // 4, 3, 2, 1),
             act_layer(),
@@ -309,27 +298,13 @@ class SHViT(Backbone):
             act_layer(),
             ConvNorm(stem // 2, stem, 3, 2, 1),
         )
-        drop_path = calculate_drop_path_rates(drop_path_rate, list(depth), stagewise=True)
-        stages, self.feature_info = [], []
-        for i in range(num_stages):
-            stages.append(
-                SHViTStage(
-                    dim=embed_dim[max(i - 1, 0)],
-                    out_dim=embed_dim[i],
-                    depth=depth[i],
-                    downsample=i > 0,
-                    qk_dim=qk_dim[i],
-                    pdim=partial_dim[i],
-                    mixer_type=types[i],
-                    drop_path=drop_path[i],
-                    act_layer=act_layer,
-                )
-            )
-            self.feature_info.append(dict(num_chs=embed_dim[i], reduction=2 ** (i + 4), module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+        self.build_pyramid(
+            partial(SHViTStage, act_layer=act_layer), embed_dim, depth, drop_path_rate, stem_stride=16, qk_dim=qk_dim,
+            pdim=partial_dim, mixer_type=types,
+        )
         self.norm = nn.Identity()
-        self.global_pool = _global_pool(global_pool)
-        self.head = NormLinear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.global_pool = _global_pool(self.global_pool)
+        self.head = NormLinear(self.num_features, self.num_classes) if self.num_classes > 0 else nn.Identity()
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -403,29 +378,11 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("shvit"))
 register_tiny_kwargs("zoo_shvit", embed_dim=(16, 24, 32), partial_dim=(8, 8, 8), qk_dim=(8, 8, 8), depth=(1, 1, 1))
 
 
-@register_model
-def zoo_shvit_s1(pretrained: bool = False, **kwargs) -> SHViT:
-    """SHViT-S1: widths 128-224-320, depths 2-4-5, 224²."""
-    args = dict(embed_dim=(128, 224, 320), depth=(2, 4, 5), partial_dim=(32, 48, 68), types=("i", "s", "s"))
-    return _create_shvit("zoo_shvit_s1", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_shvit_s2(pretrained: bool = False, **kwargs) -> SHViT:
-    """SHViT-S2: widths 128-308-448, depths 2-4-5, 224²."""
-    args = dict(embed_dim=(128, 308, 448), depth=(2, 4, 5), partial_dim=(32, 66, 96), types=("i", "s", "s"))
-    return _create_shvit("zoo_shvit_s2", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_shvit_s3(pretrained: bool = False, **kwargs) -> SHViT:
-    """SHViT-S3: widths 192-352-448, depths 3-5-5, 224²."""
-    args = dict(embed_dim=(192, 352, 448), depth=(3, 5, 5), partial_dim=(48, 75, 96), types=("i", "s", "s"))
-    return _create_shvit("zoo_shvit_s3", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_shvit_s4(pretrained: bool = False, **kwargs) -> SHViT:
-    """SHViT-S4: widths 224-336-448, depths 4-7-6, 256²."""
-    args = dict(embed_dim=(224, 336, 448), depth=(4, 7, 6), partial_dim=(48, 72, 96), types=("i", "s", "s"))
-    return _create_shvit("zoo_shvit_s4", pretrained, **dict(args, **kwargs))
+# SHViT-S1 to S4 (S4 at 256²): no attention in the first stage ("i"), single-head attention ("s") in the others.
+register_variants(
+    _create_shvit,
+    zoo_shvit_s1=dict(embed_dim=(128, 224, 320), depth=(2, 4, 5), partial_dim=(32, 48, 68), types=("i", "s", "s")),
+    zoo_shvit_s2=dict(embed_dim=(128, 308, 448), depth=(2, 4, 5), partial_dim=(32, 66, 96), types=("i", "s", "s")),
+    zoo_shvit_s3=dict(embed_dim=(192, 352, 448), depth=(3, 5, 5), partial_dim=(48, 75, 96), types=("i", "s", "s")),
+    zoo_shvit_s4=dict(embed_dim=(224, 336, 448), depth=(4, 7, 6), partial_dim=(48, 72, 96), types=("i", "s", "s")),
+)

@@ -23,14 +23,15 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerNorm2d, Mlp, NormMlpClassifierHead, calculate_drop_path_rates
+from timm.layers import DropPath, LayerNorm2d, Mlp
 from timm.models import generate_default_cfgs, reparameterize_model
 
+from zoo.layers.checks import check_per_stage
 from zoo.layers.reparam import ReparamLargeKernelConv
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
 __all__ = ["SLaK"]
@@ -76,9 +77,6 @@ class SLaK(Backbone):
 
     def __init__(
         self,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         depths: tuple[int, ...] = (3, 3, 9, 3),
         dims: tuple[int, ...] = (96, 192, 384, 768),
         width_factor: float = 1.3,
@@ -86,26 +84,22 @@ class SLaK(Backbone):
         small_kernel: int = 5,
         decomposed: bool = True,
         layer_scale_init_value: float = 1e-6,
-        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
-        if not len(depths) == len(dims) == len(kernel_sizes):
-            raise ValueError(f"depths {depths}, dims {dims} and kernel_sizes {kernel_sizes} need one entry per stage")
+        super().__init__(**kwargs)
+        check_per_stage(depths=depths, dims=dims, kernel_sizes=kernel_sizes)
         dims = [int(d * width_factor) for d in dims]
-        self.num_features = self.head_hidden_size = dims[-1]
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6))
-        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i, (dim, kernel_size) in enumerate(zip(dims, kernel_sizes)):
-            stages.append(SLaKStage(
-                dims[max(i - 1, 0)], dim, kernel_size, small_kernel, decomposed, drop_path[i], layer_scale_init_value,
-                downsample=i > 0,
-            ))
-            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+        self.stem = nn.Sequential(
+            nn.Conv2d(self.in_chans, dims[0], kernel_size=4, stride=4), LayerNorm2d(dims[0], eps=1e-6)
+        )
+        self.build_pyramid(
+            partial(SLaKStage, small_kernel=small_kernel, decomposed=decomposed,
+                    layer_scale_init_value=layer_scale_init_value),
+            dims, depths, drop_path_rate, kernel_size=kernel_sizes,
+        )
         self.norm = nn.Identity()
-        self.head = NormMlpClassifierHead(dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.head = self.norm_mlp_classifier_head()
         self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
 
     @torch.no_grad()
@@ -125,14 +119,9 @@ _OFFICIAL_RENAMES = (
 
 
 def checkpoint_filter_fn(state_dict: dict, model: SLaK) -> dict[str, torch.Tensor]:
-    """Convert an official (VITA-Group/SLaK) checkpoint to this model's layout.
-
-    Unwraps ``model`` / ``state_dict`` and ``module.``, moves ``downsample_layers.0`` to ``stem`` and
-    ``downsample_layers.{i}`` to ``stages.{i}.downsample``, puts the blocks under ``blocks``, renames
-    ``pwconv1/2`` to ``mlp.fc1/2`` and the final norm and classifier to ``head.norm`` / ``head.fc``.
-    A checkpoint in the re-parameterized form (``lkb_reparam`` weights) folds ``model`` so that it
-    takes them.
-    """
+    """Convert an official (VITA-Group/SLaK) checkpoint, in ConvNeXt's layout (``CONVNEXT_RENAMES``), to this
+    model's: ``pwconv1/2`` become ``mlp.fc1/2``, the final norm and classifier ``head.norm`` / ``head.fc``. A
+    checkpoint in the re-parameterized form (``lkb_reparam`` weights) folds ``model`` so that it takes them."""
     out = rename_keys(unwrap_checkpoint(state_dict), _OFFICIAL_RENAMES)
     if any(".lkb_reparam." in key for key in out):
         model.reparameterize()
@@ -156,22 +145,10 @@ register_tiny_kwargs(
 )
 
 
-@register_model
-def zoo_slak_tiny(pretrained: bool = False, **kwargs) -> SLaK:
-    """SLaK-T: kernels 51-49-47-13 as Kx5 + 5xK + 5x5, C=124 (96 x 1.3), depths 3-3-9-3, 224²."""
-    args = dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768), width_factor=1.3, kernel_sizes=(51, 49, 47, 13))
-    return _create_slak("zoo_slak_tiny", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_slak_small(pretrained: bool = False, **kwargs) -> SLaK:
-    """SLaK-S: kernels 51-49-47-13 as Kx5 + 5xK + 5x5, C=124 (96 x 1.3), depths 3-3-27-3, 224²."""
-    args = dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768), width_factor=1.3, kernel_sizes=(51, 49, 47, 13))
-    return _create_slak("zoo_slak_small", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_slak_base(pretrained: bool = False, **kwargs) -> SLaK:
-    """SLaK-B: kernels 51-49-47-13 as Kx5 + 5xK + 5x5, C=166 (128 x 1.3), depths 3-3-27-3, 224²."""
-    args = dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024), width_factor=1.3, kernel_sizes=(51, 49, 47, 13))
-    return _create_slak("zoo_slak_base", pretrained, **dict(args, **kwargs))
+# SLaK-T/S/B (ConvNeXt-T/S/B's depths and widths, x1.3): kernels 51-49-47-13 as K x 5 + 5 x K + 5x5 (the defaults).
+register_variants(
+    _create_slak,
+    zoo_slak_tiny=dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
+    zoo_slak_small=dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768)),
+    zoo_slak_base=dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024)),
+)

@@ -22,15 +22,16 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerNorm2d, LayerScale2d, NormMlpClassifierHead, SEModule, calculate_drop_path_rates
+from timm.layers import DropPath, LayerNorm2d, LayerScale2d, SEModule
 from timm.models import generate_default_cfgs, reparameterize_model
 
+from zoo.layers.checks import check_per_stage
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.layers.reparam import DilatedReparamBlock, depthwise_conv_like, fuse_bn
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
 __all__ = ["UniRepLKNet"]
@@ -131,43 +132,31 @@ class UniRepLKNet(Backbone):
 
     def __init__(
         self,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         depths: tuple[int, ...] = (3, 3, 27, 3),
         dims: tuple[int, ...] = (96, 192, 384, 768),
         kernel_sizes: tuple[tuple[int, ...], ...] | None = None,
         layer_scale_init_value: float = 1e-6,
-        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
+        check_per_stage(depths=depths, dims=dims)
         kernel_sizes = kernel_sizes or _default_kernel_sizes(depths)
-        if len(depths) != len(dims) or [len(k) for k in kernel_sizes] != list(depths):
-            raise ValueError(
-                f"depths {depths} and dims {dims} need one entry per stage and kernel_sizes {kernel_sizes} one "
-                "kernel size per block"
-            )
-        self.num_features = self.head_hidden_size = dims[-1]
+        if [len(k) for k in kernel_sizes] != list(depths):
+            raise ValueError(f"kernel_sizes {kernel_sizes} need one kernel size per block of depths {depths}")
         self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, dims[0] // 2, kernel_size=3, stride=2, padding=1),
+            nn.Conv2d(self.in_chans, dims[0] // 2, kernel_size=3, stride=2, padding=1),
             LayerNorm2d(dims[0] // 2, eps=1e-6),
             nn.GELU(),
             nn.Conv2d(dims[0] // 2, dims[0], kernel_size=3, stride=2, padding=1),
             LayerNorm2d(dims[0], eps=1e-6),
         )
-        drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i, dim in enumerate(dims):
-            stages.append(UniRepLKNetStage(
-                dims[max(i - 1, 0)], dim, kernel_sizes[i], drop_path[i], layer_scale_init_value, downsample=i > 0
-            ))
-            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
-        self.norm = nn.Identity()
-        self.head = NormMlpClassifierHead(
-            dims[-1], num_classes, pool_type=global_pool, drop_rate=drop_rate, norm_layer=partial(LayerNorm2d, eps=1e-6)
+        self.build_pyramid(
+            partial(UniRepLKNetStage, layer_scale_init_value=layer_scale_init_value), dims, depths, drop_path_rate,
+            kernel_sizes=kernel_sizes,
         )
+        self.norm = nn.Identity()
+        self.head = self.norm_mlp_classifier_head()
         self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
 
     @torch.no_grad()
@@ -202,14 +191,10 @@ _OFFICIAL_RENAMES = (
 
 
 def checkpoint_filter_fn(state_dict: dict, model: UniRepLKNet) -> dict[str, torch.Tensor]:
-    """Convert an official (AILab-CVC/UniRepLKNet) checkpoint to this model's layout.
-
-    Unwraps ``model`` / ``state_dict`` and ``module.``, moves ``downsample_layers.0`` to ``stem`` and
-    ``downsample_layers.{i}`` to ``stages.{i}.downsample``, puts the blocks under ``blocks``, renames
-    the SE, GRN (``act.1``), pwconv and layer-scale keys, and the final norm and classifier to
-    ``head.norm`` / ``head.fc``. A checkpoint in the deployed form (pwconv2 with a bias) folds
-    ``model`` so that it takes it.
-    """
+    """Convert an official (AILab-CVC/UniRepLKNet) checkpoint, in ConvNeXt's layout (``CONVNEXT_RENAMES``), to
+    this model's: the SE, GRN (``act.1``), pwconv and layer-scale keys get our names, the final norm and classifier
+    become ``head.norm`` / ``head.fc``. A checkpoint in the deployed form (pwconv2 with a bias) folds ``model`` so
+    that it takes it."""
     out = rename_keys(unwrap_checkpoint(state_dict), _OFFICIAL_RENAMES)
     out = {key: value.flatten() if ".grn." in key else value for key, value in out.items()}
     if any(key.endswith(".pwconv2.bias") for key in out):
@@ -231,77 +216,23 @@ register_tiny_kwargs(
     "zoo_unireplknet", dims=(8, 16, 16, 24), depths=(1, 1, 2, 1), kernel_sizes=((3,), (13,), (7, 3), (5,))
 )
 
+# UniRepLKNet-A/F/P/N/T/S (ImageNet-1k, 224²) and S/B/L/XL pretrained on ImageNet-22k and fine-tuned at 384² (the
+# _384 variants); the sizes share depths and per-block kernel sizes (third stage: 13s for A-N, 13, 3 alternating for
+# T, 13, 3, 3 repeated for S-XL).
 _A_TO_P = dict(depths=(2, 2, 6, 2), kernel_sizes=_default_kernel_sizes((2, 2, 6, 2)))
 _N = dict(depths=(2, 2, 8, 2), kernel_sizes=_default_kernel_sizes((2, 2, 8, 2)))
 _T = dict(depths=(3, 3, 18, 3), kernel_sizes=_default_kernel_sizes((3, 3, 18, 3), (13, 3)))
 _S_TO_XL = dict(depths=(3, 3, 27, 3), kernel_sizes=_default_kernel_sizes((3, 3, 27, 3), (13, 3, 3)))
-
-
-@register_model
-def zoo_unireplknet_a(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-A: C=40, depths 2-2-6-2, 224²."""
-    args = dict(_A_TO_P, dims=(40, 80, 160, 320))
-    return _create_unireplknet("zoo_unireplknet_a", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_f(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-F: C=48, depths 2-2-6-2, 224²."""
-    args = dict(_A_TO_P, dims=(48, 96, 192, 384))
-    return _create_unireplknet("zoo_unireplknet_f", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_p(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-P: C=64, depths 2-2-6-2, 224²."""
-    args = dict(_A_TO_P, dims=(64, 128, 256, 512))
-    return _create_unireplknet("zoo_unireplknet_p", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_n(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-N: C=80, depths 2-2-8-2, 224²."""
-    args = dict(_N, dims=(80, 160, 320, 640))
-    return _create_unireplknet("zoo_unireplknet_n", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_t(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-T: C=80, depths 3-3-18-3 (third stage alternating 13 and 3), 224²."""
-    args = dict(_T, dims=(80, 160, 320, 640))
-    return _create_unireplknet("zoo_unireplknet_t", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_s(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-S: C=96, depths 3-3-27-3 (third stage 13, 3, 3, ...), 224²."""
-    args = dict(_S_TO_XL, dims=(96, 192, 384, 768))
-    return _create_unireplknet("zoo_unireplknet_s", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_s_384(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-S at 384² (ImageNet-22k pretrained, 1k fine-tuned)."""
-    args = dict(_S_TO_XL, dims=(96, 192, 384, 768))
-    return _create_unireplknet("zoo_unireplknet_s_384", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_b_384(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-B: C=128, depths 3-3-27-3, 384² (ImageNet-22k pretrained, 1k fine-tuned)."""
-    args = dict(_S_TO_XL, dims=(128, 256, 512, 1024))
-    return _create_unireplknet("zoo_unireplknet_b_384", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_l_384(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-L: C=192, depths 3-3-27-3, 384² (ImageNet-22k pretrained, 1k fine-tuned)."""
-    args = dict(_S_TO_XL, dims=(192, 384, 768, 1536))
-    return _create_unireplknet("zoo_unireplknet_l_384", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_unireplknet_xl_384(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    """UniRepLKNet-XL: C=256, depths 3-3-27-3, 384² (ImageNet-22k pretrained, 1k fine-tuned)."""
-    args = dict(_S_TO_XL, dims=(256, 512, 1024, 2048))
-    return _create_unireplknet("zoo_unireplknet_xl_384", pretrained, **dict(args, **kwargs))
+register_variants(
+    _create_unireplknet,
+    zoo_unireplknet_a=dict(_A_TO_P, dims=(40, 80, 160, 320)),
+    zoo_unireplknet_f=dict(_A_TO_P, dims=(48, 96, 192, 384)),
+    zoo_unireplknet_p=dict(_A_TO_P, dims=(64, 128, 256, 512)),
+    zoo_unireplknet_n=dict(_N, dims=(80, 160, 320, 640)),
+    zoo_unireplknet_t=dict(_T, dims=(80, 160, 320, 640)),
+    zoo_unireplknet_s=dict(_S_TO_XL, dims=(96, 192, 384, 768)),
+    zoo_unireplknet_s_384=dict(_S_TO_XL, dims=(96, 192, 384, 768)),
+    zoo_unireplknet_b_384=dict(_S_TO_XL, dims=(128, 256, 512, 1024)),
+    zoo_unireplknet_l_384=dict(_S_TO_XL, dims=(192, 384, 768, 1536)),
+    zoo_unireplknet_xl_384=dict(_S_TO_XL, dims=(256, 512, 1024, 2048)),
+)
