@@ -29,7 +29,7 @@ from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 
 __all__ = ["CSWinTransformer", "CrossShapedWindowAttention"]
 
@@ -169,23 +169,20 @@ class CSWinTransformer(Backbone):
     def __init__(
         self,
         img_size: int | tuple[int, int] = 224,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         embed_dim: int = 64,
         depths: tuple[int, ...] = (1, 2, 21, 1),
         split_size: tuple[int, ...] = (1, 2, 7, 7),
         num_heads: tuple[int, ...] = (2, 4, 8, 16),
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         norm_layer: type[nn.Module] = nn.LayerNorm,
         global_blocks: tuple[int, ...] = (0, 0, 0, 0),
         global_attn_layer: Callable[..., nn.Module] | None = None,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         num_stages = len(depths)
         if not len(num_heads) == len(split_size) == len(global_blocks) == num_stages:
             raise ValueError(
@@ -195,7 +192,7 @@ class CSWinTransformer(Backbone):
         dims = [int(embed_dim * 2**i) for i in range(num_stages)]
         self.num_features = self.head_hidden_size = dims[-1]
 
-        self.stem = ConvEmbed(in_chans, dims[0], 7, 4, 2, "NCHW", norm_layer)
+        self.stem = ConvEmbed(self.in_chans, dims[0], 7, 4, 2, "NCHW", norm_layer)
         grid = [(s - 3) // 4 + 1 for s in to_2tuple(img_size)]  # the stem's output size
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stages, self.feature_info = [], []
@@ -212,7 +209,7 @@ class CSWinTransformer(Backbone):
             grid = [(g + 1) // 2 for g in grid]
         self.stages = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features)
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
         self.apply(init_trunc_normal)
 
 
@@ -268,49 +265,26 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("cswin"))
 # attends over the whole map in the last stage and in full-height / full-width stripes elsewhere at any size.
 downstream_cfg = dict(out_norm=partial(LayerNorm2d, eps=1e-5), official_out_norm_name=lambda i: f"norm{i + 1}")
 
-register_tiny_kwargs(
-    "zoo_cswin", img_size=64, embed_dim=16, depths=(1, 1, 1, 1), split_size=(1, 2, 2, 2), num_heads=(2, 2, 4, 4)
+_TINY = dict(img_size=64, embed_dim=16, depths=(1, 1, 1, 1), split_size=(1, 2, 2, 2), num_heads=(2, 2, 4, 4))
+register_tiny_kwargs("zoo_cswin", **_TINY)
+
+
+# CSWin-T/S/B/L (paper Table 1: C, depths and heads); the _384 variants are fine-tuned at 384² with stripes
+# 1-2-12-12, and CSWin-L is pre-trained on ImageNet-22k.
+_CSWIN_S = dict(embed_dim=64, depths=(2, 4, 32, 2), num_heads=(2, 4, 8, 16))
+_CSWIN_B = dict(embed_dim=96, depths=(2, 4, 32, 2), num_heads=(4, 8, 16, 32))
+_CSWIN_L = dict(embed_dim=144, depths=(2, 4, 32, 2), num_heads=(6, 12, 24, 24))
+_CSWIN_384 = dict(img_size=384, split_size=(1, 2, 12, 12))
+register_variants(
+    _create_cswin,
+    zoo_cswin_tiny=dict(embed_dim=64, depths=(1, 2, 21, 1), num_heads=(2, 4, 8, 16)),
+    zoo_cswin_small=_CSWIN_S,
+    zoo_cswin_base=_CSWIN_B,
+    zoo_cswin_base_384=dict(_CSWIN_B, **_CSWIN_384),
+    zoo_cswin_large=_CSWIN_L,
+    zoo_cswin_large_384=dict(_CSWIN_L, **_CSWIN_384),
 )
 
-
-@register_model
-def zoo_cswin_tiny(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """CSWin-T: C=64, depths 1-2-21-1, stripes 1-2-7-7, 224²."""
-    args = dict(embed_dim=64, depths=(1, 2, 21, 1), split_size=(1, 2, 7, 7), num_heads=(2, 4, 8, 16))
-    return _create_cswin("zoo_cswin_tiny", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_cswin_small(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """CSWin-S: C=64, depths 2-4-32-2, stripes 1-2-7-7, 224²."""
-    args = dict(embed_dim=64, depths=(2, 4, 32, 2), split_size=(1, 2, 7, 7), num_heads=(2, 4, 8, 16))
-    return _create_cswin("zoo_cswin_small", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_cswin_base(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """CSWin-B: C=96, depths 2-4-32-2, stripes 1-2-7-7, 224²."""
-    args = dict(embed_dim=96, depths=(2, 4, 32, 2), split_size=(1, 2, 7, 7), num_heads=(4, 8, 16, 32))
-    return _create_cswin("zoo_cswin_base", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_cswin_base_384(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """CSWin-B: C=96, depths 2-4-32-2, stripes 1-2-12-12, 384²."""
-    args = dict(img_size=384, embed_dim=96, depths=(2, 4, 32, 2), split_size=(1, 2, 12, 12), num_heads=(4, 8, 16, 32))
-    return _create_cswin("zoo_cswin_base_384", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_cswin_large(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """CSWin-L: C=144, depths 2-4-32-2, stripes 1-2-7-7, 224² (ImageNet-22k pre-trained)."""
-    args = dict(embed_dim=144, depths=(2, 4, 32, 2), split_size=(1, 2, 7, 7), num_heads=(6, 12, 24, 24))
-    return _create_cswin("zoo_cswin_large", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_cswin_large_384(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """CSWin-L: C=144, depths 2-4-32-2, stripes 1-2-12-12, 384² (ImageNet-22k pre-trained)."""
-    args = dict(img_size=384, embed_dim=144, depths=(2, 4, 32, 2), split_size=(1, 2, 12, 12),
-                num_heads=(6, 12, 24, 24))
-    return _create_cswin("zoo_cswin_large_384", pretrained, **dict(args, **kwargs))
+# The CSWin-T of the FLatten and Agent versions: deeper stages 1-2 (depths 2-4-18-1) whose blocks all use their
+# global attention.
+_GLOBAL_CSWIN_T = dict(embed_dim=64, depths=(2, 4, 18, 1), num_heads=(2, 4, 8, 16), global_blocks=(2, 4, 0, 0))
