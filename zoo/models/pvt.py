@@ -96,20 +96,17 @@ class PyramidVisionTransformer(Backbone):
         self,
         attn_layer: Callable[..., nn.Module],
         img_size: int | tuple[int, int] = 224,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         embed_dims: tuple[int, ...] = (64, 128, 320, 512),
         depths: tuple[int, ...] = (2, 2, 2, 2),
         num_heads: tuple[int, ...] = (1, 2, 5, 8),
         mlp_ratios: tuple[float, ...] = (8, 8, 4, 4),
         sr_ratios: tuple[int, ...] = (1, 1, 1, 1),
         v2: bool = False,
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         num_stages = len(depths)
         if not len(embed_dims) == len(num_heads) == len(mlp_ratios) == len(sr_ratios) == num_stages:
             raise ValueError(
@@ -123,7 +120,7 @@ class PyramidVisionTransformer(Backbone):
         stages, self.feature_info = [], []
         for i in range(num_stages):
             dim = embed_dims[i]
-            in_dim, in_fmt = (in_chans, "NCHW") if i == 0 else (embed_dims[i - 1], "NHWC")
+            in_dim, in_fmt = (self.in_chans, "NCHW") if i == 0 else (embed_dims[i - 1], "NHWC")
             if v2:
                 kernel, stride = (7, 4) if i == 0 else (3, 2)
                 downsample = ConvEmbed(in_dim, dim, kernel, stride, kernel // 2, in_fmt)
@@ -145,7 +142,7 @@ class PyramidVisionTransformer(Backbone):
             self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
         self.apply(init_trunc_normal)
 
 
@@ -189,3 +186,8 @@ def checkpoint_filter_fn(state_dict: dict, model: PyramidVisionTransformer) -> d
             grid = state_dict[key].reshape(1, old, old, -1).permute(0, 3, 1, 2)
             state_dict[key] = F.interpolate(grid, size=stage.resolution, mode="bilinear").flatten(2).transpose(1, 2)
     return state_dict
+
+
+# PVT-T (PVT paper Table 1), the sizes the FLatten and Agent versions start from, and a tiny PVT for their tests.
+_PVT_T = dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 2, 2), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4))
+_TINY = dict(img_size=64, embed_dims=(16, 16, 32, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
