@@ -30,7 +30,7 @@ from zoo.layers.map_attention import PaddedHeadsAttention
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_key, rename_keys, unwrap_checkpoint
 
 __all__ = ["NAT"]
@@ -162,9 +162,6 @@ class NAT(Backbone):
 
     def __init__(
         self,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         embed_dim: int = 64,
         depths: tuple[int, ...] = (3, 4, 6, 5),
         num_heads: tuple[int, ...] = (2, 4, 8, 16),
@@ -173,12 +170,12 @@ class NAT(Backbone):
         mlp_ratio: float = 3.0,
         qkv_bias: bool = True,
         layer_scale: float | None = None,
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.2,
         norm_layer: type[nn.Module] = nn.LayerNorm,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         dilations = dilations or tuple((1,) * d for d in depths)
         if not len(depths) == len(num_heads) == len(dilations):
             raise ValueError(f"depths {depths}, num_heads {num_heads} and dilations must have one entry per stage")
@@ -188,7 +185,7 @@ class NAT(Backbone):
         dims = [int(embed_dim * 2**i) for i in range(num_stages)]
         self.num_features = self.head_hidden_size = dims[-1]
 
-        self.patch_embed = ConvTokenizer(in_chans, embed_dim, norm_layer)
+        self.patch_embed = ConvTokenizer(self.in_chans, embed_dim, norm_layer)
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stages, self.feature_info = [], []
         for i in range(num_stages):
@@ -211,7 +208,7 @@ class NAT(Backbone):
             self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = norm_layer(self.num_features)
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
         self.apply(init_trunc_normal)
 
     @torch.jit.ignore
@@ -304,58 +301,23 @@ downstream_cfg = dict(out_norm=partial(LayerNorm2d, eps=1e-5), downsample_ends_s
 register_tiny_kwargs("zoo_nat", embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=3)
 register_tiny_kwargs("zoo_dinat", embed_dim=16, depths=(2, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=3)
 
+# NAT-Mini/Tiny/Small/Base (NAT paper Table 1, kernel 7) and their DiNAT counterparts (DiNAT paper Table 1), with
+# each size's stochastic depth; NAT-Small and both Bases have layer scale, DiNAT-Small does not.
 _MINI = dict(embed_dim=64, depths=(3, 4, 6, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.0, drop_path_rate=0.2)
-_TINY = dict(embed_dim=64, depths=(3, 4, 18, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.0, drop_path_rate=0.2)
+_TINY = dict(_MINI, depths=(3, 4, 18, 5))
 _SMALL = dict(embed_dim=96, depths=(3, 4, 18, 5), num_heads=(3, 6, 12, 24), mlp_ratio=2.0, drop_path_rate=0.3)
-_BASE = dict(
-    embed_dim=128, depths=(3, 4, 18, 5), num_heads=(4, 8, 16, 32), mlp_ratio=2.0, drop_path_rate=0.5, layer_scale=1e-5
+_BASE = dict(_SMALL, embed_dim=128, num_heads=(4, 8, 16, 32), drop_path_rate=0.5, layer_scale=1e-5)
+register_variants(
+    _create_nat,
+    zoo_nat_mini=_MINI,
+    zoo_nat_tiny=_TINY,
+    zoo_nat_small=dict(_SMALL, layer_scale=1e-5),
+    zoo_nat_base=_BASE,
 )
-
-
-@register_model
-def zoo_nat_mini(pretrained: bool = False, **kwargs) -> NAT:
-    """NAT-Mini: C=64, depths 3-4-6-5, kernel 7."""
-    return _create_nat("zoo_nat_mini", pretrained, **dict(_MINI, **kwargs))
-
-
-@register_model
-def zoo_nat_tiny(pretrained: bool = False, **kwargs) -> NAT:
-    """NAT-Tiny: C=64, depths 3-4-18-5, kernel 7."""
-    return _create_nat("zoo_nat_tiny", pretrained, **dict(_TINY, **kwargs))
-
-
-@register_model
-def zoo_nat_small(pretrained: bool = False, **kwargs) -> NAT:
-    """NAT-Small: C=96, depths 3-4-18-5, kernel 7, layer scale."""
-    args = dict(_SMALL, layer_scale=1e-5)
-    return _create_nat("zoo_nat_small", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_nat_base(pretrained: bool = False, **kwargs) -> NAT:
-    """NAT-Base: C=128, depths 3-4-18-5, kernel 7, layer scale."""
-    return _create_nat("zoo_nat_base", pretrained, **dict(_BASE, **kwargs))
-
-
-@register_model
-def zoo_dinat_mini(pretrained: bool = False, **kwargs) -> NAT:
-    """DiNAT-Mini: NAT-Mini with dilated layers."""
-    return _create_dinat("zoo_dinat_mini", pretrained, **dict(_MINI, **kwargs))
-
-
-@register_model
-def zoo_dinat_tiny(pretrained: bool = False, **kwargs) -> NAT:
-    """DiNAT-Tiny: NAT-Tiny with dilated layers."""
-    return _create_dinat("zoo_dinat_tiny", pretrained, **dict(_TINY, **kwargs))
-
-
-@register_model
-def zoo_dinat_small(pretrained: bool = False, **kwargs) -> NAT:
-    """DiNAT-Small: NAT-Small with dilated layers and, unlike NAT-Small, no layer scale."""
-    return _create_dinat("zoo_dinat_small", pretrained, **dict(_SMALL, **kwargs))
-
-
-@register_model
-def zoo_dinat_base(pretrained: bool = False, **kwargs) -> NAT:
-    """DiNAT-Base: NAT-Base with dilated layers."""
-    return _create_dinat("zoo_dinat_base", pretrained, **dict(_BASE, **kwargs))
+register_variants(
+    _create_dinat,
+    zoo_dinat_mini=_MINI,
+    zoo_dinat_tiny=_TINY,
+    zoo_dinat_small=_SMALL,
+    zoo_dinat_base=_BASE,
+)
