@@ -25,7 +25,7 @@ from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_conv_fan_out
-from ._registry import register_model, register_tiny_kwargs
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
 
 __all__ = ["VAN"]
@@ -148,18 +148,15 @@ class VAN(Backbone):
 
     def __init__(
         self,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         embed_dims: tuple[int, ...] = (64, 128, 256, 512),
         depths: tuple[int, ...] = (3, 4, 6, 3),
         mlp_ratios: tuple[float, ...] = (8, 8, 4, 4),
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         stage_norm_eps: float = 1e-6,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         if not len(embed_dims) == len(depths) == len(mlp_ratios):
             raise ValueError(
                 f"embed_dims {embed_dims}, depths {depths} and mlp_ratios {mlp_ratios} need one entry per stage"
@@ -171,7 +168,7 @@ class VAN(Backbone):
         for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
             stages.append(
                 VANStage(
-                    in_chans if i == 0 else embed_dims[i - 1],
+                    self.in_chans if i == 0 else embed_dims[i - 1],
                     dim,
                     depth,
                     first=i == 0,
@@ -184,7 +181,7 @@ class VAN(Backbone):
             self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.norm = nn.Identity()
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
         self.apply(init_conv_fan_out)
 
 
@@ -219,50 +216,15 @@ downstream_cfg = dict(model_kwargs=dict(stage_norm_eps=1e-5))
 register_tiny_kwargs("zoo_van", embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1))
 
 
-@register_model
-def zoo_van_b0(pretrained: bool = False, **kwargs) -> VAN:
-    """VAN-B0 (van_tiny): dims 32-64-160-256, depths 3-3-5-2."""
-    args = dict(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2))
-    return _create_van("zoo_van_b0", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_van_b1(pretrained: bool = False, **kwargs) -> VAN:
-    """VAN-B1 (van_small): dims 64-128-320-512, depths 2-2-4-2."""
-    args = dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2))
-    return _create_van("zoo_van_b1", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_van_b2(pretrained: bool = False, **kwargs) -> VAN:
-    """VAN-B2 (van_base): dims 64-128-320-512, depths 3-3-12-3."""
-    args = dict(embed_dims=(64, 128, 320, 512), depths=(3, 3, 12, 3))
-    return _create_van("zoo_van_b2", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_van_b3(pretrained: bool = False, **kwargs) -> VAN:
-    """VAN-B3 (van_large): dims 64-128-320-512, depths 3-5-27-3."""
-    args = dict(embed_dims=(64, 128, 320, 512), depths=(3, 5, 27, 3))
-    return _create_van("zoo_van_b3", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_van_b4(pretrained: bool = False, **kwargs) -> VAN:
-    """VAN-B4: dims 64-128-320-512, depths 3-6-40-3."""
-    args = dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3))
-    return _create_van("zoo_van_b4", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_van_b5(pretrained: bool = False, **kwargs) -> VAN:
-    """VAN-B5: dims 96-192-480-768, depths 3-3-24-3."""
-    args = dict(embed_dims=(96, 192, 480, 768), depths=(3, 3, 24, 3))
-    return _create_van("zoo_van_b5", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_van_b6(pretrained: bool = False, **kwargs) -> VAN:
-    """VAN-B6: dims 96-192-384-768, depths 6-6-90-6."""
-    args = dict(embed_dims=(96, 192, 384, 768), depths=(6, 6, 90, 6))
-    return _create_van("zoo_van_b6", pretrained, **dict(args, **kwargs))
+# VAN-B0..B6 (paper Table 2, all with mlp ratios 8-8-4-4); B0-B3 are the official code's van_tiny, van_small,
+# van_base and van_large.
+register_variants(
+    _create_van,
+    zoo_van_b0=dict(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2)),
+    zoo_van_b1=dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2)),
+    zoo_van_b2=dict(embed_dims=(64, 128, 320, 512), depths=(3, 3, 12, 3)),
+    zoo_van_b3=dict(embed_dims=(64, 128, 320, 512), depths=(3, 5, 27, 3)),
+    zoo_van_b4=dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3)),
+    zoo_van_b5=dict(embed_dims=(96, 192, 480, 768), depths=(3, 3, 24, 3)),
+    zoo_van_b6=dict(embed_dims=(96, 192, 384, 768), depths=(6, 6, 90, 6)),
+)
