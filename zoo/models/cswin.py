@@ -13,23 +13,23 @@ stripe (centred) and crops back, as the official segmentation code does.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import LayerNorm2d, Mlp, calculate_drop_path_rates, to_2tuple
+from timm.layers import LayerNorm2d, calculate_drop_path_rates, to_2tuple
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import window_attention
-from zoo.layers.blocks import PreNormBlock
+from zoo.layers.blocks import MlpBlock
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
 from ._registry import register_tiny_kwargs, register_variants
+from ._state_dict import Renames, rename_key, unwrap_checkpoint
 
 __all__ = ["CSWinTransformer", "CrossShapedWindowAttention"]
 
@@ -101,14 +101,6 @@ class CrossShapedWindowAttention(nn.Module):
         return self.proj_drop(self.proj(out))
 
 
-class CSWinBlock(PreNormBlock):
-    """Pre-norm block: token mixing then MLP, each with a residual connection (paper Sec. 3.4)."""
-
-    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, proj_drop: float = 0.0,
-                 drop_path: float = 0.0, norm_layer: type[nn.Module] = nn.LayerNorm):
-        super().__init__(dim, attn, Mlp(dim, int(dim * mlp_ratio), drop=proj_drop), drop_path, norm_layer)
-
-
 class ConvEmbed(nn.Module):
     """A strided convolution then LayerNorm (CSWin's 7x7 stride-4 stem and 3x3 stride-2 merge), NHWC out."""
 
@@ -126,7 +118,8 @@ class ConvEmbed(nn.Module):
 
 
 class CSWinStage(Stage):
-    """Optional 2x downsampling followed by ``depth`` CSWin blocks.
+    """Optional 2x downsampling followed by ``depth`` CSWin blocks (paper Sec. 3.4): pre-norm cross-shaped window
+    attention, then an MLP, each with a residual connection.
 
     The first ``global_blocks`` blocks instead mix tokens with ``global_attn_layer(dim, num_heads,
     resolution, stage)``, a module attending over the whole stage map (FLatten, Agent attention).
@@ -144,7 +137,7 @@ class CSWinStage(Stage):
                 attn = global_attn_layer(out_dim, num_heads, resolution, stage)
             else:
                 attn = CrossShapedWindowAttention(out_dim, num_heads, split_size, full_map, qkv_bias, proj_drop)
-            blocks.append(CSWinBlock(
+            blocks.append(MlpBlock(
                 out_dim, attn, mlp_ratio, proj_drop,
                 drop_path[i] if isinstance(drop_path, list) else drop_path, norm_layer,
             ))
@@ -213,7 +206,7 @@ class CSWinTransformer(Backbone):
         self.apply(init_trunc_normal)
 
 
-_OFFICIAL_RENAMES = [
+_OFFICIAL_RENAMES: Renames = (
     (r"^stage1_conv_embed\.0\.", "stem.conv."),
     (r"^stage1_conv_embed\.2\.", "stem.norm."),
     (r"^merge(\d+)\.", r"stages.\1.downsample."),
@@ -222,7 +215,7 @@ _OFFICIAL_RENAMES = [
     (r"^stage(\d+)\.(\d+)\.attns\.0\.", r"stage\1.\2.attn."),
     (r"^stage(\d+)\.(\d+)\.", lambda m: f"stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}."),
     (r"^head\.", "head.fc."),
-]
+)
 
 
 def checkpoint_filter_fn(state_dict: dict, model: CSWinTransformer) -> dict[str, torch.Tensor]:
@@ -236,16 +229,13 @@ def checkpoint_filter_fn(state_dict: dict, model: CSWinTransformer) -> dict[str,
     for agent attention, whose 3x3 depthwise convolution of V is the same operation, its ``dwc``.
     Checkpoints already in this layout pass through unchanged.
     """
-    for key in ("state_dict_ema", "state_dict", "model"):
-        state_dict = state_dict.get(key, state_dict)
-    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, ("state_dict_ema", "state_dict", "model"))
     if "stage1_conv_embed.0.weight" not in state_dict:
         return state_dict
     expected = model.state_dict()
     out = {}
     for key, value in state_dict.items():
-        for pattern, replacement in _OFFICIAL_RENAMES:
-            key = re.sub(pattern, replacement, key)
+        key = rename_key(key, _OFFICIAL_RENAMES)
         if key not in expected and ".attn.lepe.0." in key:
             single = key.replace(".attn.lepe.0.", ".attn.lepe.")
             key = single if single in expected else key.replace(".attn.lepe.0.", ".attn.dwc.")

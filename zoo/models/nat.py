@@ -21,11 +21,11 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import LayerNorm2d, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import LayerNorm2d, calculate_drop_path_rates, trunc_normal_
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import neighborhood_attention2d
-from zoo.layers.blocks import PreNormBlock
+from zoo.layers.blocks import MlpBlock
 from zoo.layers.map_attention import PaddedHeadsAttention
 from zoo.weights import pretrained_cfgs
 
@@ -90,29 +90,9 @@ class NeighborhoodAttention(PaddedHeadsAttention):
         return neighborhood_attention2d(q, k, v, self.kernel_size, self.dilation, rpb=self.rpb)
 
 
-class NATBlock(PreNormBlock):
-    """Pre-norm block: neighborhood attention then MLP, each with optional layer scale and a residual."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        kernel_size: int,
-        dilation: int = 1,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        proj_drop: float = 0.0,
-        drop_path: float = 0.0,
-        layer_scale: float | None = None,
-        norm_layer: type[nn.Module] = nn.LayerNorm,
-    ):
-        attn = NeighborhoodAttention(dim, num_heads, kernel_size, dilation, qkv_bias, proj_drop)
-        mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
-        super().__init__(dim, attn, mlp, drop_path, norm_layer, layer_scale)
-
-
 class NATStage(Stage):
-    """Optional 2x convolutional downsampling followed by ``len(dilations)`` NAT blocks."""
+    """Optional 2x convolutional downsampling followed by ``len(dilations)`` NAT blocks: pre-norm neighborhood
+    attention, then an MLP, each with optional layer scale and a residual connection."""
 
     def __init__(
         self,
@@ -132,17 +112,14 @@ class NATStage(Stage):
         downsampling = ConvDownsampler(dim, out_dim, norm_layer) if downsample else nn.Identity()
         drop_path = drop_path or [0.0] * len(dilations)
         blocks = [
-            NATBlock(
+            MlpBlock(
                 out_dim,
-                num_heads,
-                kernel_size,
-                dilation,
+                NeighborhoodAttention(out_dim, num_heads, kernel_size, dilation, qkv_bias, proj_drop),
                 mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
                 proj_drop=proj_drop,
                 drop_path=dp,
-                layer_scale=layer_scale,
                 norm_layer=norm_layer,
+                layer_scale=layer_scale,
             )
             for dilation, dp in zip(dilations, drop_path)
         ]
