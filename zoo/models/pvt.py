@@ -14,7 +14,6 @@ bilinearly to the input's maps (as the official code does), so any input size wo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import partial
 
@@ -28,9 +27,10 @@ from zoo.layers.blocks import PreNormBlock
 from zoo.layers.dwconv import DepthwiseConv2d
 
 from ._backbone import Backbone, Stage, init_trunc_normal
+from ._state_dict import Renames, rename_keys, unwrap_checkpoint
 from .cswin import ConvEmbed
 
-__all__ = ["PyramidVisionTransformer", "checkpoint_filter_fn"]
+__all__ = ["PVT_V2_RENAMES", "PyramidVisionTransformer", "checkpoint_filter_fn"]
 
 
 class ConvMlp(nn.Module):
@@ -146,39 +146,37 @@ class PyramidVisionTransformer(Backbone):
         self.apply(init_trunc_normal)
 
 
-_OFFICIAL_RENAMES = [
-    (r"^patch_embed(\d+)\.proj\.", lambda m: f"stages.{int(m.group(1)) - 1}.downsample.conv."),
-    (r"^patch_embed(\d+)\.norm\.", lambda m: f"stages.{int(m.group(1)) - 1}.downsample.norm."),
-    (r"^pos_embed(\d+)$", lambda m: f"stages.{int(m.group(1)) - 1}.pos_embed"),
+# PVTv2's official layout, which VAN's official code keeps -> ours: stage i's (from 1) patch embedding, blocks and
+# norm are ``patch_embed{i}``, ``block{i}`` and ``norm{i}``, the MLP's depthwise convolution ``dwconv.dwconv``.
+PVT_V2_RENAMES: Renames = (
+    (r"^patch_embed(\d+)\.", lambda m: f"stages.{int(m.group(1)) - 1}.downsample."),
     (r"^block(\d+)\.", lambda m: f"stages.{int(m.group(1)) - 1}.blocks."),
     (r"^norm(\d+)\.", lambda m: f"stages.{int(m.group(1)) - 1}.norm."),
     (r"\.mlp\.dwconv\.dwconv\.", ".mlp.dwconv."),
     (r"^head\.", "head.fc."),
-]
+)
+
+# PVT's differ only in the patch embedding's convolution (``proj`` there, ``conv`` here) and PVT's position embeddings.
+_OFFICIAL_RENAMES: Renames = (
+    (r"^(patch_embed\d+)\.proj\.", r"\1.conv."),
+    (r"^pos_embed(\d+)$", lambda m: f"stages.{int(m.group(1)) - 1}.pos_embed"),
+    *PVT_V2_RENAMES,
+)
 
 
 def checkpoint_filter_fn(state_dict: dict, model: PyramidVisionTransformer) -> dict[str, torch.Tensor]:
     """Convert an official PVT / PVTv2 checkpoint (LeapLabTHU's FLatten and Agent versions).
 
-    Unwraps ``model`` / ``state_dict`` and ``module.``, then renames ``patch_embed{i}.{proj,norm}`` to
+    Unwraps ``state_dict`` / ``model`` and ``module.``, then renames ``patch_embed{i}.{proj,norm}`` to
     ``stages.{i-1}.downsample.{conv,norm}``, ``pos_embed{i}`` to ``stages.{i-1}.pos_embed``,
     ``block{i}.{j}`` to ``stages.{i-1}.blocks.{j}``, PVTv2's ``norm{i}`` to ``stages.{i-1}.norm`` and
     ``mlp.dwconv.dwconv`` to ``mlp.dwconv``, ``head`` to ``head.fc``; drops the final ``norm`` that
     the official FLatten-PVT declares but never applies; interpolates position embeddings stored for
     another input size. Checkpoints already in this layout pass through unchanged.
     """
-    for key in ("state_dict", "model"):
-        state_dict = state_dict.get(key, state_dict)
-    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, ("state_dict", "model"))
     if any(k.startswith("patch_embed1.") for k in state_dict):
-        out = {}
-        for key, value in state_dict.items():
-            if key.startswith("norm."):
-                continue
-            for pattern, replacement in _OFFICIAL_RENAMES:
-                key = re.sub(pattern, replacement, key)
-            out[key] = value
-        state_dict = out
+        state_dict = rename_keys({k: v for k, v in state_dict.items() if not k.startswith("norm.")}, _OFFICIAL_RENAMES)
     for i, stage in enumerate(model.stages):
         key = f"stages.{i}.pos_embed"
         if key in state_dict and stage.pos_embed is not None and state_dict[key].shape != stage.pos_embed.shape:

@@ -27,6 +27,7 @@ from zoo.weights import pretrained_cfgs
 from ._backbone import Backbone, Stage, build_backbone, init_conv_fan_out
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
+from .pvt import PVT_V2_RENAMES
 
 __all__ = ["VAN"]
 
@@ -185,22 +186,14 @@ class VAN(Backbone):
         self.apply(init_conv_fan_out)
 
 
-_OFFICIAL_RENAMES = (
-    (r"^patch_embed(\d)\.", lambda m: f"stages.{int(m.group(1)) - 1}.downsample."),
-    (r"^block(\d)\.", lambda m: f"stages.{int(m.group(1)) - 1}.blocks."),
-    (r"^norm(\d)\.", lambda m: f"stages.{int(m.group(1)) - 1}.norm."),
-    (r"\.mlp\.dwconv\.dwconv\.", ".mlp.dwconv."),
-    (r"^head\.", "head.fc."),
-)
-
-
 def checkpoint_filter_fn(state_dict: dict, model: VAN) -> dict[str, torch.Tensor]:
     """Convert an official VAN checkpoint (``{'state_dict': ...}`` from timm's checkpoint saver, or a
-    bare state dict) to this model's layout; a state dict already in this layout passes through."""
+    bare state dict), which keeps PVTv2's layout, to this model's; a state dict already in this layout
+    passes through."""
     state_dict = unwrap_checkpoint(state_dict, ("state_dict", "model"))
     if "patch_embed1.proj.weight" not in state_dict:
         return state_dict
-    return rename_keys(state_dict, _OFFICIAL_RENAMES)
+    return rename_keys(state_dict, PVT_V2_RENAMES)
 
 
 def _create_van(variant: str, pretrained: bool = False, **kwargs) -> VAN:
