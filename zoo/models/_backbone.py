@@ -68,6 +68,7 @@ __all__ = [
     "build_backbone",
     "init_conv_fan_out",
     "init_trunc_normal",
+    "pyramid_feature_info",
     "token_map_patch_embed",
 ]
 
@@ -335,3 +336,9 @@ def build_backbone(
         feature_cfg=dict(feature_cls=StageFeatures, out_indices=None),
         **kwargs,
     )
+
+
+def pyramid_feature_info(dims: list[int] | tuple[int, ...], stem_stride: int = 4) -> list[dict]:
+    """``feature_info`` of a hierarchical model's ``stages``: stage ``i`` gives ``dims[i]`` channels at stride
+    ``stem_stride * 2**i`` (its input downsampled ``stem_stride`` times before stage 0, then 2 times per stage)."""
+    return [dict(num_chs=dim, reduction=stem_stride * 2**i, module=f"stages.{i}") for i, dim in enumerate(dims)]

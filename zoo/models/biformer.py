@@ -28,7 +28,7 @@ from zoo.kernels import routing_attention
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal, pyramid_feature_info
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
@@ -174,7 +174,7 @@ class BiFormer(Backbone):
 
         self.stem = _stem(self.in_chans, embed_dims[0], swin_layout)
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
+        stages = []
         for i, (dim, depth, topk) in enumerate(zip(embed_dims, depths, topks)):
             blocks = [
                 BiFormerBlock(
@@ -191,8 +191,8 @@ class BiFormer(Backbone):
             ]
             downsample = _downsample(embed_dims[i - 1], dim, swin_layout) if i > 0 else nn.Identity()
             stages.append(BiFormerStage(downsample, blocks))
-            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
+        self.feature_info = pyramid_feature_info(embed_dims)
         self.norm = nn.BatchNorm2d(self.num_features)
         self.head = self.classifier_head()
         self.apply(init_trunc_normal)

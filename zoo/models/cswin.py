@@ -27,7 +27,7 @@ from zoo.layers.blocks import MlpBlock
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal, pyramid_feature_info
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import Renames, rename_key, unwrap_checkpoint
 
@@ -188,7 +188,7 @@ class CSWinTransformer(Backbone):
         self.stem = ConvEmbed(self.in_chans, dims[0], 7, 4, 2, "NCHW", norm_layer)
         grid = [(s - 3) // 4 + 1 for s in to_2tuple(img_size)]  # the stem's output size
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
+        stages = []
         for i in range(num_stages):
             resolution = tuple(grid)
             stages.append(CSWinStage(
@@ -198,9 +198,9 @@ class CSWinTransformer(Backbone):
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate, drop_path=drop_path[i],
                 norm_layer=norm_layer, global_blocks=global_blocks[i], global_attn_layer=global_attn_layer, stage=i,
             ))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
             grid = [(g + 1) // 2 for g in grid]
         self.stages = nn.Sequential(*stages)
+        self.feature_info = pyramid_feature_info(dims)
         self.norm = norm_layer(self.num_features)
         self.head = self.classifier_head()
         self.apply(init_trunc_normal)

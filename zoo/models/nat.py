@@ -29,7 +29,7 @@ from zoo.layers.blocks import MlpBlock
 from zoo.layers.map_attention import PaddedHeadsAttention
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal, pyramid_feature_info
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_key, rename_keys, unwrap_checkpoint
 
@@ -164,26 +164,24 @@ class NAT(Backbone):
 
         self.patch_embed = ConvTokenizer(self.in_chans, embed_dim, norm_layer)
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i in range(num_stages):
-            stages.append(
-                NATStage(
-                    dim=dims[max(i - 1, 0)],
-                    out_dim=dims[i],
-                    dilations=tuple(dilations[i]),
-                    downsample=i > 0,
-                    num_heads=num_heads[i],
-                    kernel_size=kernel_size,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias,
-                    proj_drop=proj_drop_rate,
-                    drop_path=drop_path[i],
-                    layer_scale=layer_scale,
-                    norm_layer=norm_layer,
-                )
+        self.stages = nn.Sequential(*[
+            NATStage(
+                dim=dims[max(i - 1, 0)],
+                out_dim=dims[i],
+                dilations=tuple(dilations[i]),
+                downsample=i > 0,
+                num_heads=num_heads[i],
+                kernel_size=kernel_size,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                proj_drop=proj_drop_rate,
+                drop_path=drop_path[i],
+                layer_scale=layer_scale,
+                norm_layer=norm_layer,
             )
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+            for i in range(num_stages)
+        ])
+        self.feature_info = pyramid_feature_info(dims)
         self.norm = norm_layer(self.num_features)
         self.head = self.classifier_head()
         self.apply(init_trunc_normal)

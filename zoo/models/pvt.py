@@ -26,7 +26,7 @@ from timm.models import checkpoint_seq
 from zoo.layers.blocks import PreNormBlock
 from zoo.layers.dwconv import DepthwiseConv2d
 
-from ._backbone import Backbone, Stage, init_trunc_normal
+from ._backbone import Backbone, Stage, init_trunc_normal, pyramid_feature_info
 from ._state_dict import Renames, rename_keys, unwrap_checkpoint
 from .cswin import ConvEmbed
 
@@ -117,7 +117,7 @@ class PyramidVisionTransformer(Backbone):
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         grid = to_2tuple(img_size)
-        stages, self.feature_info = [], []
+        stages = []
         for i in range(num_stages):
             dim = embed_dims[i]
             in_dim, in_fmt = (self.in_chans, "NCHW") if i == 0 else (embed_dims[i - 1], "NHWC")
@@ -139,8 +139,8 @@ class PyramidVisionTransformer(Backbone):
             if pos_embed is not None:
                 trunc_normal_(pos_embed, std=0.02)
             stages.append(PvtStage(downsample, blocks, pos_embed, grid, norm_layer(dim) if v2 else nn.Identity()))
-            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
+        self.feature_info = pyramid_feature_info(embed_dims)
         self.norm = nn.Identity()
         self.head = self.classifier_head()
         self.apply(init_trunc_normal)

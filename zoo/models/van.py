@@ -24,7 +24,7 @@ from timm.models import generate_default_cfgs
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_conv_fan_out
+from ._backbone import Backbone, Stage, build_backbone, init_conv_fan_out, pyramid_feature_info
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
 from .pvt import PVT_V2_RENAMES
@@ -165,22 +165,20 @@ class VAN(Backbone):
         self.num_features = self.head_hidden_size = embed_dims[-1]
 
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
-            stages.append(
-                VANStage(
-                    self.in_chans if i == 0 else embed_dims[i - 1],
-                    dim,
-                    depth,
-                    first=i == 0,
-                    mlp_ratio=mlp_ratios[i],
-                    drop=proj_drop_rate,
-                    drop_path=drop_path[i],
-                    norm_eps=stage_norm_eps,
-                )
+        self.stages = nn.Sequential(*[
+            VANStage(
+                self.in_chans if i == 0 else embed_dims[i - 1],
+                dim,
+                depth,
+                first=i == 0,
+                mlp_ratio=mlp_ratios[i],
+                drop=proj_drop_rate,
+                drop_path=drop_path[i],
+                norm_eps=stage_norm_eps,
             )
-            self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+            for i, (dim, depth) in enumerate(zip(embed_dims, depths))
+        ])
+        self.feature_info = pyramid_feature_info(embed_dims)
         self.norm = nn.Identity()
         self.head = self.classifier_head()
         self.apply(init_conv_fan_out)
