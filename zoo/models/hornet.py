@@ -36,7 +36,7 @@ from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.layers.precision import autocast_disabled
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal, pyramid_feature_info
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
@@ -138,40 +138,22 @@ class HorNetBlock(nn.Module):
 
 
 class HorNetStage(Stage):
-    """LayerNorm + 2x2 stride-2 convolution (except in the first stage), then ``depth`` HorNet blocks."""
+    """LayerNorm + 2x2 stride-2 convolution (except in the first stage), then ``depth`` blocks
+    ``HorNetBlock(dim, order, drop_path=drop_path[i], **block_kwargs)``."""
 
-    def __init__(
-        self,
-        in_dim: int,
-        dim: int,
-        depth: int,
-        downsample: bool,
-        order: int,
-        filter_size: tuple[int, int] | None = None,
-        scale: float = 1.0 / 3,
-        mlp_ratio: float = 4.0,
-        drop: float = 0.0,
-        drop_path: list[float] | None = None,
-        layer_scale_init_value: float = 1e-6,
-    ):
+    def __init__(self, in_dim: int, dim: int, depth: int, downsample: bool, order: int,
+                 drop_path: list[float] | None = None, **block_kwargs):
         downsampling = nn.Identity()
         if downsample:
             downsampling = nn.Sequential(LayerNorm2d(in_dim, eps=1e-6), nn.Conv2d(in_dim, dim, 2, stride=2))
         drop_path = drop_path or [0.0] * depth
-        blocks = [
-            HorNetBlock(
-                dim,
-                order,
-                filter_size,
-                scale,
-                mlp_ratio=mlp_ratio,
-                drop=drop,
-                drop_path=drop_path[i],
-                layer_scale_init_value=layer_scale_init_value,
-            )
-            for i in range(depth)
-        ]
-        super().__init__(downsampling, blocks)
+        super().__init__(downsampling, [HorNetBlock(dim, order, drop_path=dp, **block_kwargs) for dp in drop_path])
+
+
+def _global_filter_size(img_size: tuple[int, int], reduction: int) -> tuple[int, int]:
+    """The ``rfft2`` grid ``(H, W // 2 + 1)`` of the ``H x W`` map at stride ``reduction`` of an ``img_size`` input."""
+    height, width = img_size[0] // reduction, img_size[1] // reduction
+    return height, width // 2 + 1
 
 
 class HorNet(Backbone):
@@ -208,30 +190,23 @@ class HorNet(Backbone):
 
         self.stem = nn.Sequential(nn.Conv2d(self.in_chans, dims[0], 4, stride=4), LayerNorm2d(dims[0], eps=1e-6))
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i, depth in enumerate(depths):
-            reduction = 4 * 2**i
-            filter_size = None
-            if i in global_filter_stages:
-                height, width = img_size[0] // reduction, img_size[1] // reduction
-                filter_size = (height, width // 2 + 1)
-            stages.append(
-                HorNetStage(
-                    dims[max(i - 1, 0)],
-                    dims[i],
-                    depth,
-                    downsample=i > 0,
-                    order=orders[i],
-                    filter_size=filter_size,
-                    scale=scale,
-                    mlp_ratio=mlp_ratio,
-                    drop=proj_drop_rate,
-                    drop_path=drop_path[i],
-                    layer_scale_init_value=layer_scale_init_value,
-                )
+        self.stages = nn.Sequential(*[
+            HorNetStage(
+                dims[max(i - 1, 0)],
+                dims[i],
+                depth,
+                downsample=i > 0,
+                order=orders[i],
+                drop_path=drop_path[i],
+                filter_size=_global_filter_size(img_size, 4 * 2**i) if i in global_filter_stages else None,
+                scale=scale,
+                mlp_ratio=mlp_ratio,
+                drop=proj_drop_rate,
+                layer_scale_init_value=layer_scale_init_value,
             )
-            self.feature_info.append(dict(num_chs=dims[i], reduction=reduction, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+            for i, depth in enumerate(depths)
+        ])
+        self.feature_info = pyramid_feature_info(dims)
         self.norm = nn.Identity()
         self.head = NormMlpClassifierHead(
             self.num_features,
