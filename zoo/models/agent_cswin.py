@@ -20,7 +20,7 @@ from zoo.layers.agent_attention import AgentAttention, resize_agent_biases
 from zoo.weights import pretrained_cfgs
 
 from ._registry import register_tiny_kwargs, register_variants
-from .cswin import _CSWIN_384, _GLOBAL_CSWIN_T, _TINY, CSWinTransformer, _create_cswin
+from .cswin import _CSWIN_384, _GLOBAL_CSWIN_T, _TINY_KWARGS, CSWinTransformer, _create_cswin
 from .cswin import checkpoint_filter_fn as cswin_checkpoint_filter_fn
 from .cswin import downstream_cfg as cswin_downstream_cfg
 
@@ -45,7 +45,7 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("agent_cswin"))
 # No downstream code of its own: the CSWin trunk's official segmentation backbone.
 downstream_cfg = cswin_downstream_cfg
 
-register_tiny_kwargs("zoo_agent_cswin", **_TINY, global_blocks=(1, 1, 0, 0), agent_num=(4, 4, 4, 1))
+register_tiny_kwargs("zoo_agent_cswin", **_TINY_KWARGS, global_blocks=(1, 1, 0, 0), agent_num=(4, 4, 4, 1))
 
 # Agent-CSwin-T/S/B: CSWin with deeper stages 1-2 (depths 2-4-18-1, 3-6-29-2) all of whose blocks use agent
 # attention (``AABB``), 9 and 16 agents there; base_384 has stripes 1-2-12-12 in the CSWin stages.

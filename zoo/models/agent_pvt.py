@@ -21,7 +21,7 @@ from zoo.weights import pretrained_cfgs
 
 from ._backbone import build_backbone
 from ._registry import register_tiny_kwargs, register_variants
-from .pvt import _PVT_T, _TINY, PyramidVisionTransformer
+from .pvt import _PVT_T, _TINY_KWARGS, PyramidVisionTransformer
 from .pvt import checkpoint_filter_fn as pvt_checkpoint_filter_fn
 
 __all__ = ["ReducedAgentAttention"]
@@ -55,10 +55,10 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("agent_pvt"))
 # grids in every official detection and segmentation config (`downstream_agent_shapes`).
 downstream_cfg = dict(model_kwargs=dict(agent_shapes=((12, 12), (16, 16), (28, 28), (28, 28))))
 
-register_tiny_kwargs("zoo_agent_pvt", **_TINY, agent_num=(4, 4, 4, 1))
+register_tiny_kwargs("zoo_agent_pvt", **_TINY_KWARGS, agent_num=(4, 4, 4, 1))
 
-# Agent-PVT-T/S/M/L: PVT's sizes (PVT paper Table 1) with agent attention; medium_256 is trained at 256² (biases and
-# position embeddings for 64-32-16-8 maps).
+# Agent-PVT-T/S/M/L: PVT's sizes (PVT paper Table 1) with agent attention, 9-16-49-49 agents per stage; medium_256
+# is trained at 256² (biases and position embeddings for 64-32-16-8 maps).
 register_variants(
     _create_agent_pvt,
     zoo_agent_pvt_tiny=_PVT_T,

@@ -255,8 +255,8 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("cswin"))
 # attends over the whole map in the last stage and in full-height / full-width stripes elsewhere at any size.
 downstream_cfg = dict(out_norm=partial(LayerNorm2d, eps=1e-5), official_out_norm_name=lambda i: f"norm{i + 1}")
 
-_TINY = dict(img_size=64, embed_dim=16, depths=(1, 1, 1, 1), split_size=(1, 2, 2, 2), num_heads=(2, 2, 4, 4))
-register_tiny_kwargs("zoo_cswin", **_TINY)
+_TINY_KWARGS = dict(img_size=64, embed_dim=16, depths=(1, 1, 1, 1), split_size=(1, 2, 2, 2), num_heads=(2, 2, 4, 4))
+register_tiny_kwargs("zoo_cswin", **_TINY_KWARGS)
 
 
 # CSWin-T/S/B/L (paper Table 1: C, depths and heads); the _384 variants are fine-tuned at 384² with stripes

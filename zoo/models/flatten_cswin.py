@@ -19,7 +19,7 @@ from zoo.layers.flatten_attention import FocusedLinearAttention, resize_position
 from zoo.weights import pretrained_cfgs
 
 from ._registry import register_tiny_kwargs, register_variants
-from .cswin import _GLOBAL_CSWIN_T, _TINY, CSWinTransformer, _create_cswin
+from .cswin import _GLOBAL_CSWIN_T, _TINY_KWARGS, CSWinTransformer, _create_cswin
 from .cswin import checkpoint_filter_fn as cswin_checkpoint_filter_fn
 from .cswin import downstream_cfg as cswin_downstream_cfg
 
@@ -58,7 +58,7 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("flatten_cswin"))
 # No downstream code of its own: the CSWin trunk's official segmentation backbone.
 downstream_cfg = cswin_downstream_cfg
 
-register_tiny_kwargs("zoo_flatten_cswin", **_TINY, global_blocks=(1, 1, 0, 0))
+register_tiny_kwargs("zoo_flatten_cswin", **_TINY_KWARGS, global_blocks=(1, 1, 0, 0))
 
 # FLatten-CSwin-T: focused linear attention in stages 1-2 (``LLSS``).
 register_variants(

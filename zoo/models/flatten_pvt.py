@@ -19,7 +19,7 @@ from zoo.weights import pretrained_cfgs
 
 from ._backbone import build_backbone
 from ._registry import register_tiny_kwargs, register_variants
-from .pvt import _PVT_T, _TINY, PyramidVisionTransformer
+from .pvt import _PVT_T, _TINY_KWARGS, PyramidVisionTransformer
 from .pvt import checkpoint_filter_fn as pvt_checkpoint_filter_fn
 
 __all__ = ["ReducedFocusedLinearAttention"]
@@ -47,7 +47,7 @@ def _create_flatten_pvt(variant: str, pretrained: bool = False, **kwargs) -> Pyr
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("flatten_pvt"))
 
-register_tiny_kwargs("zoo_flatten_pvt", **_TINY)  # FLatten-PVTv2 too
+register_tiny_kwargs("zoo_flatten_pvt", **_TINY_KWARGS)  # FLatten-PVTv2 too
 
 # FLatten-PVT-T (PVT-T's sizes) and FLatten-PVTv2-B0 (PVTv2-B0's widths on the PVTv2 trunk), neither reducing
 # keys and values.

@@ -276,8 +276,9 @@ downstream_cfg = dict(out_norm=partial(LayerNorm2d, eps=1e-5), downsample_ends_s
 register_tiny_kwargs("zoo_nat", embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=3)
 register_tiny_kwargs("zoo_dinat", embed_dim=16, depths=(2, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=3)
 
-# NAT-Mini/Tiny/Small/Base (NAT paper Table 1, kernel 7) and their DiNAT counterparts (DiNAT paper Table 1), with
-# each size's stochastic depth; NAT-Small and both Bases have layer scale, DiNAT-Small does not.
+# NAT-Mini/Tiny/Small/Base (NAT paper Table 1, kernel 7) with each size's stochastic depth, and DiNAT's, the same
+# sizes with every other block dilated (see _create_dinat); NAT-Small and both Bases have layer scale, DiNAT-Small
+# does not.
 _MINI = dict(embed_dim=64, depths=(3, 4, 6, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.0, drop_path_rate=0.2)
 _TINY = dict(_MINI, depths=(3, 4, 18, 5))
 _SMALL = dict(embed_dim=96, depths=(3, 4, 18, 5), num_heads=(3, 6, 12, 24), mlp_ratio=2.0, drop_path_rate=0.3)

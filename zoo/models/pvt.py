@@ -188,4 +188,4 @@ def checkpoint_filter_fn(state_dict: dict, model: PyramidVisionTransformer) -> d
 
 # PVT-T (PVT paper Table 1), the sizes the FLatten and Agent versions start from, and a tiny PVT for their tests.
 _PVT_T = dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 2, 2), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4))
-_TINY = dict(img_size=64, embed_dims=(16, 16, 32, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
+_TINY_KWARGS = dict(img_size=64, embed_dims=(16, 16, 32, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
