@@ -1,4 +1,4 @@
-"""The pre-norm residual block that the transformer families share."""
+"""The pre-norm residual blocks that the transformer families share."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, LayerScale
+from timm.layers import DropPath, LayerScale, Mlp
 
 
 class PreNormBlock(nn.Module):
@@ -31,3 +31,13 @@ class PreNormBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x))))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+
+class MlpBlock(PreNormBlock):
+    """:class:`PreNormBlock` with timm's ``Mlp`` (hidden width ``dim * mlp_ratio``, GELU, dropout ``proj_drop``) as
+    its channel mixer: the transformer block of the families whose own part is the token mixer ``attn``."""
+
+    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, proj_drop: float = 0.0,
+                 drop_path: float = 0.0, norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+                 layer_scale: float | None = None):
+        super().__init__(dim, attn, Mlp(dim, int(dim * mlp_ratio), drop=proj_drop), drop_path, norm_layer, layer_scale)

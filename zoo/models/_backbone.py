@@ -69,6 +69,7 @@ __all__ = [
     "build_backbone",
     "init_conv_fan_out",
     "init_trunc_normal",
+    "pyramid_feature_info",
     "token_map_patch_embed",
 ]
 
@@ -162,12 +163,12 @@ class Backbone(nn.Module):
         ``drop_path_rate`` over the whole model.
         """
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
+        stages = []
         for i, dim in enumerate(dims):
             settings = {name: values[i] for name, values in per_stage.items()}
             stages.append(stage(dims[max(i - 1, 0)], dim, drop_path=drop_path[i], downsample=i > 0, **settings))
-            self.feature_info.append(dict(num_chs=dim, reduction=stem_stride * 2**i, module=f"{self.stages_name}.{i}"))
         setattr(self, self.stages_name, nn.Sequential(*stages))
+        self.feature_info = pyramid_feature_info(dims, stem_stride, self.stages_name)
         self.num_features = self.head_hidden_size = dims[-1]
 
     # -- running the stages ----------------------------------------------------------------------
@@ -381,3 +382,11 @@ def backbone_creator(model_cls: type[Backbone], checkpoint_filter_fn: Callable |
     create.__name__ = create.__qualname__ = f"create_{model_cls.__name__}"
     create.__module__ = model_cls.__module__
     return create
+
+
+def pyramid_feature_info(dims: Sequence[int], stem_stride: int = 4, stages_name: str = "stages") -> list[dict]:
+    """``feature_info`` of a hierarchical model's stages: stage ``i`` gives ``dims[i]`` channels at stride
+    ``stem_stride * 2**i`` (its input downsampled ``stem_stride`` times before stage 0, then 2 times per stage)."""
+    return [
+        dict(num_chs=dim, reduction=stem_stride * 2**i, module=f"{stages_name}.{i}") for i, dim in enumerate(dims)
+    ]

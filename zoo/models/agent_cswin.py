@@ -19,8 +19,8 @@ from timm.models import generate_default_cfgs
 from zoo.layers.agent_attention import AgentAttention, resize_agent_biases
 from zoo.weights import pretrained_cfgs
 
-from ._registry import register_model, register_tiny_kwargs
-from .cswin import CSWinTransformer, _create_cswin
+from ._registry import register_tiny_kwargs, register_variants
+from .cswin import _CSWIN_384, _GLOBAL_CSWIN_T, _TINY_KWARGS, CSWinTransformer, _create_cswin
 from .cswin import checkpoint_filter_fn as cswin_checkpoint_filter_fn
 from .cswin import downstream_cfg as cswin_downstream_cfg
 
@@ -45,39 +45,16 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("agent_cswin"))
 # No downstream code of its own: the CSWin trunk's official segmentation backbone.
 downstream_cfg = cswin_downstream_cfg
 
-register_tiny_kwargs(
-    "zoo_agent_cswin", img_size=64, embed_dim=16, depths=(1, 1, 1, 1), split_size=(1, 2, 2, 2),
-    num_heads=(2, 2, 4, 4), global_blocks=(1, 1, 0, 0), agent_num=(4, 4, 4, 1),
+register_tiny_kwargs("zoo_agent_cswin", **_TINY_KWARGS, global_blocks=(1, 1, 0, 0), agent_num=(4, 4, 4, 1))
+
+# Agent-CSwin-T/S/B: CSWin with deeper stages 1-2 (depths 2-4-18-1, 3-6-29-2) all of whose blocks use agent
+# attention (``AABB``), 9 and 16 agents there; base_384 has stripes 1-2-12-12 in the CSWin stages.
+_AGENT_CSWIN_S = dict(embed_dim=64, depths=(3, 6, 29, 2), num_heads=(2, 4, 8, 16), global_blocks=(3, 6, 0, 0))
+_AGENT_CSWIN_B = dict(_AGENT_CSWIN_S, embed_dim=96, num_heads=(4, 8, 16, 32))
+register_variants(
+    _create_agent_cswin,
+    zoo_agent_cswin_tiny=_GLOBAL_CSWIN_T,
+    zoo_agent_cswin_small=_AGENT_CSWIN_S,
+    zoo_agent_cswin_base=_AGENT_CSWIN_B,
+    zoo_agent_cswin_base_384=dict(_AGENT_CSWIN_B, **_CSWIN_384),
 )
-
-
-@register_model
-def zoo_agent_cswin_tiny(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """Agent-CSwin-T: C=64, depths 2-4-18-1, agent attention in stages 1-2 (``AABB``)."""
-    args = dict(embed_dim=64, depths=(2, 4, 18, 1), split_size=(1, 2, 7, 7), num_heads=(2, 4, 8, 16),
-                global_blocks=(2, 4, 0, 0))
-    return _create_agent_cswin("zoo_agent_cswin_tiny", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_agent_cswin_small(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """Agent-CSwin-S: C=64, depths 3-6-29-2, agent attention in stages 1-2 (``AABB``)."""
-    args = dict(embed_dim=64, depths=(3, 6, 29, 2), split_size=(1, 2, 7, 7), num_heads=(2, 4, 8, 16),
-                global_blocks=(3, 6, 0, 0))
-    return _create_agent_cswin("zoo_agent_cswin_small", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_agent_cswin_base(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """Agent-CSwin-B: C=96, depths 3-6-29-2, agent attention in stages 1-2 (``AABB``)."""
-    args = dict(embed_dim=96, depths=(3, 6, 29, 2), split_size=(1, 2, 7, 7), num_heads=(4, 8, 16, 32),
-                global_blocks=(3, 6, 0, 0))
-    return _create_agent_cswin("zoo_agent_cswin_base", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_agent_cswin_base_384(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """Agent-CSwin-B at 384: stripes 1-2-12-12 in the CSWin stages."""
-    args = dict(img_size=384, embed_dim=96, depths=(3, 6, 29, 2), split_size=(1, 2, 12, 12),
-                num_heads=(4, 8, 16, 32), global_blocks=(3, 6, 0, 0))
-    return _create_agent_cswin("zoo_agent_cswin_base_384", pretrained, **dict(args, **kwargs))

@@ -20,8 +20,8 @@ from zoo.layers.map_attention import SpatialReduction
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import build_backbone
-from ._registry import register_model, register_tiny_kwargs
-from .pvt import PyramidVisionTransformer
+from ._registry import register_tiny_kwargs, register_variants
+from .pvt import _PVT_T, _TINY_KWARGS, PyramidVisionTransformer
 from .pvt import checkpoint_filter_fn as pvt_checkpoint_filter_fn
 
 __all__ = ["ReducedAgentAttention"]
@@ -55,40 +55,15 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("agent_pvt"))
 # grids in every official detection and segmentation config (`downstream_agent_shapes`).
 downstream_cfg = dict(model_kwargs=dict(agent_shapes=((12, 12), (16, 16), (28, 28), (28, 28))))
 
-register_tiny_kwargs(
-    "zoo_agent_pvt", img_size=64, embed_dims=(16, 16, 32, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
-    agent_num=(4, 4, 4, 1),
+register_tiny_kwargs("zoo_agent_pvt", **_TINY_KWARGS, agent_num=(4, 4, 4, 1))
+
+# Agent-PVT-T/S/M/L: PVT's sizes (PVT paper Table 1) with agent attention, 9-16-49-49 agents per stage; medium_256
+# is trained at 256² (biases and position embeddings for 64-32-16-8 maps).
+register_variants(
+    _create_agent_pvt,
+    zoo_agent_pvt_tiny=_PVT_T,
+    zoo_agent_pvt_small=dict(_PVT_T, depths=(3, 4, 6, 3)),
+    zoo_agent_pvt_medium=dict(_PVT_T, depths=(3, 4, 18, 3)),
+    zoo_agent_pvt_medium_256=dict(_PVT_T, img_size=256, depths=(3, 4, 18, 3)),
+    zoo_agent_pvt_large=dict(_PVT_T, depths=(3, 8, 27, 3)),
 )
-
-_PVT = dict(embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4))
-
-
-@register_model
-def zoo_agent_pvt_tiny(pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
-    """Agent-PVT-T: C=64-128-320-512, depths 2-2-2-2, agents 9-16-49-49."""
-    return _create_agent_pvt("zoo_agent_pvt_tiny", pretrained, **dict(_PVT, depths=(2, 2, 2, 2)) | kwargs)
-
-
-@register_model
-def zoo_agent_pvt_small(pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
-    """Agent-PVT-S: depths 3-4-6-3."""
-    return _create_agent_pvt("zoo_agent_pvt_small", pretrained, **dict(_PVT, depths=(3, 4, 6, 3)) | kwargs)
-
-
-@register_model
-def zoo_agent_pvt_medium(pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
-    """Agent-PVT-M: depths 3-4-18-3."""
-    return _create_agent_pvt("zoo_agent_pvt_medium", pretrained, **dict(_PVT, depths=(3, 4, 18, 3)) | kwargs)
-
-
-@register_model
-def zoo_agent_pvt_medium_256(pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
-    """Agent-PVT-M at 256²: biases and position embeddings for 64-32-16-8 maps."""
-    args = dict(_PVT, img_size=256, depths=(3, 4, 18, 3))
-    return _create_agent_pvt("zoo_agent_pvt_medium_256", pretrained, **args | kwargs)
-
-
-@register_model
-def zoo_agent_pvt_large(pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
-    """Agent-PVT-L: depths 3-8-27-3."""
-    return _create_agent_pvt("zoo_agent_pvt_large", pretrained, **dict(_PVT, depths=(3, 8, 27, 3)) | kwargs)

@@ -28,8 +28,8 @@ from zoo.kernels import routing_attention
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
-from ._registry import register_model, register_tiny_kwargs
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal, pyramid_feature_info
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
 __all__ = ["BiFormer"]
@@ -154,9 +154,6 @@ class BiFormer(Backbone):
 
     def __init__(
         self,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         embed_dims: tuple[int, ...] = (64, 128, 256, 512),
         depths: tuple[int, ...] = (2, 2, 8, 2),
         head_dim: int = 32,
@@ -165,19 +162,19 @@ class BiFormer(Backbone):
         mlp_ratio: float = 3.0,
         side_dwconv: int = 5,
         swin_layout: bool = False,
-        drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         if not len(embed_dims) == len(depths) == len(topks):
             raise ValueError(f"embed_dims {embed_dims}, depths {depths} and topks {topks} need one entry per stage")
         self.num_features = self.head_hidden_size = embed_dims[-1]
         # The patchify stem and 2x2 downsampling of the Swin layout need 32 pixels; 3x3 stride-2 convs need 1.
         self.min_input_size = 32 if swin_layout else 1
 
-        self.stem = _stem(in_chans, embed_dims[0], swin_layout)
+        self.stem = _stem(self.in_chans, embed_dims[0], swin_layout)
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
+        stages = []
         for i, (dim, depth, topk) in enumerate(zip(embed_dims, depths, topks)):
             blocks = [
                 BiFormerBlock(
@@ -194,10 +191,10 @@ class BiFormer(Backbone):
             ]
             downsample = _downsample(embed_dims[i - 1], dim, swin_layout) if i > 0 else nn.Identity()
             stages.append(BiFormerStage(downsample, blocks))
-            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
+        self.feature_info = pyramid_feature_info(embed_dims)
         self.norm = nn.BatchNorm2d(self.num_features)
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
         self.apply(init_trunc_normal)
 
 
@@ -241,29 +238,13 @@ register_tiny_kwargs(
 )
 
 
-@register_model
-def zoo_biformer_tiny(pretrained: bool = False, **kwargs) -> BiFormer:
-    """BiFormer-T: dims 64-128-256-512, depths 2-2-8-2, mlp ratio 3, n_win 7, top-k 1-4-16-global."""
-    args = dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 8, 2), mlp_ratio=3.0)
-    return _create_biformer("zoo_biformer_tiny", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_biformer_small(pretrained: bool = False, **kwargs) -> BiFormer:
-    """BiFormer-S: dims 64-128-256-512, depths 4-4-18-4, mlp ratio 3, n_win 7, top-k 1-4-16-global."""
-    args = dict(embed_dims=(64, 128, 256, 512), depths=(4, 4, 18, 4), mlp_ratio=3.0)
-    return _create_biformer("zoo_biformer_small", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_biformer_base(pretrained: bool = False, **kwargs) -> BiFormer:
-    """BiFormer-B: dims 96-192-384-768, depths 4-4-18-4, mlp ratio 3, n_win 7, top-k 1-4-16-global."""
-    args = dict(embed_dims=(96, 192, 384, 768), depths=(4, 4, 18, 4), mlp_ratio=3.0)
-    return _create_biformer("zoo_biformer_base", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_biformer_stl(pretrained: bool = False, **kwargs) -> BiFormer:
-    """BiFormer-STL: Swin-T layout (dims 96-192-384-768, depths 2-2-6-2, mlp ratio 4) with BRA."""
-    args = dict(embed_dims=(96, 192, 384, 768), depths=(2, 2, 6, 2), mlp_ratio=4.0, swin_layout=True)
-    return _create_biformer("zoo_biformer_stl", pretrained, **dict(args, **kwargs))
+# BiFormer-T/S/B (paper Table 1; n_win 7, top-k 1-4-16 and global attention in the last stage, mlp ratio 3) and
+# BiFormer-STL, BRA in the Swin-T layout (depths 2-2-6-2, mlp ratio 4) of the paper's ablation.
+_BIFORMER_B = dict(embed_dims=(96, 192, 384, 768), depths=(4, 4, 18, 4))
+register_variants(
+    _create_biformer,
+    zoo_biformer_tiny=dict(embed_dims=(64, 128, 256, 512), depths=(2, 2, 8, 2)),
+    zoo_biformer_small=dict(embed_dims=(64, 128, 256, 512), depths=(4, 4, 18, 4)),
+    zoo_biformer_base=_BIFORMER_B,
+    zoo_biformer_stl=dict(_BIFORMER_B, depths=(2, 2, 6, 2), mlp_ratio=4.0, swin_layout=True),
+)

@@ -13,23 +13,23 @@ stripe (centred) and crops back, as the official segmentation code does.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import LayerNorm2d, Mlp, calculate_drop_path_rates, to_2tuple
+from timm.layers import LayerNorm2d, calculate_drop_path_rates, to_2tuple
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import window_attention
-from zoo.layers.blocks import PreNormBlock
+from zoo.layers.blocks import MlpBlock
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
-from ._registry import register_model, register_tiny_kwargs
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal, pyramid_feature_info
+from ._registry import register_tiny_kwargs, register_variants
+from ._state_dict import Renames, rename_key, unwrap_checkpoint
 
 __all__ = ["CSWinTransformer", "CrossShapedWindowAttention"]
 
@@ -101,14 +101,6 @@ class CrossShapedWindowAttention(nn.Module):
         return self.proj_drop(self.proj(out))
 
 
-class CSWinBlock(PreNormBlock):
-    """Pre-norm block: token mixing then MLP, each with a residual connection (paper Sec. 3.4)."""
-
-    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, proj_drop: float = 0.0,
-                 drop_path: float = 0.0, norm_layer: type[nn.Module] = nn.LayerNorm):
-        super().__init__(dim, attn, Mlp(dim, int(dim * mlp_ratio), drop=proj_drop), drop_path, norm_layer)
-
-
 class ConvEmbed(nn.Module):
     """A strided convolution then LayerNorm (CSWin's 7x7 stride-4 stem and 3x3 stride-2 merge), NHWC out."""
 
@@ -126,7 +118,8 @@ class ConvEmbed(nn.Module):
 
 
 class CSWinStage(Stage):
-    """Optional 2x downsampling followed by ``depth`` CSWin blocks.
+    """Optional 2x downsampling followed by ``depth`` CSWin blocks (paper Sec. 3.4): pre-norm cross-shaped window
+    attention, then an MLP, each with a residual connection.
 
     The first ``global_blocks`` blocks instead mix tokens with ``global_attn_layer(dim, num_heads,
     resolution, stage)``, a module attending over the whole stage map (FLatten, Agent attention).
@@ -144,7 +137,7 @@ class CSWinStage(Stage):
                 attn = global_attn_layer(out_dim, num_heads, resolution, stage)
             else:
                 attn = CrossShapedWindowAttention(out_dim, num_heads, split_size, full_map, qkv_bias, proj_drop)
-            blocks.append(CSWinBlock(
+            blocks.append(MlpBlock(
                 out_dim, attn, mlp_ratio, proj_drop,
                 drop_path[i] if isinstance(drop_path, list) else drop_path, norm_layer,
             ))
@@ -169,23 +162,20 @@ class CSWinTransformer(Backbone):
     def __init__(
         self,
         img_size: int | tuple[int, int] = 224,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         embed_dim: int = 64,
         depths: tuple[int, ...] = (1, 2, 21, 1),
         split_size: tuple[int, ...] = (1, 2, 7, 7),
         num_heads: tuple[int, ...] = (2, 4, 8, 16),
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         norm_layer: type[nn.Module] = nn.LayerNorm,
         global_blocks: tuple[int, ...] = (0, 0, 0, 0),
         global_attn_layer: Callable[..., nn.Module] | None = None,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         num_stages = len(depths)
         if not len(num_heads) == len(split_size) == len(global_blocks) == num_stages:
             raise ValueError(
@@ -195,10 +185,10 @@ class CSWinTransformer(Backbone):
         dims = [int(embed_dim * 2**i) for i in range(num_stages)]
         self.num_features = self.head_hidden_size = dims[-1]
 
-        self.stem = ConvEmbed(in_chans, dims[0], 7, 4, 2, "NCHW", norm_layer)
+        self.stem = ConvEmbed(self.in_chans, dims[0], 7, 4, 2, "NCHW", norm_layer)
         grid = [(s - 3) // 4 + 1 for s in to_2tuple(img_size)]  # the stem's output size
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
+        stages = []
         for i in range(num_stages):
             resolution = tuple(grid)
             stages.append(CSWinStage(
@@ -208,15 +198,15 @@ class CSWinTransformer(Backbone):
                 mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, proj_drop=proj_drop_rate, drop_path=drop_path[i],
                 norm_layer=norm_layer, global_blocks=global_blocks[i], global_attn_layer=global_attn_layer, stage=i,
             ))
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
             grid = [(g + 1) // 2 for g in grid]
         self.stages = nn.Sequential(*stages)
+        self.feature_info = pyramid_feature_info(dims)
         self.norm = norm_layer(self.num_features)
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
         self.apply(init_trunc_normal)
 
 
-_OFFICIAL_RENAMES = [
+_OFFICIAL_RENAMES: Renames = (
     (r"^stage1_conv_embed\.0\.", "stem.conv."),
     (r"^stage1_conv_embed\.2\.", "stem.norm."),
     (r"^merge(\d+)\.", r"stages.\1.downsample."),
@@ -225,7 +215,7 @@ _OFFICIAL_RENAMES = [
     (r"^stage(\d+)\.(\d+)\.attns\.0\.", r"stage\1.\2.attn."),
     (r"^stage(\d+)\.(\d+)\.", lambda m: f"stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}."),
     (r"^head\.", "head.fc."),
-]
+)
 
 
 def checkpoint_filter_fn(state_dict: dict, model: CSWinTransformer) -> dict[str, torch.Tensor]:
@@ -239,16 +229,13 @@ def checkpoint_filter_fn(state_dict: dict, model: CSWinTransformer) -> dict[str,
     for agent attention, whose 3x3 depthwise convolution of V is the same operation, its ``dwc``.
     Checkpoints already in this layout pass through unchanged.
     """
-    for key in ("state_dict_ema", "state_dict", "model"):
-        state_dict = state_dict.get(key, state_dict)
-    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, ("state_dict_ema", "state_dict", "model"))
     if "stage1_conv_embed.0.weight" not in state_dict:
         return state_dict
     expected = model.state_dict()
     out = {}
     for key, value in state_dict.items():
-        for pattern, replacement in _OFFICIAL_RENAMES:
-            key = re.sub(pattern, replacement, key)
+        key = rename_key(key, _OFFICIAL_RENAMES)
         if key not in expected and ".attn.lepe.0." in key:
             single = key.replace(".attn.lepe.0.", ".attn.lepe.")
             key = single if single in expected else key.replace(".attn.lepe.0.", ".attn.dwc.")
@@ -268,49 +255,26 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("cswin"))
 # attends over the whole map in the last stage and in full-height / full-width stripes elsewhere at any size.
 downstream_cfg = dict(out_norm=partial(LayerNorm2d, eps=1e-5), official_out_norm_name=lambda i: f"norm{i + 1}")
 
-register_tiny_kwargs(
-    "zoo_cswin", img_size=64, embed_dim=16, depths=(1, 1, 1, 1), split_size=(1, 2, 2, 2), num_heads=(2, 2, 4, 4)
+_TINY_KWARGS = dict(img_size=64, embed_dim=16, depths=(1, 1, 1, 1), split_size=(1, 2, 2, 2), num_heads=(2, 2, 4, 4))
+register_tiny_kwargs("zoo_cswin", **_TINY_KWARGS)
+
+
+# CSWin-T/S/B/L (paper Table 1: C, depths and heads); the _384 variants are fine-tuned at 384² with stripes
+# 1-2-12-12, and CSWin-L is pre-trained on ImageNet-22k.
+_CSWIN_S = dict(embed_dim=64, depths=(2, 4, 32, 2), num_heads=(2, 4, 8, 16))
+_CSWIN_B = dict(embed_dim=96, depths=(2, 4, 32, 2), num_heads=(4, 8, 16, 32))
+_CSWIN_L = dict(embed_dim=144, depths=(2, 4, 32, 2), num_heads=(6, 12, 24, 24))
+_CSWIN_384 = dict(img_size=384, split_size=(1, 2, 12, 12))
+register_variants(
+    _create_cswin,
+    zoo_cswin_tiny=dict(embed_dim=64, depths=(1, 2, 21, 1), num_heads=(2, 4, 8, 16)),
+    zoo_cswin_small=_CSWIN_S,
+    zoo_cswin_base=_CSWIN_B,
+    zoo_cswin_base_384=dict(_CSWIN_B, **_CSWIN_384),
+    zoo_cswin_large=_CSWIN_L,
+    zoo_cswin_large_384=dict(_CSWIN_L, **_CSWIN_384),
 )
 
-
-@register_model
-def zoo_cswin_tiny(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """CSWin-T: C=64, depths 1-2-21-1, stripes 1-2-7-7, 224²."""
-    args = dict(embed_dim=64, depths=(1, 2, 21, 1), split_size=(1, 2, 7, 7), num_heads=(2, 4, 8, 16))
-    return _create_cswin("zoo_cswin_tiny", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_cswin_small(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """CSWin-S: C=64, depths 2-4-32-2, stripes 1-2-7-7, 224²."""
-    args = dict(embed_dim=64, depths=(2, 4, 32, 2), split_size=(1, 2, 7, 7), num_heads=(2, 4, 8, 16))
-    return _create_cswin("zoo_cswin_small", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_cswin_base(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """CSWin-B: C=96, depths 2-4-32-2, stripes 1-2-7-7, 224²."""
-    args = dict(embed_dim=96, depths=(2, 4, 32, 2), split_size=(1, 2, 7, 7), num_heads=(4, 8, 16, 32))
-    return _create_cswin("zoo_cswin_base", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_cswin_base_384(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """CSWin-B: C=96, depths 2-4-32-2, stripes 1-2-12-12, 384²."""
-    args = dict(img_size=384, embed_dim=96, depths=(2, 4, 32, 2), split_size=(1, 2, 12, 12), num_heads=(4, 8, 16, 32))
-    return _create_cswin("zoo_cswin_base_384", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_cswin_large(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """CSWin-L: C=144, depths 2-4-32-2, stripes 1-2-7-7, 224² (ImageNet-22k pre-trained)."""
-    args = dict(embed_dim=144, depths=(2, 4, 32, 2), split_size=(1, 2, 7, 7), num_heads=(6, 12, 24, 24))
-    return _create_cswin("zoo_cswin_large", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_cswin_large_384(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """CSWin-L: C=144, depths 2-4-32-2, stripes 1-2-12-12, 384² (ImageNet-22k pre-trained)."""
-    args = dict(img_size=384, embed_dim=144, depths=(2, 4, 32, 2), split_size=(1, 2, 12, 12),
-                num_heads=(6, 12, 24, 24))
-    return _create_cswin("zoo_cswin_large_384", pretrained, **dict(args, **kwargs))
+# The CSWin-T of the FLatten and Agent versions: deeper stages 1-2 (depths 2-4-18-1) whose blocks all use their
+# global attention.
+_GLOBAL_CSWIN_T = dict(embed_dim=64, depths=(2, 4, 18, 1), num_heads=(2, 4, 8, 16), global_blocks=(2, 4, 0, 0))

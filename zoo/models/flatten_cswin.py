@@ -18,8 +18,8 @@ from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.layers.flatten_attention import FocusedLinearAttention, resize_positional_encodings
 from zoo.weights import pretrained_cfgs
 
-from ._registry import register_model, register_tiny_kwargs
-from .cswin import CSWinTransformer, _create_cswin
+from ._registry import register_tiny_kwargs, register_variants
+from .cswin import _GLOBAL_CSWIN_T, _TINY_KWARGS, CSWinTransformer, _create_cswin
 from .cswin import checkpoint_filter_fn as cswin_checkpoint_filter_fn
 from .cswin import downstream_cfg as cswin_downstream_cfg
 
@@ -58,15 +58,10 @@ default_cfgs = generate_default_cfgs(pretrained_cfgs("flatten_cswin"))
 # No downstream code of its own: the CSWin trunk's official segmentation backbone.
 downstream_cfg = cswin_downstream_cfg
 
-register_tiny_kwargs(
-    "zoo_flatten_cswin", img_size=64, embed_dim=16, depths=(1, 1, 1, 1), split_size=(1, 2, 2, 2),
-    num_heads=(2, 2, 4, 4), global_blocks=(1, 1, 0, 0),
+register_tiny_kwargs("zoo_flatten_cswin", **_TINY_KWARGS, global_blocks=(1, 1, 0, 0))
+
+# FLatten-CSwin-T: focused linear attention in stages 1-2 (``LLSS``).
+register_variants(
+    _create_flatten_cswin,
+    zoo_flatten_cswin_tiny=_GLOBAL_CSWIN_T,
 )
-
-
-@register_model
-def zoo_flatten_cswin_tiny(pretrained: bool = False, **kwargs) -> CSWinTransformer:
-    """FLatten-CSwin-T: C=64, depths 2-4-18-1, focused linear attention in stages 1-2 (``LLSS``)."""
-    args = dict(embed_dim=64, depths=(2, 4, 18, 1), split_size=(1, 2, 7, 7), num_heads=(2, 4, 8, 16),
-                global_blocks=(2, 4, 0, 0))
-    return _create_flatten_cswin("zoo_flatten_cswin_tiny", pretrained, **dict(args, **kwargs))

@@ -18,8 +18,8 @@ from zoo.layers.map_attention import SpatialReduction
 from zoo.weights import pretrained_cfgs
 
 from ._backbone import build_backbone
-from ._registry import register_model, register_tiny_kwargs
-from .pvt import PyramidVisionTransformer
+from ._registry import register_tiny_kwargs, register_variants
+from .pvt import _PVT_T, _TINY_KWARGS, PyramidVisionTransformer
 from .pvt import checkpoint_filter_fn as pvt_checkpoint_filter_fn
 
 __all__ = ["ReducedFocusedLinearAttention"]
@@ -47,21 +47,12 @@ def _create_flatten_pvt(variant: str, pretrained: bool = False, **kwargs) -> Pyr
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("flatten_pvt"))
 
-_TINY = dict(img_size=64, embed_dims=(16, 16, 32, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))
-register_tiny_kwargs("zoo_flatten_pvt", **_TINY)
-register_tiny_kwargs("zoo_flatten_pvtv2", **_TINY)
+register_tiny_kwargs("zoo_flatten_pvt", **_TINY_KWARGS)  # FLatten-PVTv2 too
 
-
-@register_model
-def zoo_flatten_pvt_tiny(pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
-    """FLatten-PVT-T: C=64-128-320-512, depths 2-2-2-2, no key/value reduction."""
-    args = dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 2, 2), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4))
-    return _create_flatten_pvt("zoo_flatten_pvt_tiny", pretrained, **args | kwargs)
-
-
-@register_model
-def zoo_flatten_pvtv2_b0(pretrained: bool = False, **kwargs) -> PyramidVisionTransformer:
-    """FLatten-PVTv2-B0: C=32-64-160-256, depths 2-2-2-2, no key/value reduction."""
-    args = dict(embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4),
-                v2=True)
-    return _create_flatten_pvt("zoo_flatten_pvtv2_b0", pretrained, **args | kwargs)
+# FLatten-PVT-T (PVT-T's sizes) and FLatten-PVTv2-B0 (PVTv2-B0's widths on the PVTv2 trunk), neither reducing
+# keys and values.
+register_variants(
+    _create_flatten_pvt,
+    zoo_flatten_pvt_tiny=_PVT_T,
+    zoo_flatten_pvtv2_b0=dict(_PVT_T, embed_dims=(32, 64, 160, 256), v2=True),
+)

@@ -36,8 +36,8 @@ from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.layers.precision import autocast_disabled
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
-from ._registry import register_model, register_tiny_kwargs
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal, pyramid_feature_info
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
 __all__ = ["HorNet"]
@@ -138,40 +138,22 @@ class HorNetBlock(nn.Module):
 
 
 class HorNetStage(Stage):
-    """LayerNorm + 2x2 stride-2 convolution (except in the first stage), then ``depth`` HorNet blocks."""
+    """LayerNorm + 2x2 stride-2 convolution (except in the first stage), then ``depth`` blocks
+    ``HorNetBlock(dim, order, drop_path=drop_path[i], **block_kwargs)``."""
 
-    def __init__(
-        self,
-        in_dim: int,
-        dim: int,
-        depth: int,
-        downsample: bool,
-        order: int,
-        filter_size: tuple[int, int] | None = None,
-        scale: float = 1.0 / 3,
-        mlp_ratio: float = 4.0,
-        drop: float = 0.0,
-        drop_path: list[float] | None = None,
-        layer_scale_init_value: float = 1e-6,
-    ):
+    def __init__(self, in_dim: int, dim: int, depth: int, downsample: bool, order: int,
+                 drop_path: list[float] | None = None, **block_kwargs):
         downsampling = nn.Identity()
         if downsample:
             downsampling = nn.Sequential(LayerNorm2d(in_dim, eps=1e-6), nn.Conv2d(in_dim, dim, 2, stride=2))
         drop_path = drop_path or [0.0] * depth
-        blocks = [
-            HorNetBlock(
-                dim,
-                order,
-                filter_size,
-                scale,
-                mlp_ratio=mlp_ratio,
-                drop=drop,
-                drop_path=drop_path[i],
-                layer_scale_init_value=layer_scale_init_value,
-            )
-            for i in range(depth)
-        ]
-        super().__init__(downsampling, blocks)
+        super().__init__(downsampling, [HorNetBlock(dim, order, drop_path=dp, **block_kwargs) for dp in drop_path])
+
+
+def _global_filter_size(img_size: tuple[int, int], reduction: int) -> tuple[int, int]:
+    """The ``rfft2`` grid ``(H, W // 2 + 1)`` of the ``H x W`` map at stride ``reduction`` of an ``img_size`` input."""
+    height, width = img_size[0] // reduction, img_size[1] // reduction
+    return height, width // 2 + 1
 
 
 class HorNet(Backbone):
@@ -187,9 +169,6 @@ class HorNet(Backbone):
     def __init__(
         self,
         img_size: int | tuple[int, int] = 224,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         base_dim: int = 64,
         depths: tuple[int, ...] = (2, 3, 18, 2),
         orders: tuple[int, ...] = (2, 3, 4, 5),
@@ -198,49 +177,42 @@ class HorNet(Backbone):
         mlp_ratio: float = 4.0,
         layer_scale_init_value: float = 1e-6,
         head_init_scale: float = 1.0,
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         if len(depths) != len(orders):
             raise ValueError(f"depths {depths} and orders {orders} need one entry per stage")
         img_size = to_2tuple(img_size)
         dims = [base_dim * 2**i for i in range(len(depths))]
         self.num_features = self.head_hidden_size = dims[-1]
 
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], 4, stride=4), LayerNorm2d(dims[0], eps=1e-6))
+        self.stem = nn.Sequential(nn.Conv2d(self.in_chans, dims[0], 4, stride=4), LayerNorm2d(dims[0], eps=1e-6))
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i, depth in enumerate(depths):
-            reduction = 4 * 2**i
-            filter_size = None
-            if i in global_filter_stages:
-                height, width = img_size[0] // reduction, img_size[1] // reduction
-                filter_size = (height, width // 2 + 1)
-            stages.append(
-                HorNetStage(
-                    dims[max(i - 1, 0)],
-                    dims[i],
-                    depth,
-                    downsample=i > 0,
-                    order=orders[i],
-                    filter_size=filter_size,
-                    scale=scale,
-                    mlp_ratio=mlp_ratio,
-                    drop=proj_drop_rate,
-                    drop_path=drop_path[i],
-                    layer_scale_init_value=layer_scale_init_value,
-                )
+        self.stages = nn.Sequential(*[
+            HorNetStage(
+                dims[max(i - 1, 0)],
+                dims[i],
+                depth,
+                downsample=i > 0,
+                order=orders[i],
+                drop_path=drop_path[i],
+                filter_size=_global_filter_size(img_size, 4 * 2**i) if i in global_filter_stages else None,
+                scale=scale,
+                mlp_ratio=mlp_ratio,
+                drop=proj_drop_rate,
+                layer_scale_init_value=layer_scale_init_value,
             )
-            self.feature_info.append(dict(num_chs=dims[i], reduction=reduction, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+            for i, depth in enumerate(depths)
+        ])
+        self.feature_info = pyramid_feature_info(dims)
         self.norm = nn.Identity()
         self.head = NormMlpClassifierHead(
             self.num_features,
-            num_classes,
-            pool_type=global_pool,
-            drop_rate=drop_rate,
+            self.num_classes,
+            pool_type=self.global_pool,
+            drop_rate=self.drop_rate,
             norm_layer=partial(LayerNorm2d, eps=1e-6),
         )
         self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
@@ -284,67 +256,19 @@ downstream_cfg = dict(out_norm=LayerNorm2d)
 
 register_tiny_kwargs("zoo_hornet", img_size=64, base_dim=16, depths=(1, 1, 1, 1))
 
+# HorNet-T/S/B/L (paper Table 1: C, depths 2-3-18-2, gnConv orders 2-5) with 7x7 depthwise gates, or with
+# global-local filters in stages 3-4 (_gf); HorNet-L is pre-trained on ImageNet-22k, and large_gf_384 at 384²
+# has global filters sized 24x13 and 12x7.
 _GF = dict(global_filter_stages=(2, 3))
-
-
-@register_model
-def zoo_hornet_tiny(pretrained: bool = False, **kwargs) -> HorNet:
-    """HorNet-T (7x7): C=64, depths 2-3-18-2, gnConv orders 2-5."""
-    args = dict(base_dim=64, depths=(2, 3, 18, 2))
-    return _create_hornet("zoo_hornet_tiny", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_hornet_tiny_gf(pretrained: bool = False, **kwargs) -> HorNet:
-    """HorNet-T (GF): C=64, depths 2-3-18-2, global-local filters in stages 3-4."""
-    args = dict(base_dim=64, depths=(2, 3, 18, 2), **_GF)
-    return _create_hornet("zoo_hornet_tiny_gf", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_hornet_small(pretrained: bool = False, **kwargs) -> HorNet:
-    """HorNet-S (7x7): C=96, depths 2-3-18-2."""
-    args = dict(base_dim=96, depths=(2, 3, 18, 2))
-    return _create_hornet("zoo_hornet_small", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_hornet_small_gf(pretrained: bool = False, **kwargs) -> HorNet:
-    """HorNet-S (GF): C=96, depths 2-3-18-2, global-local filters in stages 3-4."""
-    args = dict(base_dim=96, depths=(2, 3, 18, 2), **_GF)
-    return _create_hornet("zoo_hornet_small_gf", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_hornet_base(pretrained: bool = False, **kwargs) -> HorNet:
-    """HorNet-B (7x7): C=128, depths 2-3-18-2."""
-    args = dict(base_dim=128, depths=(2, 3, 18, 2))
-    return _create_hornet("zoo_hornet_base", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_hornet_base_gf(pretrained: bool = False, **kwargs) -> HorNet:
-    """HorNet-B (GF): C=128, depths 2-3-18-2, global-local filters in stages 3-4."""
-    args = dict(base_dim=128, depths=(2, 3, 18, 2), **_GF)
-    return _create_hornet("zoo_hornet_base_gf", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_hornet_large(pretrained: bool = False, **kwargs) -> HorNet:
-    """HorNet-L (7x7): C=192, depths 2-3-18-2 (ImageNet-22k)."""
-    args = dict(base_dim=192, depths=(2, 3, 18, 2))
-    return _create_hornet("zoo_hornet_large", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_hornet_large_gf(pretrained: bool = False, **kwargs) -> HorNet:
-    """HorNet-L (GF): C=192, depths 2-3-18-2, global-local filters in stages 3-4 (ImageNet-22k)."""
-    args = dict(base_dim=192, depths=(2, 3, 18, 2), **_GF)
-    return _create_hornet("zoo_hornet_large_gf", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_hornet_large_gf_384(pretrained: bool = False, **kwargs) -> HorNet:
-    """HorNet-L (GF) at 384x384: global filters sized 24x13 and 12x7 (ImageNet-22k)."""
-    args = dict(img_size=384, base_dim=192, depths=(2, 3, 18, 2), **_GF)
-    return _create_hornet("zoo_hornet_large_gf_384", pretrained, **dict(args, **kwargs))
+register_variants(
+    _create_hornet,
+    zoo_hornet_tiny=dict(base_dim=64),
+    zoo_hornet_tiny_gf=dict(base_dim=64, **_GF),
+    zoo_hornet_small=dict(base_dim=96),
+    zoo_hornet_small_gf=dict(base_dim=96, **_GF),
+    zoo_hornet_base=dict(base_dim=128),
+    zoo_hornet_base_gf=dict(base_dim=128, **_GF),
+    zoo_hornet_large=dict(base_dim=192),
+    zoo_hornet_large_gf=dict(base_dim=192, **_GF),
+    zoo_hornet_large_gf_384=dict(base_dim=192, img_size=384, **_GF),
+)

@@ -21,16 +21,16 @@ from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import LayerNorm2d, Mlp, calculate_drop_path_rates, trunc_normal_
+from timm.layers import LayerNorm2d, calculate_drop_path_rates, trunc_normal_
 from timm.models import generate_default_cfgs
 
 from zoo.kernels import neighborhood_attention2d
-from zoo.layers.blocks import PreNormBlock
+from zoo.layers.blocks import MlpBlock
 from zoo.layers.map_attention import PaddedHeadsAttention
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
-from ._registry import register_model, register_tiny_kwargs
+from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal, pyramid_feature_info
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_key, rename_keys, unwrap_checkpoint
 
 __all__ = ["NAT"]
@@ -90,29 +90,9 @@ class NeighborhoodAttention(PaddedHeadsAttention):
         return neighborhood_attention2d(q, k, v, self.kernel_size, self.dilation, rpb=self.rpb)
 
 
-class NATBlock(PreNormBlock):
-    """Pre-norm block: neighborhood attention then MLP, each with optional layer scale and a residual."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        kernel_size: int,
-        dilation: int = 1,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        proj_drop: float = 0.0,
-        drop_path: float = 0.0,
-        layer_scale: float | None = None,
-        norm_layer: type[nn.Module] = nn.LayerNorm,
-    ):
-        attn = NeighborhoodAttention(dim, num_heads, kernel_size, dilation, qkv_bias, proj_drop)
-        mlp = Mlp(dim, int(dim * mlp_ratio), drop=proj_drop)
-        super().__init__(dim, attn, mlp, drop_path, norm_layer, layer_scale)
-
-
 class NATStage(Stage):
-    """Optional 2x convolutional downsampling followed by ``len(dilations)`` NAT blocks."""
+    """Optional 2x convolutional downsampling followed by ``len(dilations)`` NAT blocks: pre-norm neighborhood
+    attention, then an MLP, each with optional layer scale and a residual connection."""
 
     def __init__(
         self,
@@ -132,17 +112,14 @@ class NATStage(Stage):
         downsampling = ConvDownsampler(dim, out_dim, norm_layer) if downsample else nn.Identity()
         drop_path = drop_path or [0.0] * len(dilations)
         blocks = [
-            NATBlock(
+            MlpBlock(
                 out_dim,
-                num_heads,
-                kernel_size,
-                dilation,
+                NeighborhoodAttention(out_dim, num_heads, kernel_size, dilation, qkv_bias, proj_drop),
                 mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
                 proj_drop=proj_drop,
                 drop_path=dp,
-                layer_scale=layer_scale,
                 norm_layer=norm_layer,
+                layer_scale=layer_scale,
             )
             for dilation, dp in zip(dilations, drop_path)
         ]
@@ -162,9 +139,6 @@ class NAT(Backbone):
 
     def __init__(
         self,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         embed_dim: int = 64,
         depths: tuple[int, ...] = (3, 4, 6, 5),
         num_heads: tuple[int, ...] = (2, 4, 8, 16),
@@ -173,12 +147,12 @@ class NAT(Backbone):
         mlp_ratio: float = 3.0,
         qkv_bias: bool = True,
         layer_scale: float | None = None,
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.2,
         norm_layer: type[nn.Module] = nn.LayerNorm,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         dilations = dilations or tuple((1,) * d for d in depths)
         if not len(depths) == len(num_heads) == len(dilations):
             raise ValueError(f"depths {depths}, num_heads {num_heads} and dilations must have one entry per stage")
@@ -188,30 +162,28 @@ class NAT(Backbone):
         dims = [int(embed_dim * 2**i) for i in range(num_stages)]
         self.num_features = self.head_hidden_size = dims[-1]
 
-        self.patch_embed = ConvTokenizer(in_chans, embed_dim, norm_layer)
+        self.patch_embed = ConvTokenizer(self.in_chans, embed_dim, norm_layer)
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i in range(num_stages):
-            stages.append(
-                NATStage(
-                    dim=dims[max(i - 1, 0)],
-                    out_dim=dims[i],
-                    dilations=tuple(dilations[i]),
-                    downsample=i > 0,
-                    num_heads=num_heads[i],
-                    kernel_size=kernel_size,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias,
-                    proj_drop=proj_drop_rate,
-                    drop_path=drop_path[i],
-                    layer_scale=layer_scale,
-                    norm_layer=norm_layer,
-                )
+        self.stages = nn.Sequential(*[
+            NATStage(
+                dim=dims[max(i - 1, 0)],
+                out_dim=dims[i],
+                dilations=tuple(dilations[i]),
+                downsample=i > 0,
+                num_heads=num_heads[i],
+                kernel_size=kernel_size,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=qkv_bias,
+                proj_drop=proj_drop_rate,
+                drop_path=drop_path[i],
+                layer_scale=layer_scale,
+                norm_layer=norm_layer,
             )
-            self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2**i, module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+            for i in range(num_stages)
+        ])
+        self.feature_info = pyramid_feature_info(dims)
         self.norm = norm_layer(self.num_features)
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
         self.apply(init_trunc_normal)
 
     @torch.jit.ignore
@@ -304,58 +276,24 @@ downstream_cfg = dict(out_norm=partial(LayerNorm2d, eps=1e-5), downsample_ends_s
 register_tiny_kwargs("zoo_nat", embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=3)
 register_tiny_kwargs("zoo_dinat", embed_dim=16, depths=(2, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=3)
 
+# NAT-Mini/Tiny/Small/Base (NAT paper Table 1, kernel 7) with each size's stochastic depth, and DiNAT's, the same
+# sizes with every other block dilated (see _create_dinat); NAT-Small and both Bases have layer scale, DiNAT-Small
+# does not.
 _MINI = dict(embed_dim=64, depths=(3, 4, 6, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.0, drop_path_rate=0.2)
-_TINY = dict(embed_dim=64, depths=(3, 4, 18, 5), num_heads=(2, 4, 8, 16), mlp_ratio=3.0, drop_path_rate=0.2)
+_TINY = dict(_MINI, depths=(3, 4, 18, 5))
 _SMALL = dict(embed_dim=96, depths=(3, 4, 18, 5), num_heads=(3, 6, 12, 24), mlp_ratio=2.0, drop_path_rate=0.3)
-_BASE = dict(
-    embed_dim=128, depths=(3, 4, 18, 5), num_heads=(4, 8, 16, 32), mlp_ratio=2.0, drop_path_rate=0.5, layer_scale=1e-5
+_BASE = dict(_SMALL, embed_dim=128, num_heads=(4, 8, 16, 32), drop_path_rate=0.5, layer_scale=1e-5)
+register_variants(
+    _create_nat,
+    zoo_nat_mini=_MINI,
+    zoo_nat_tiny=_TINY,
+    zoo_nat_small=dict(_SMALL, layer_scale=1e-5),
+    zoo_nat_base=_BASE,
 )
-
-
-@register_model
-def zoo_nat_mini(pretrained: bool = False, **kwargs) -> NAT:
-    """NAT-Mini: C=64, depths 3-4-6-5, kernel 7."""
-    return _create_nat("zoo_nat_mini", pretrained, **dict(_MINI, **kwargs))
-
-
-@register_model
-def zoo_nat_tiny(pretrained: bool = False, **kwargs) -> NAT:
-    """NAT-Tiny: C=64, depths 3-4-18-5, kernel 7."""
-    return _create_nat("zoo_nat_tiny", pretrained, **dict(_TINY, **kwargs))
-
-
-@register_model
-def zoo_nat_small(pretrained: bool = False, **kwargs) -> NAT:
-    """NAT-Small: C=96, depths 3-4-18-5, kernel 7, layer scale."""
-    args = dict(_SMALL, layer_scale=1e-5)
-    return _create_nat("zoo_nat_small", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_nat_base(pretrained: bool = False, **kwargs) -> NAT:
-    """NAT-Base: C=128, depths 3-4-18-5, kernel 7, layer scale."""
-    return _create_nat("zoo_nat_base", pretrained, **dict(_BASE, **kwargs))
-
-
-@register_model
-def zoo_dinat_mini(pretrained: bool = False, **kwargs) -> NAT:
-    """DiNAT-Mini: NAT-Mini with dilated layers."""
-    return _create_dinat("zoo_dinat_mini", pretrained, **dict(_MINI, **kwargs))
-
-
-@register_model
-def zoo_dinat_tiny(pretrained: bool = False, **kwargs) -> NAT:
-    """DiNAT-Tiny: NAT-Tiny with dilated layers."""
-    return _create_dinat("zoo_dinat_tiny", pretrained, **dict(_TINY, **kwargs))
-
-
-@register_model
-def zoo_dinat_small(pretrained: bool = False, **kwargs) -> NAT:
-    """DiNAT-Small: NAT-Small with dilated layers and, unlike NAT-Small, no layer scale."""
-    return _create_dinat("zoo_dinat_small", pretrained, **dict(_SMALL, **kwargs))
-
-
-@register_model
-def zoo_dinat_base(pretrained: bool = False, **kwargs) -> NAT:
-    """DiNAT-Base: NAT-Base with dilated layers."""
-    return _create_dinat("zoo_dinat_base", pretrained, **dict(_BASE, **kwargs))
+register_variants(
+    _create_dinat,
+    zoo_dinat_mini=_MINI,
+    zoo_dinat_tiny=_TINY,
+    zoo_dinat_small=_SMALL,
+    zoo_dinat_base=_BASE,
+)

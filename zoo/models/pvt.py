@@ -14,7 +14,6 @@ bilinearly to the input's maps (as the official code does), so any input size wo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import partial
 
@@ -27,10 +26,11 @@ from timm.models import checkpoint_seq
 from zoo.layers.blocks import PreNormBlock
 from zoo.layers.dwconv import DepthwiseConv2d
 
-from ._backbone import Backbone, Stage, init_trunc_normal
+from ._backbone import Backbone, Stage, init_trunc_normal, pyramid_feature_info
+from ._state_dict import Renames, rename_keys, unwrap_checkpoint
 from .cswin import ConvEmbed
 
-__all__ = ["PyramidVisionTransformer", "checkpoint_filter_fn"]
+__all__ = ["PVT_V2_RENAMES", "PyramidVisionTransformer", "checkpoint_filter_fn"]
 
 
 class ConvMlp(nn.Module):
@@ -96,20 +96,17 @@ class PyramidVisionTransformer(Backbone):
         self,
         attn_layer: Callable[..., nn.Module],
         img_size: int | tuple[int, int] = 224,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         embed_dims: tuple[int, ...] = (64, 128, 320, 512),
         depths: tuple[int, ...] = (2, 2, 2, 2),
         num_heads: tuple[int, ...] = (1, 2, 5, 8),
         mlp_ratios: tuple[float, ...] = (8, 8, 4, 4),
         sr_ratios: tuple[int, ...] = (1, 1, 1, 1),
         v2: bool = False,
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         num_stages = len(depths)
         if not len(embed_dims) == len(num_heads) == len(mlp_ratios) == len(sr_ratios) == num_stages:
             raise ValueError(
@@ -120,10 +117,10 @@ class PyramidVisionTransformer(Backbone):
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         grid = to_2tuple(img_size)
-        stages, self.feature_info = [], []
+        stages = []
         for i in range(num_stages):
             dim = embed_dims[i]
-            in_dim, in_fmt = (in_chans, "NCHW") if i == 0 else (embed_dims[i - 1], "NHWC")
+            in_dim, in_fmt = (self.in_chans, "NCHW") if i == 0 else (embed_dims[i - 1], "NHWC")
             if v2:
                 kernel, stride = (7, 4) if i == 0 else (3, 2)
                 downsample = ConvEmbed(in_dim, dim, kernel, stride, kernel // 2, in_fmt)
@@ -142,46 +139,44 @@ class PyramidVisionTransformer(Backbone):
             if pos_embed is not None:
                 trunc_normal_(pos_embed, std=0.02)
             stages.append(PvtStage(downsample, blocks, pos_embed, grid, norm_layer(dim) if v2 else nn.Identity()))
-            self.feature_info.append(dict(num_chs=dim, reduction=4 * 2**i, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
+        self.feature_info = pyramid_feature_info(embed_dims)
         self.norm = nn.Identity()
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
         self.apply(init_trunc_normal)
 
 
-_OFFICIAL_RENAMES = [
-    (r"^patch_embed(\d+)\.proj\.", lambda m: f"stages.{int(m.group(1)) - 1}.downsample.conv."),
-    (r"^patch_embed(\d+)\.norm\.", lambda m: f"stages.{int(m.group(1)) - 1}.downsample.norm."),
-    (r"^pos_embed(\d+)$", lambda m: f"stages.{int(m.group(1)) - 1}.pos_embed"),
+# PVTv2's official layout, which VAN's official code keeps -> ours: stage i's (from 1) patch embedding, blocks and
+# norm are ``patch_embed{i}``, ``block{i}`` and ``norm{i}``, the MLP's depthwise convolution ``dwconv.dwconv``.
+PVT_V2_RENAMES: Renames = (
+    (r"^patch_embed(\d+)\.", lambda m: f"stages.{int(m.group(1)) - 1}.downsample."),
     (r"^block(\d+)\.", lambda m: f"stages.{int(m.group(1)) - 1}.blocks."),
     (r"^norm(\d+)\.", lambda m: f"stages.{int(m.group(1)) - 1}.norm."),
     (r"\.mlp\.dwconv\.dwconv\.", ".mlp.dwconv."),
     (r"^head\.", "head.fc."),
-]
+)
+
+# PVT's differ only in the patch embedding's convolution (``proj`` there, ``conv`` here) and PVT's position embeddings.
+_OFFICIAL_RENAMES: Renames = (
+    (r"^(patch_embed\d+)\.proj\.", r"\1.conv."),
+    (r"^pos_embed(\d+)$", lambda m: f"stages.{int(m.group(1)) - 1}.pos_embed"),
+    *PVT_V2_RENAMES,
+)
 
 
 def checkpoint_filter_fn(state_dict: dict, model: PyramidVisionTransformer) -> dict[str, torch.Tensor]:
     """Convert an official PVT / PVTv2 checkpoint (LeapLabTHU's FLatten and Agent versions).
 
-    Unwraps ``model`` / ``state_dict`` and ``module.``, then renames ``patch_embed{i}.{proj,norm}`` to
+    Unwraps ``state_dict`` / ``model`` and ``module.``, then renames ``patch_embed{i}.{proj,norm}`` to
     ``stages.{i-1}.downsample.{conv,norm}``, ``pos_embed{i}`` to ``stages.{i-1}.pos_embed``,
     ``block{i}.{j}`` to ``stages.{i-1}.blocks.{j}``, PVTv2's ``norm{i}`` to ``stages.{i-1}.norm`` and
     ``mlp.dwconv.dwconv`` to ``mlp.dwconv``, ``head`` to ``head.fc``; drops the final ``norm`` that
     the official FLatten-PVT declares but never applies; interpolates position embeddings stored for
     another input size. Checkpoints already in this layout pass through unchanged.
     """
-    for key in ("state_dict", "model"):
-        state_dict = state_dict.get(key, state_dict)
-    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    state_dict = unwrap_checkpoint(state_dict, ("state_dict", "model"))
     if any(k.startswith("patch_embed1.") for k in state_dict):
-        out = {}
-        for key, value in state_dict.items():
-            if key.startswith("norm."):
-                continue
-            for pattern, replacement in _OFFICIAL_RENAMES:
-                key = re.sub(pattern, replacement, key)
-            out[key] = value
-        state_dict = out
+        state_dict = rename_keys({k: v for k, v in state_dict.items() if not k.startswith("norm.")}, _OFFICIAL_RENAMES)
     for i, stage in enumerate(model.stages):
         key = f"stages.{i}.pos_embed"
         if key in state_dict and stage.pos_embed is not None and state_dict[key].shape != stage.pos_embed.shape:
@@ -189,3 +184,8 @@ def checkpoint_filter_fn(state_dict: dict, model: PyramidVisionTransformer) -> d
             grid = state_dict[key].reshape(1, old, old, -1).permute(0, 3, 1, 2)
             state_dict[key] = F.interpolate(grid, size=stage.resolution, mode="bilinear").flatten(2).transpose(1, 2)
     return state_dict
+
+
+# PVT-T (PVT paper Table 1), the sizes the FLatten and Agent versions start from, and a tiny PVT for their tests.
+_PVT_T = dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 2, 2), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4))
+_TINY_KWARGS = dict(img_size=64, embed_dims=(16, 16, 32, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2))

@@ -24,9 +24,10 @@ from timm.models import generate_default_cfgs
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_conv_fan_out
-from ._registry import register_model, register_tiny_kwargs
+from ._backbone import Backbone, Stage, build_backbone, init_conv_fan_out, pyramid_feature_info
+from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
+from .pvt import PVT_V2_RENAMES
 
 __all__ = ["VAN"]
 
@@ -148,18 +149,15 @@ class VAN(Backbone):
 
     def __init__(
         self,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        global_pool: str = "avg",
         embed_dims: tuple[int, ...] = (64, 128, 256, 512),
         depths: tuple[int, ...] = (3, 4, 6, 3),
         mlp_ratios: tuple[float, ...] = (8, 8, 4, 4),
-        drop_rate: float = 0.0,
         proj_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         stage_norm_eps: float = 1e-6,
+        **kwargs,
     ):
-        super().__init__(in_chans, num_classes, global_pool)
+        super().__init__(**kwargs)
         if not len(embed_dims) == len(depths) == len(mlp_ratios):
             raise ValueError(
                 f"embed_dims {embed_dims}, depths {depths} and mlp_ratios {mlp_ratios} need one entry per stage"
@@ -167,43 +165,33 @@ class VAN(Backbone):
         self.num_features = self.head_hidden_size = embed_dims[-1]
 
         drop_path = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages, self.feature_info = [], []
-        for i, (dim, depth) in enumerate(zip(embed_dims, depths)):
-            stages.append(
-                VANStage(
-                    in_chans if i == 0 else embed_dims[i - 1],
-                    dim,
-                    depth,
-                    first=i == 0,
-                    mlp_ratio=mlp_ratios[i],
-                    drop=proj_drop_rate,
-                    drop_path=drop_path[i],
-                    norm_eps=stage_norm_eps,
-                )
+        self.stages = nn.Sequential(*[
+            VANStage(
+                self.in_chans if i == 0 else embed_dims[i - 1],
+                dim,
+                depth,
+                first=i == 0,
+                mlp_ratio=mlp_ratios[i],
+                drop=proj_drop_rate,
+                drop_path=drop_path[i],
+                norm_eps=stage_norm_eps,
             )
-            self.feature_info.append(dict(num_chs=dim, reduction=2 ** (i + 2), module=f"stages.{i}"))
-        self.stages = nn.Sequential(*stages)
+            for i, (dim, depth) in enumerate(zip(embed_dims, depths))
+        ])
+        self.feature_info = pyramid_feature_info(embed_dims)
         self.norm = nn.Identity()
-        self.head = self.classifier_head(drop_rate)
+        self.head = self.classifier_head()
         self.apply(init_conv_fan_out)
-
-
-_OFFICIAL_RENAMES = (
-    (r"^patch_embed(\d)\.", lambda m: f"stages.{int(m.group(1)) - 1}.downsample."),
-    (r"^block(\d)\.", lambda m: f"stages.{int(m.group(1)) - 1}.blocks."),
-    (r"^norm(\d)\.", lambda m: f"stages.{int(m.group(1)) - 1}.norm."),
-    (r"\.mlp\.dwconv\.dwconv\.", ".mlp.dwconv."),
-    (r"^head\.", "head.fc."),
-)
 
 
 def checkpoint_filter_fn(state_dict: dict, model: VAN) -> dict[str, torch.Tensor]:
     """Convert an official VAN checkpoint (``{'state_dict': ...}`` from timm's checkpoint saver, or a
-    bare state dict) to this model's layout; a state dict already in this layout passes through."""
+    bare state dict), which keeps PVTv2's layout, to this model's; a state dict already in this layout
+    passes through."""
     state_dict = unwrap_checkpoint(state_dict, ("state_dict", "model"))
     if "patch_embed1.proj.weight" not in state_dict:
         return state_dict
-    return rename_keys(state_dict, _OFFICIAL_RENAMES)
+    return rename_keys(state_dict, PVT_V2_RENAMES)
 
 
 def _create_van(variant: str, pretrained: bool = False, **kwargs) -> VAN:
@@ -219,50 +207,15 @@ downstream_cfg = dict(model_kwargs=dict(stage_norm_eps=1e-5))
 register_tiny_kwargs("zoo_van", embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1))
 
 
-@register_model
-def zoo_van_b0(pretrained: bool = False, **kwargs) -> VAN:
-    """VAN-B0 (van_tiny): dims 32-64-160-256, depths 3-3-5-2."""
-    args = dict(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2))
-    return _create_van("zoo_van_b0", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_van_b1(pretrained: bool = False, **kwargs) -> VAN:
-    """VAN-B1 (van_small): dims 64-128-320-512, depths 2-2-4-2."""
-    args = dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2))
-    return _create_van("zoo_van_b1", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_van_b2(pretrained: bool = False, **kwargs) -> VAN:
-    """VAN-B2 (van_base): dims 64-128-320-512, depths 3-3-12-3."""
-    args = dict(embed_dims=(64, 128, 320, 512), depths=(3, 3, 12, 3))
-    return _create_van("zoo_van_b2", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_van_b3(pretrained: bool = False, **kwargs) -> VAN:
-    """VAN-B3 (van_large): dims 64-128-320-512, depths 3-5-27-3."""
-    args = dict(embed_dims=(64, 128, 320, 512), depths=(3, 5, 27, 3))
-    return _create_van("zoo_van_b3", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_van_b4(pretrained: bool = False, **kwargs) -> VAN:
-    """VAN-B4: dims 64-128-320-512, depths 3-6-40-3."""
-    args = dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3))
-    return _create_van("zoo_van_b4", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_van_b5(pretrained: bool = False, **kwargs) -> VAN:
-    """VAN-B5: dims 96-192-480-768, depths 3-3-24-3."""
-    args = dict(embed_dims=(96, 192, 480, 768), depths=(3, 3, 24, 3))
-    return _create_van("zoo_van_b5", pretrained, **dict(args, **kwargs))
-
-
-@register_model
-def zoo_van_b6(pretrained: bool = False, **kwargs) -> VAN:
-    """VAN-B6: dims 96-192-384-768, depths 6-6-90-6."""
-    args = dict(embed_dims=(96, 192, 384, 768), depths=(6, 6, 90, 6))
-    return _create_van("zoo_van_b6", pretrained, **dict(args, **kwargs))
+# VAN-B0..B6 (paper Table 2, all with mlp ratios 8-8-4-4); B0-B3 are the official code's van_tiny, van_small,
+# van_base and van_large.
+register_variants(
+    _create_van,
+    zoo_van_b0=dict(embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2)),
+    zoo_van_b1=dict(embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2)),
+    zoo_van_b2=dict(embed_dims=(64, 128, 320, 512), depths=(3, 3, 12, 3)),
+    zoo_van_b3=dict(embed_dims=(64, 128, 320, 512), depths=(3, 5, 27, 3)),
+    zoo_van_b4=dict(embed_dims=(64, 128, 320, 512), depths=(3, 6, 40, 3)),
+    zoo_van_b5=dict(embed_dims=(96, 192, 480, 768), depths=(3, 3, 24, 3)),
+    zoo_van_b6=dict(embed_dims=(96, 192, 384, 768), depths=(6, 6, 90, 6)),
+)
