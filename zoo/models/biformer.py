@@ -28,7 +28,7 @@ from zoo.kernels import routing_attention
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal, pyramid_feature_info
+from ._backbone import Backbone, Stage, backbone_creator, init_trunc_normal, pyramid_feature_info
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
@@ -223,8 +223,7 @@ def checkpoint_filter_fn(state_dict: dict, model: BiFormer) -> dict[str, torch.T
     return rename_keys(state_dict, _OFFICIAL_RENAMES)
 
 
-def _create_biformer(variant: str, pretrained: bool = False, **kwargs) -> BiFormer:
-    return build_backbone(BiFormer, variant, pretrained, checkpoint_filter_fn, **kwargs)
+_create_biformer = backbone_creator(BiFormer, checkpoint_filter_fn)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("biformer"))

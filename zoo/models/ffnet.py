@@ -32,7 +32,7 @@ from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.layers.reparam import depthwise_conv_like, fuse_bn, pad_kernel
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
+from ._backbone import Backbone, Stage, backbone_creator, init_trunc_normal
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
 
@@ -273,8 +273,7 @@ def checkpoint_filter_fn(state_dict: dict, model: FFNet) -> dict[str, torch.Tens
     return out
 
 
-def _create_ffnet(variant: str, pretrained: bool = False, **kwargs) -> FFNet:
-    return build_backbone(FFNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
+_create_ffnet = backbone_creator(FFNet, checkpoint_filter_fn)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("ffnet"))

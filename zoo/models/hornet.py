@@ -36,7 +36,7 @@ from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.layers.precision import autocast_disabled
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal, pyramid_feature_info
+from ._backbone import Backbone, Stage, backbone_creator, init_trunc_normal, pyramid_feature_info
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
@@ -244,8 +244,7 @@ def checkpoint_filter_fn(state_dict: dict, model: HorNet) -> dict[str, torch.Ten
     return out
 
 
-def _create_hornet(variant: str, pretrained: bool = False, **kwargs) -> HorNet:
-    return build_backbone(HorNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
+_create_hornet = backbone_creator(HorNet, checkpoint_filter_fn)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("hornet"))

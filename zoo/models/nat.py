@@ -29,7 +29,7 @@ from zoo.layers.blocks import MlpBlock
 from zoo.layers.map_attention import PaddedHeadsAttention
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal, pyramid_feature_info
+from ._backbone import Backbone, Stage, backbone_creator, init_trunc_normal, pyramid_feature_info
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_key, rename_keys, unwrap_checkpoint
 
@@ -251,8 +251,7 @@ def checkpoint_filter_fn(state_dict: dict, model: NAT) -> dict[str, torch.Tensor
     return rename_keys(state_dict, _OFFICIAL_RENAMES)
 
 
-def _create_nat(variant: str, pretrained: bool = False, **kwargs) -> NAT:
-    return build_backbone(NAT, variant, pretrained, checkpoint_filter_fn, **kwargs)
+_create_nat = backbone_creator(NAT, checkpoint_filter_fn)
 
 
 def _create_dinat(variant: str, pretrained: bool = False, **kwargs) -> NAT:

@@ -35,7 +35,7 @@ from zoo.layers.checks import check_per_stage
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
+from ._backbone import Backbone, Stage, backbone_creator, init_trunc_normal
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
 
@@ -326,8 +326,7 @@ def checkpoint_filter_fn(state_dict: dict, model: ParCNetV2) -> dict[str, torch.
     return out
 
 
-def _create_parcnetv2(variant: str, pretrained: bool = False, **kwargs) -> ParCNetV2:
-    return build_backbone(ParCNetV2, variant, pretrained, checkpoint_filter_fn, **kwargs)
+_create_parcnetv2 = backbone_creator(ParCNetV2, checkpoint_filter_fn)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("parcnetv2"))

@@ -27,7 +27,7 @@ from zoo.layers.checks import check_per_stage
 from zoo.layers.reparam import ReparamLargeKernelConv
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone
+from ._backbone import Backbone, Stage, backbone_creator
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import unwrap_checkpoint
 
@@ -144,8 +144,7 @@ def checkpoint_filter_fn(state_dict: dict, model: RepLKNet) -> dict[str, torch.T
     return out
 
 
-def _create_replknet(variant: str, pretrained: bool = False, **kwargs) -> RepLKNet:
-    return build_backbone(RepLKNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
+_create_replknet = backbone_creator(RepLKNet, checkpoint_filter_fn)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("replknet"))

@@ -33,7 +33,7 @@ from zoo.layers.checks import check_per_stage
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone
+from ._backbone import Backbone, Stage, backbone_creator
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import unwrap_checkpoint
 
@@ -369,8 +369,7 @@ def checkpoint_filter_fn(state_dict: dict, model: SHViT) -> dict[str, torch.Tens
     return out
 
 
-def _create_shvit(variant: str, pretrained: bool = False, **kwargs) -> SHViT:
-    return build_backbone(SHViT, variant, pretrained, checkpoint_filter_fn, **kwargs)
+_create_shvit = backbone_creator(SHViT, checkpoint_filter_fn)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("shvit"))

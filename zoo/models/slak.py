@@ -30,7 +30,7 @@ from zoo.layers.checks import check_per_stage
 from zoo.layers.reparam import ReparamLargeKernelConv
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
+from ._backbone import Backbone, Stage, backbone_creator, init_trunc_normal
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
@@ -128,8 +128,7 @@ def checkpoint_filter_fn(state_dict: dict, model: SLaK) -> dict[str, torch.Tenso
     return out
 
 
-def _create_slak(variant: str, pretrained: bool = False, **kwargs) -> SLaK:
-    return build_backbone(SLaK, variant, pretrained, checkpoint_filter_fn, **kwargs)
+_create_slak = backbone_creator(SLaK, checkpoint_filter_fn)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("slak"))

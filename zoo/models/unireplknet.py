@@ -30,7 +30,7 @@ from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.layers.reparam import DilatedReparamBlock, depthwise_conv_like, fuse_bn
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_trunc_normal
+from ._backbone import Backbone, Stage, backbone_creator, init_trunc_normal
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import CONVNEXT_RENAMES, rename_keys, unwrap_checkpoint
 
@@ -202,8 +202,7 @@ def checkpoint_filter_fn(state_dict: dict, model: UniRepLKNet) -> dict[str, torc
     return out
 
 
-def _create_unireplknet(variant: str, pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    return build_backbone(UniRepLKNet, variant, pretrained, checkpoint_filter_fn, **kwargs)
+_create_unireplknet = backbone_creator(UniRepLKNet, checkpoint_filter_fn)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("unireplknet"))

@@ -24,7 +24,7 @@ from timm.models import generate_default_cfgs
 from zoo.layers.dwconv import DepthwiseConv2d
 from zoo.weights import pretrained_cfgs
 
-from ._backbone import Backbone, Stage, build_backbone, init_conv_fan_out, pyramid_feature_info
+from ._backbone import Backbone, Stage, backbone_creator, init_conv_fan_out, pyramid_feature_info
 from ._registry import register_tiny_kwargs, register_variants
 from ._state_dict import rename_keys, unwrap_checkpoint
 from .pvt import PVT_V2_RENAMES
@@ -194,8 +194,7 @@ def checkpoint_filter_fn(state_dict: dict, model: VAN) -> dict[str, torch.Tensor
     return rename_keys(state_dict, PVT_V2_RENAMES)
 
 
-def _create_van(variant: str, pretrained: bool = False, **kwargs) -> VAN:
-    return build_backbone(VAN, variant, pretrained, checkpoint_filter_fn, **kwargs)
+_create_van = backbone_creator(VAN, checkpoint_filter_fn)
 
 
 default_cfgs = generate_default_cfgs(pretrained_cfgs("van"))
