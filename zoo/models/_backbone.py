@@ -23,9 +23,15 @@ API: ``forward_features``, ``forward_head``, ``forward_intermediates``,
 and ``group_matcher``, with the input checked before the stem.
 
 Stages are usually :class:`Stage` (a downsampling module then a sequence of blocks) or a subclass
-of it. Where a family differs, it overrides one small method: :meth:`Backbone.final_features` when
-something other than the norm follows the last stage (ParCNet's 1x1 expansion, ParCNetV2's return to
-NCHW), ``forward_head`` / ``get_classifier`` / ``reset_classifier`` when its head is not a timm
+of it. :meth:`Backbone.build_pyramid` builds the stages of a pyramid (stride-4 stem, then 2x per stage)
+with their ``feature_info`` (:func:`pyramid_feature_info` declares that alone for families that build
+their own stages), and :meth:`Backbone.classifier_head` / :meth:`Backbone.norm_mlp_classifier_head`
+the head from the classifier arguments. :func:`backbone_creator` gives the family's
+``create(variant, pretrained, **kwargs)`` for ``register_variants``.
+
+Where a family differs, it overrides one small method: :meth:`Backbone.final_features` when something
+other than the norm follows the last stage (ParCNet's 1x1 expansion, ParCNetV2's return to NCHW),
+``forward_head`` / ``get_classifier`` / ``reset_classifier`` when its head is not a timm
 classifier head (SHViT's BatchNorm + linear classifier after a separate pooling).
 
 Isotropic models (GFNet, SpectFormer's vanilla variants, LKCA, Agent-DeiT) subclass
