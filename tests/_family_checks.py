@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import timm
 import torch
 from timm.utils import reparameterize_model
@@ -41,6 +42,17 @@ def parameter_count(name: str, **kwargs) -> int:
     with torch.device("meta"):
         model = timm.create_model(name, **kwargs)
     return sum(p.numel() for p in model.parameters())
+
+
+def official_parameter_count_test(counts: dict[str, int], **kwargs) -> Callable:
+    """A family's parameter-count test, to bind to a ``test_*`` name of its module: parametrized over the
+    models of ``counts``, each (built with ``kwargs``) has the official count."""
+
+    @pytest.mark.parametrize("name", sorted(counts))
+    def test(name):
+        assert parameter_count(name, **kwargs) == counts[name]
+
+    return test
 
 
 def rename_keys(state_dict: dict, rules: tuple) -> dict:

@@ -47,9 +47,7 @@ def _official_layout(model) -> dict:
     return {"model": official}
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_count_matches_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("attn_norm", ["layer_norm", "layer_norm_2d"])

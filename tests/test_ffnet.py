@@ -46,9 +46,7 @@ def _tiny(name: str = "zoo_ffnet_3", **kwargs) -> torch.nn.Module:
     return checks.tiny_model(name, scale_suffixes=("layer_scale",), **kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
-def test_parameter_count_equals_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_equals_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_training_time_checkpoint_loads():

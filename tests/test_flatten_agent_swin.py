@@ -68,9 +68,7 @@ OFFICIAL_PARAMS = {
 }
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_count_matches_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_focused_linear_attention_survives_fp16_with_large_activations():

@@ -39,9 +39,7 @@ def _official_layout(model) -> dict:
     return {"model": checks.rename_keys({k: v.clone() for k, v in model.state_dict().items()}, rules)}
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_count_matches_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("name, kwargs", [("zoo_gfnet_xs", SMALL), ("zoo_gfnet_h_ti", SMALL_H)])

@@ -9,7 +9,8 @@ import zoo  # noqa: F401
 from zoo.models.hornet import GlobalLocalFilter, GnConv, HorNetStage
 
 # Parameter counts of the official models (raoyongming/HorNet, hornet.py at ac9e210), counted by
-# instantiating them; the HorNet-L models with the 21841-class head of their ImageNet-22k weights.
+# instantiating them with 1000 classes; the HorNet-L models with the 21841-class head of their ImageNet-22k
+# weights.
 OFFICIAL_PARAMS = {
     "zoo_hornet_tiny": 22_409_512,
     "zoo_hornet_tiny_gf": 22_991_848,
@@ -17,6 +18,8 @@ OFFICIAL_PARAMS = {
     "zoo_hornet_small_gf": 50_401_768,
     "zoo_hornet_base": 87_256_680,
     "zoo_hornet_base_gf": 88_421_352,
+}
+OFFICIAL_PARAMS_IN22K = {
     "zoo_hornet_large": 226_575_121,
     "zoo_hornet_large_gf": 228_322_129,
     "zoo_hornet_large_gf_384": 233_839_441,
@@ -31,10 +34,10 @@ TO_OFFICIAL = (
 )
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_counts_match_official(name):
-    num_classes = 21841 if "large" in name else 1000
-    assert checks.parameter_count(name, num_classes=num_classes) == OFFICIAL_PARAMS[name]
+test_parameter_counts_match_official = checks.official_parameter_count_test(OFFICIAL_PARAMS, num_classes=1000)
+test_in22k_parameter_counts_match_official = checks.official_parameter_count_test(
+    OFFICIAL_PARAMS_IN22K, num_classes=21841
+)
 
 
 @pytest.mark.parametrize("name", ["zoo_hornet_tiny", "zoo_hornet_tiny_gf"])

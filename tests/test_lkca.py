@@ -3,7 +3,6 @@ the zoo kernel's use."""
 
 
 import _family_checks as checks
-import pytest
 import timm
 import torch
 
@@ -51,9 +50,9 @@ def _official_layout(state_dict: dict) -> dict:
     return official
 
 
-@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
-def test_parameter_count_equals_official_without_the_unused_cls_token(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_equals_official_without_the_unused_cls_token = checks.official_parameter_count_test(
+    OFFICIAL_PARAMS
+)
 
 
 def test_convolution_is_attention_with_the_toeplitz_matrix():

@@ -96,9 +96,7 @@ def _v1_to_official(model) -> dict:
     return official
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_counts_match_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_counts_match_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_oversized_kernels_are_2h_minus_1():

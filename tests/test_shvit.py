@@ -53,9 +53,7 @@ def _randomize(model: torch.nn.Module, seed: int = 0, sample_shape: tuple = (4, 
         model.eval()
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_counts_match_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_counts_match_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("wrapper, module_prefix", [("model", False), ("state_dict", True)])

@@ -32,9 +32,7 @@ def _tiny(name: str = "zoo_slak_tiny", **kwargs) -> torch.nn.Module:
     return checks.tiny_model(name, scale_suffixes=("gamma",), **kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
-def test_parameter_count_equals_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_equals_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_strips_pad_as_the_implicit_gemm_convolution():

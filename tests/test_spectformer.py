@@ -45,9 +45,7 @@ def official_layout(model, rules=TO_OFFICIAL_H) -> dict:
     return {"model": checks.rename_keys({k: v.clone() for k, v in model.state_dict().items()}, rules)}
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_count_matches_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("name, heads", [("zoo_spectformer_t", 4), ("zoo_spectformer_xs", 6),

@@ -21,9 +21,7 @@ OFFICIAL_PARAMS = {"zoo_svt_h_s": 22_052_592, "zoo_svt_h_b": 32_878_544, "zoo_sv
 SMALL = dict(img_size=64, stem_hidden_dim=8, embed_dims=(8, 16, 16, 32), num_heads=(1, 2, 2, 4), depths=(2, 1, 1, 1))
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_count_matches_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_official_layout_loads_and_gives_the_same_output():

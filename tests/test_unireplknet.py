@@ -49,9 +49,7 @@ def _tiny(name: str = "zoo_unireplknet_a", **kwargs) -> torch.nn.Module:
     return checks.tiny_model(name, scale_suffixes=("gamma", "grn.weight", "grn.bias"), **kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
-def test_parameter_count_equals_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_equals_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_kernel_sizes_per_block_are_the_official_ones():
