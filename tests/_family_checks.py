@@ -37,6 +37,26 @@ TO_CVNETS_INVERTED_RESIDUAL = (
 )
 
 
+# Our stage parts -> the per-stage numbered names of PVT's layout (VAN's and hierarchical SpectFormer's too).
+_PVT_STAGE_PARTS = {"downsample": "patch_embed", "blocks": "block", "norm": "norm", "pos_embed": "pos_embed"}
+
+
+def to_pvt_layout(state_dict: dict) -> dict:
+    """Our keys under PVT's layout: stage i's downsampling, blocks, norm and position embedding as
+    ``patch_embed{i+1}``, ``block{i+1}``, ``norm{i+1}``, ``pos_embed{i+1}``, the MLP's depthwise convolution
+    wrapped once more (``mlp.dwconv.dwconv``), and a bare ``head`` linear."""
+
+    def numbered(match: re.Match) -> str:
+        return f"{_PVT_STAGE_PARTS[match[2]]}{int(match[1]) + 1}"
+
+    official = {}
+    for key, value in state_dict.items():
+        key = re.sub(r"^stages\.(\d+)\.(downsample|blocks|norm|pos_embed)\b", numbered, key)
+        key = re.sub(r"^head\.fc\.", "head.", key.replace(".mlp.dwconv.", ".mlp.dwconv.dwconv."))
+        official[key] = value
+    return official
+
+
 def parameter_count(name: str, **kwargs) -> int:
     """Parameters of the registered model ``name``, built on the meta device (no memory, no init)."""
     with torch.device("meta"):
@@ -142,14 +162,83 @@ def assert_same_outputs(model: torch.nn.Module, reference: torch.nn.Module, x: t
         torch.testing.assert_close(model(x), reference(x), **(tolerances or dict(rtol=0, atol=0)))
 
 
+def assert_shapes(state_dict: dict, expected_shapes: dict) -> None:
+    """Each key of ``expected_shapes`` is in ``state_dict`` with that shape."""
+    for key, shape in expected_shapes.items():
+        assert tuple(state_dict[key].shape) == shape, key
+
+
+def assert_loads_as_pretrained(
+    name: str, checkpoint: dict, path: Path, reference: torch.nn.Module, x: torch.Tensor, **kwargs
+) -> None:
+    """``checkpoint`` saved at ``path`` and loaded by :func:`load_pretrained_file` gives ``reference``'s
+    outputs, bit for bit."""
+    torch.save(checkpoint, path)
+    assert_same_outputs(load_pretrained_file(name, path, **kwargs), reference, x)
+
+
+def load_at_another_size(name: str, checkpoint: dict, directory: Path, img_size: int, **kwargs) -> torch.nn.Module:
+    """``checkpoint`` loaded by :func:`load_checkpoint` into a ``name`` model built for ``img_size`` (with
+    ``kwargs`` otherwise), whose output at that size is finite. Returns the model."""
+    model = load_checkpoint(name, checkpoint, directory, **dict(kwargs, img_size=img_size))
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 3, img_size, img_size))).all()
+    return model
+
+
+def assert_filter_loads(
+    model: torch.nn.Module, checkpoint: dict, checkpoint_filter_fn: Callable, source: torch.nn.Module, x: torch.Tensor
+) -> None:
+    """``model`` loads ``checkpoint`` (strictly) through the family's ``checkpoint_filter_fn`` and gives
+    ``source``'s outputs, bit for bit."""
+    model.load_state_dict(checkpoint_filter_fn(checkpoint, model))
+    assert_same_outputs(model, source, x)
+
+
 def check_checkpoint_filter(
     name: str, checkpoint: dict, checkpoint_filter_fn: Callable, source: torch.nn.Module, x: torch.Tensor, **kwargs
 ) -> None:
     """A fresh ``name`` model loads ``checkpoint`` through the family's ``checkpoint_filter_fn`` and gives
     ``source``'s outputs, bit for bit."""
-    model = timm.create_model(name, **kwargs).eval()
-    model.load_state_dict(checkpoint_filter_fn(checkpoint, model))
-    assert_same_outputs(model, source, x)
+    assert_filter_loads(timm.create_model(name, **kwargs).eval(), checkpoint, checkpoint_filter_fn, source, x)
+
+
+def check_random_model_round_trip(
+    name: str, official_layout: Callable[[torch.nn.Module], dict], checkpoint_filter_fn: Callable, **kwargs
+) -> dict:
+    """A :func:`random_model` (std 0.1, built with ``kwargs``, ``img_size`` among them) written as a checkpoint
+    by ``official_layout`` passes :func:`check_checkpoint_filter` at ``img_size``. Returns the checkpoint."""
+    source = random_model(name, std=0.1, **kwargs)
+    checkpoint = official_layout(source)
+    x = torch.randn(2, 3, kwargs["img_size"], kwargs["img_size"])
+    check_checkpoint_filter(name, checkpoint, checkpoint_filter_fn, source, x, **kwargs)
+    return checkpoint
+
+
+def check_official_layout(
+    tiny: Callable[[], torch.nn.Module],
+    official_layout: Callable[[dict], dict],
+    checkpoint_filter_fn: Callable,
+    x: torch.Tensor,
+    expected_keys: set[str] = frozenset(),
+    wrap: Callable[[dict], dict] = lambda state_dict: state_dict,
+    reparameterize: bool = False,
+) -> dict:
+    """A ``tiny()`` model (first folded by :func:`check_reparameterization` with ``reparameterize``), its
+    state dict written by ``official_layout``, holds ``expected_keys``, and, wrapped by ``wrap`` as the
+    official training script saves it, passes :func:`assert_filter_loads` into a fresh ``tiny()`` at ``x``.
+    Returns the official state dict."""
+    source = check_reparameterization(tiny(), x) if reparameterize else tiny()
+    state_dict = official_layout(source.state_dict())
+    assert expected_keys <= set(state_dict)
+    assert_filter_loads(tiny(), wrap(dict(state_dict)), checkpoint_filter_fn, source, x)
+    return state_dict
+
+
+def assert_compiled_matches_eager(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """``torch.compile(model)(x)`` equals ``model(x)`` to 1e-4."""
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model)(x), model(x), rtol=1e-4, atol=1e-4)
 
 
 def assert_maps_round_up(model: torch.nn.Module, sizes: tuple, reductions: tuple = (4, 8, 16, 32)) -> None:

@@ -47,29 +47,27 @@ def test_strips_pad_as_the_implicit_gemm_convolution():
     torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, padding=(25, 2), groups=6))
 
 
+def _official_layout(state_dict: dict) -> dict:
+    return checks.rename_keys(state_dict, TO_OFFICIAL)
+
+
 def test_training_time_checkpoint_loads():
-    source = _tiny()
-    state_dict = checks.rename_keys(source.state_dict(), TO_OFFICIAL)
     expected_keys = {
         "downsample_layers.0.0.weight", "downsample_layers.3.1.bias", "stages.2.0.large_kernel.LoRA2.bn.running_var",
         "stages.0.0.pwconv1.weight", "stages.0.0.gamma", "norm.weight", "head.weight",
     }  # fmt: skip
-    assert expected_keys <= set(state_dict)
-    model = _tiny()
-    model.load_state_dict(checkpoint_filter_fn({"model": state_dict, "epoch": 299}, model))
-    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 96))
+    checks.check_official_layout(
+        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 64, 96), expected_keys,
+        wrap=lambda state_dict: {"model": state_dict, "epoch": 299},
+    )  # fmt: skip
 
 
 def test_reparameterize_matches_and_loads_as_the_official_deploy_layout():
-    x = torch.randn(2, 3, 96, 64)
-    folded = checks.check_reparameterization(_tiny(), x)
-
-    state_dict = checks.rename_keys(folded.state_dict(), TO_OFFICIAL)
+    state_dict = checks.check_official_layout(
+        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 96, 64), reparameterize=True
+    )
     assert state_dict["stages.0.0.large_kernel.lkb_reparam.weight"].shape == (8, 1, 13, 13)
     assert not any(branch in key for key in state_dict for branch in ("LoRA", "small_conv"))
-    deployed = _tiny()
-    deployed.load_state_dict(checkpoint_filter_fn(state_dict, deployed))
-    checks.assert_same_outputs(deployed, folded, x)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
@@ -101,7 +99,6 @@ def test_bfloat16_autocast_forward_backward():
 
 def test_pretrained_file_loads_through_timm(tmp_path):
     source = _tiny()
-    path = tmp_path / "slak.pth"
-    torch.save({"model": checks.rename_keys(source.state_dict(), TO_OFFICIAL), "epoch": 299}, path)
-    model = checks.load_pretrained_file("zoo_slak_tiny", path, **tiny_kwargs("zoo_slak_tiny"))
-    checks.assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))
+    checkpoint = {"model": _official_layout(source.state_dict()), "epoch": 299}
+    path, x = tmp_path / "slak.pth", torch.randn(1, 3, 64, 64)
+    checks.assert_loads_as_pretrained("zoo_slak_tiny", checkpoint, path, source, x, **tiny_kwargs("zoo_slak_tiny"))

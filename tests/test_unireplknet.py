@@ -74,8 +74,6 @@ def test_grn_equals_the_convnext_v2_equations():
 
 
 def test_training_time_checkpoint_loads():
-    source = _tiny()
-    state_dict = _official_layout(source.state_dict())
     expected_keys = {
         "downsample_layers.0.3.weight", "downsample_layers.3.1.bias", "stages.1.0.dwconv.lk_origin.weight",
         "stages.1.0.dwconv.dil_conv_k7_2.weight", "stages.1.0.dwconv.dil_bn_k3_5.running_var",
@@ -83,27 +81,22 @@ def test_training_time_checkpoint_loads():
         "stages.0.0.pwconv2.0.weight", "stages.0.0.pwconv2.2.running_mean", "stages.0.0.gamma", "norm.weight",
         "head.weight",
     }  # fmt: skip
-    assert expected_keys <= set(state_dict)
+    state_dict = checks.check_official_layout(
+        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 64, 96), expected_keys,
+        wrap=lambda state_dict: {"model": {"module." + k: v for k, v in state_dict.items()}},
+    )  # fmt: skip
     assert "stages.0.0.pwconv2.0.bias" not in state_dict
-    model = _tiny()
-    model.load_state_dict(checkpoint_filter_fn({"model": {"module." + k: v for k, v in state_dict.items()}}, model))
-    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 96))
 
 
 def test_reparameterize_matches_and_loads_as_the_official_deploy_layout():
-    x = torch.randn(2, 3, 96, 64)
-    folded = checks.check_reparameterization(_tiny(), x)
-
-    state_dict = _official_layout(folded.state_dict())
-    assert state_dict["stages.1.0.dwconv.lk_origin.weight"].shape == (16, 1, 13, 13)
     folded_keys = {"stages.1.0.dwconv.lk_origin.bias", "stages.0.0.dwconv.bias", "stages.0.0.pwconv2.0.bias"}
-    assert folded_keys <= set(state_dict)
+    state_dict = checks.check_official_layout(
+        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 96, 64), folded_keys, reparameterize=True
+    )
+    assert state_dict["stages.1.0.dwconv.lk_origin.weight"].shape == (16, 1, 13, 13)
     dropped = ("origin_bn", "dil_", ".norm.", "act.1.beta", "pwconv2.2.")
     assert not any(part in key for key in state_dict for part in dropped)
     assert not any(key.endswith(".0.gamma") for key in state_dict)
-    deployed = _tiny()
-    deployed.load_state_dict(checkpoint_filter_fn(state_dict, deployed))
-    checks.assert_same_outputs(deployed, folded, x)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
