@@ -75,6 +75,18 @@ def official_parameter_count_test(counts: dict[str, int], **kwargs) -> Callable:
     return test
 
 
+def move_norms_after_blocks(model: torch.nn.Module, state_dict: dict) -> dict:
+    """cvnets' layout of a global representation (MobileViT-style ``stages.{i}.{j}`` with ``blocks`` and a
+    final ``norm``): the norm is the entry after the blocks, ``stages.{i}.{j}.blocks.{depth}``."""
+    moved = {}
+    for key, value in state_dict.items():
+        match = re.match(r"^(stages\.\d\.\d)\.norm\.(.*)$", key)
+        if match:
+            key = f"{match[1]}.blocks.{len(model.get_submodule(match[1]).blocks)}.{match[2]}"
+        moved[key] = value
+    return moved
+
+
 def rename_keys(state_dict: dict, rules: tuple) -> dict:
     """Each key rewritten by the ``(pattern, replacement)`` rules in order, as ``re.sub`` does."""
     renamed = {}

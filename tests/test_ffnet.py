@@ -23,6 +23,14 @@ OFFICIAL_PARAMS = {
     "zoo_ffnet_4_384": 79_868_968,
 }
 
+# Some keys of the official training-time checkpoint layout.
+TRAINING_KEYS = {
+    "patch_embed.0.c.weight", "stages.1.0.proj.0.conv1.bn.running_var", "stages.1.0.proj.1.conv.c.weight",
+    "stages.1.1.token_mixer.0.main.fc.c.weight", "stages.2.1.token_mixer.0.main.conv1.conv.c.weight",
+    "stages.0.0.channel_mixer.main.conv.c.weight", "stages.0.0.token_mixer.0.layer_scale", "norm.running_mean",
+    "head.weight",
+}  # fmt: skip
+
 
 def _official_key(match: re.Match) -> str:
     stage, part, index = match[1], match[2], match[3]
@@ -50,14 +58,8 @@ test_parameter_count_equals_official = checks.official_parameter_count_test(OFFI
 
 
 def test_training_time_checkpoint_loads():
-    expected_keys = {
-        "patch_embed.0.c.weight", "stages.1.0.proj.0.conv1.bn.running_var", "stages.1.0.proj.1.conv.c.weight",
-        "stages.1.1.token_mixer.0.main.fc.c.weight", "stages.2.1.token_mixer.0.main.conv1.conv.c.weight",
-        "stages.0.0.channel_mixer.main.conv.c.weight", "stages.0.0.token_mixer.0.layer_scale", "norm.running_mean",
-        "head.weight",
-    }  # fmt: skip
     checks.check_official_layout(
-        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 64, 96), expected_keys,
+        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 64, 96), TRAINING_KEYS,
         wrap=lambda state_dict: {"state_dict": state_dict, "epoch": 299},
     )  # fmt: skip
 

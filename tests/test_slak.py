@@ -27,6 +27,12 @@ TO_OFFICIAL = (
     *checks.TO_BARE_HEAD,
 )
 
+# Some keys of the official training-time checkpoint layout.
+TRAINING_KEYS = {
+    "downsample_layers.0.0.weight", "downsample_layers.3.1.bias", "stages.2.0.large_kernel.LoRA2.bn.running_var",
+    "stages.0.0.pwconv1.weight", "stages.0.0.gamma", "norm.weight", "head.weight",
+}  # fmt: skip
+
 
 def _tiny(name: str = "zoo_slak_tiny", **kwargs) -> torch.nn.Module:
     return checks.tiny_model(name, scale_suffixes=("gamma",), **kwargs)
@@ -52,12 +58,8 @@ def _official_layout(state_dict: dict) -> dict:
 
 
 def test_training_time_checkpoint_loads():
-    expected_keys = {
-        "downsample_layers.0.0.weight", "downsample_layers.3.1.bias", "stages.2.0.large_kernel.LoRA2.bn.running_var",
-        "stages.0.0.pwconv1.weight", "stages.0.0.gamma", "norm.weight", "head.weight",
-    }  # fmt: skip
     checks.check_official_layout(
-        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 64, 96), expected_keys,
+        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 64, 96), TRAINING_KEYS,
         wrap=lambda state_dict: {"model": state_dict, "epoch": 299},
     )  # fmt: skip
 

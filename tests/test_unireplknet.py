@@ -38,6 +38,15 @@ TO_OFFICIAL = (
     *checks.TO_BARE_HEAD,
 )
 
+# Some keys of the official training-time checkpoint layout.
+TRAINING_KEYS = {
+    "downsample_layers.0.3.weight", "downsample_layers.3.1.bias", "stages.1.0.dwconv.lk_origin.weight",
+    "stages.1.0.dwconv.dil_conv_k7_2.weight", "stages.1.0.dwconv.dil_bn_k3_5.running_var",
+    "stages.0.0.dwconv.weight", "stages.0.0.se.down.bias", "stages.0.0.pwconv1.1.weight", "stages.0.0.act.1.beta",
+    "stages.0.0.pwconv2.0.weight", "stages.0.0.pwconv2.2.running_mean", "stages.0.0.gamma", "norm.weight",
+    "head.weight",
+}  # fmt: skip
+
 
 def _official_layout(state_dict: dict) -> dict:
     """Our keys -> the official ones; GRN's parameters have the official ``(1, 1, 1, C)`` shape."""
@@ -74,15 +83,8 @@ def test_grn_equals_the_convnext_v2_equations():
 
 
 def test_training_time_checkpoint_loads():
-    expected_keys = {
-        "downsample_layers.0.3.weight", "downsample_layers.3.1.bias", "stages.1.0.dwconv.lk_origin.weight",
-        "stages.1.0.dwconv.dil_conv_k7_2.weight", "stages.1.0.dwconv.dil_bn_k3_5.running_var",
-        "stages.0.0.dwconv.weight", "stages.0.0.se.down.bias", "stages.0.0.pwconv1.1.weight", "stages.0.0.act.1.beta",
-        "stages.0.0.pwconv2.0.weight", "stages.0.0.pwconv2.2.running_mean", "stages.0.0.gamma", "norm.weight",
-        "head.weight",
-    }  # fmt: skip
     state_dict = checks.check_official_layout(
-        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 64, 96), expected_keys,
+        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 64, 96), TRAINING_KEYS,
         wrap=lambda state_dict: {"model": {"module." + k: v for k, v in state_dict.items()}},
     )  # fmt: skip
     assert "stages.0.0.pwconv2.0.bias" not in state_dict
