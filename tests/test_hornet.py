@@ -64,13 +64,9 @@ def test_official_checkpoint_loads(tmp_path, name):
         expected_shapes["stages.1.0.gnconv.dwconv.weight"] = (56, 1, 7, 7)
     else:
         expected_shapes["stages.3.0.gnconv.dwconv.weight"] = (248, 1, 7, 7)
-    for key, shape in expected_shapes.items():
-        assert tuple(official[key].shape) == shape, key
-    path = tmp_path / "checkpoint-best.pth"
-    torch.save({"model": official, "epoch": 299}, path)
-
-    model = checks.load_pretrained_file(name, path, **SMALL)
-    checks.assert_same_outputs(model, reference, torch.randn(1, 3, 224, 224))
+    checks.assert_shapes(official, expected_shapes)
+    path, x = tmp_path / "checkpoint-best.pth", torch.randn(1, 3, 224, 224)
+    checks.assert_loads_as_pretrained(name, {"model": official, "epoch": 299}, path, reference, x, **SMALL)
 
 
 def test_global_filter_resized_at_load_equals_resized_at_runtime(tmp_path):
