@@ -24,8 +24,10 @@ TO_CONVNEXT_LAYOUT = (
     (r"^stages\.(\d+)\.downsample\.", r"downsample_layers.\1."),
     (r"^stages\.(\d+)\.blocks\.(\d+)\.", r"stages.\1.\2."),
 )
-# A NormMlpClassifierHead's norm and linear as a bare final ``norm`` and ``head``.
-TO_BARE_HEAD = ((r"^head\.norm\.", "norm."), (r"^head\.fc\.", "head."))
+# A classifier head's linear as a bare ``head``; a NormMlpClassifierHead's norm and linear as a bare final
+# ``norm`` and ``head``.
+TO_BARE_LINEAR_HEAD = ((r"^head\.fc\.", "head."),)
+TO_BARE_HEAD = ((r"^head\.norm\.", "norm."), *TO_BARE_LINEAR_HEAD)
 # timm's InvertedResidual as cvnets' (``exp_1x1`` / ``conv_3x3`` / ``red_1x1`` conv-norm layers).
 TO_CVNETS_INVERTED_RESIDUAL = (
     (r"\.conv_pw\.", ".block.exp_1x1.block.conv."),
@@ -189,12 +191,36 @@ def assert_loads_as_pretrained(
     assert_same_outputs(load_pretrained_file(name, path, **kwargs), reference, x)
 
 
-def load_at_another_size(name: str, checkpoint: dict, directory: Path, img_size: int, **kwargs) -> torch.nn.Module:
-    """``checkpoint`` loaded by :func:`load_checkpoint` into a ``name`` model built for ``img_size`` (with
-    ``kwargs`` otherwise), whose output at that size is finite. Returns the model."""
-    model = load_checkpoint(name, checkpoint, directory, **dict(kwargs, img_size=img_size))
+def check_official_checkpoint(
+    name: str,
+    official_layout: Callable[[dict], dict],
+    directory: Path,
+    x: torch.Tensor,
+    expected_keys: set[str] = frozenset(),
+    wrapper: str = "model",
+    **kwargs,
+) -> tuple[torch.nn.Module, dict]:
+    """A :func:`random_model` (built with ``kwargs``), its state dict written by ``official_layout``, holds
+    ``expected_keys``; saved as ``{wrapper: ..., "epoch": 299}`` and loaded by :func:`load_checkpoint`, it
+    gives the model's outputs, bit for bit. Returns the model and the official state dict."""
+    source = random_model(name, **kwargs)
+    official = official_layout(source.state_dict())
+    assert expected_keys <= set(official)
+    model = load_checkpoint(name, {wrapper: official, "epoch": 299}, directory, **kwargs)
+    assert_same_outputs(model, source, x)
+    return source, official
+
+
+def load_at_another_size(
+    name: str, official_layout: Callable[[dict], dict], directory: Path, other_size: int, **kwargs
+) -> torch.nn.Module:
+    """A :func:`random_model` (built with ``kwargs``), written by ``official_layout`` as a ``{"model": ...}``
+    checkpoint, loads by :func:`load_checkpoint` into a model built for ``img_size=other_size``, whose output
+    at that size is finite. Returns that model."""
+    official = official_layout(random_model(name, **kwargs).state_dict())
+    model = load_checkpoint(name, {"model": official}, directory, **dict(kwargs, img_size=other_size))
     with torch.no_grad():
-        assert torch.isfinite(model(torch.randn(1, 3, img_size, img_size))).all()
+        assert torch.isfinite(model(torch.randn(1, 3, other_size, other_size))).all()
     return model
 
 

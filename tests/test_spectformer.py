@@ -40,7 +40,7 @@ def official_layout(model) -> dict:
     state_dict = {k: v.clone() for k, v in model.state_dict().items()}
     if hasattr(model, "stages"):
         return {"model": checks.to_pvt_layout(checks.rename_keys(state_dict, TO_OFFICIAL_HEAD_H))}
-    return {"model": checks.rename_keys(state_dict, ((r"^head\.fc\.", "head."),))}
+    return {"model": checks.rename_keys(state_dict, checks.TO_BARE_LINEAR_HEAD)}
 
 
 test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
