@@ -23,6 +23,25 @@ FAMILIES = {
     "zoo_agent_cswin_tiny": dict(SMALL, global_blocks=(1, 2, 0, 0), agent_num=(4, 4, 4, 1)),
 }
 
+# Parameter counts of the official models, measured by building microsoft/CSWin-Transformer's
+# CSWin_* models and LeapLabTHU's FLatten_CSWin_* / Agent_CSWin_* with their official configs.
+OFFICIAL_PARAMS = {
+    "zoo_cswin_tiny": 22_320_552,
+    "zoo_cswin_small": 34_643_304,
+    "zoo_cswin_base": 77_382_184,
+    "zoo_cswin_base_384": 77_382_184,
+    "zoo_cswin_large": 173_262_664,
+    "zoo_cswin_large_384": 173_262_664,
+    "zoo_flatten_cswin_tiny": 21_201_768,
+    "zoo_agent_cswin_tiny": 20_458_672,
+    "zoo_agent_cswin_small": 32_814_100,
+    "zoo_agent_cswin_base": 73_249_696,
+    "zoo_agent_cswin_base_384": 73_328_416,
+}
+
+
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
+
 
 def reference_stripe_attention(attn: CrossShapedWindowAttention, x: torch.Tensor) -> torch.Tensor:
     """CSWin's attention written out one stripe at a time (official segmentation code semantics).
@@ -156,22 +175,3 @@ def test_checkpoint_resized_for_another_resolution(name, tmp_path):
     layout = partial(_official_layout, agent="agent" in name)
     checks.load_at_another_size(name, layout, tmp_path, 96, **FAMILIES[name])
 
-
-# Parameter counts of the official models, measured by building microsoft/CSWin-Transformer's
-# CSWin_* models and LeapLabTHU's FLatten_CSWin_* / Agent_CSWin_* with their official configs.
-OFFICIAL_PARAMS = {
-    "zoo_cswin_tiny": 22_320_552,
-    "zoo_cswin_small": 34_643_304,
-    "zoo_cswin_base": 77_382_184,
-    "zoo_cswin_base_384": 77_382_184,
-    "zoo_cswin_large": 173_262_664,
-    "zoo_cswin_large_384": 173_262_664,
-    "zoo_flatten_cswin_tiny": 21_201_768,
-    "zoo_agent_cswin_tiny": 20_458_672,
-    "zoo_agent_cswin_small": 32_814_100,
-    "zoo_agent_cswin_base": 73_249_696,
-    "zoo_agent_cswin_base_384": 73_328_416,
-}
-
-
-test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)

@@ -12,6 +12,18 @@ from zoo.models.agent_deit import ClassTokenAgentAttention
 
 NAME = "zoo_agent_deit_tiny"
 
+# Parameter counts of the official models, measured by building LeapLabTHU's agent_deit VisionTransformer
+# with the official configs (T/S: 49 agents in all blocks; B: 81 agents, agent_layer=4; S at 448).
+OFFICIAL_PARAMS = {
+    "zoo_agent_deit_tiny": 6_015_640,
+    "zoo_agent_deit_small": 22_647_112,
+    "zoo_agent_deit_small_448": 23_070_472,
+    "zoo_agent_deit_base": 87_204_904,
+}
+
+
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
+
 
 def official_agent_deit_attention(attn, x, window):
     """Official ``agent_deit.py`` AgentAttention on ``(B, 1 + window**2, C)`` tokens."""
@@ -79,15 +91,3 @@ def test_checkpoint_resized_for_another_resolution(tmp_path):
     model = checks.load_at_another_size(NAME, _official_layout, tmp_path, 48, **tiny_kwargs(NAME))
     assert model.pos_embed.shape == (1, 1 + 36, 16) and model.blocks[0].attn.ah_bias.shape[3] == 6
 
-
-# Parameter counts of the official models, measured by building LeapLabTHU's agent_deit VisionTransformer
-# with the official configs (T/S: 49 agents in all blocks; B: 81 agents, agent_layer=4; S at 448).
-OFFICIAL_PARAMS = {
-    "zoo_agent_deit_tiny": 6_015_640,
-    "zoo_agent_deit_small": 22_647_112,
-    "zoo_agent_deit_small_448": 23_070_472,
-    "zoo_agent_deit_base": 87_204_904,
-}
-
-
-test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)

@@ -2,6 +2,7 @@
 against the branches they replace, and the depthwise convolutions running through the zoo kernel."""
 
 import re
+from functools import partial
 
 import _family_checks as checks
 import pytest
@@ -54,21 +55,17 @@ def _tiny(name: str = "zoo_ffnet_3", **kwargs) -> torch.nn.Module:
     return checks.tiny_model(name, scale_suffixes=("layer_scale",), **kwargs)
 
 
+_check_official_layout = partial(checks.check_official_layout, _tiny, _official_layout, checkpoint_filter_fn)
 test_parameter_count_equals_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_training_time_checkpoint_loads():
-    checks.check_official_layout(
-        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 64, 96), TRAINING_KEYS,
-        wrap=lambda state_dict: {"state_dict": state_dict, "epoch": 299},
-    )  # fmt: skip
+    _check_official_layout(torch.randn(2, 3, 64, 96), TRAINING_KEYS, wrap=lambda sd: {"state_dict": sd, "epoch": 299})
 
 
 def test_reparameterize_matches_and_loads_as_the_official_fused_layout():
     expected_keys = {"patch_embed.0.bias", "stages.1.0.proj.0.bias", "stages.1.0.proj.1.bias"}
-    state_dict = checks.check_official_layout(
-        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 96, 64), expected_keys, reparameterize=True
-    )
+    state_dict = _check_official_layout(torch.randn(2, 3, 96, 64), expected_keys, reparameterize=True)
     assert state_dict["stages.2.1.token_mixer.0.main.conv1.weight"].shape == (16, 1, 7, 7)
     assert not any(".bn." in key or ".c." in key or ".conv1.conv." in key for key in state_dict)
 

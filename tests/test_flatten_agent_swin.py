@@ -16,6 +16,23 @@ FAMILIES = {
     "zoo_agent_swin_tiny": dict(SMALL, global_blocks=(2, 2, 1, 0), agent_num=(4, 4, 4, 1)),
 }
 
+# Parameter counts of the official models, measured by building LeapLabTHU's FLattenSwinTransformer
+# and AgentSwinTransformer with the official configs (cfgs/*.yaml).
+OFFICIAL_PARAMS = {
+    "zoo_flatten_swin_tiny": 29_192_384,
+    "zoo_flatten_swin_small": 50_510_288,
+    "zoo_flatten_swin_base": 88_972_488,
+    "zoo_flatten_swin_base_384": 91_433_928,
+    "zoo_agent_swin_tiny": 28_902_964,
+    "zoo_agent_swin_small": 49_666_684,
+    "zoo_agent_swin_small_288": 49_707_964,
+    "zoo_agent_swin_base": 88_095_096,
+    "zoo_agent_swin_base_384": 88_305_016,
+}
+
+
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
+
 
 def _official_layout(state_dict: dict) -> dict:
     """Our weights under the official (Swin repository) key names, with the official buffers.
@@ -44,24 +61,6 @@ def test_official_checkpoint_loads(name, tmp_path):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_checkpoint_resized_for_another_resolution(name, tmp_path):
     checks.load_at_another_size(name, _official_layout, tmp_path, 96, **FAMILIES[name])
-
-
-# Parameter counts of the official models, measured by building LeapLabTHU's FLattenSwinTransformer
-# and AgentSwinTransformer with the official configs (cfgs/*.yaml).
-OFFICIAL_PARAMS = {
-    "zoo_flatten_swin_tiny": 29_192_384,
-    "zoo_flatten_swin_small": 50_510_288,
-    "zoo_flatten_swin_base": 88_972_488,
-    "zoo_flatten_swin_base_384": 91_433_928,
-    "zoo_agent_swin_tiny": 28_902_964,
-    "zoo_agent_swin_small": 49_666_684,
-    "zoo_agent_swin_small_288": 49_707_964,
-    "zoo_agent_swin_base": 88_095_096,
-    "zoo_agent_swin_base_384": 88_305_016,
-}
-
-
-test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_focused_linear_attention_survives_fp16_with_large_activations():

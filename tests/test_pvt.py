@@ -13,6 +13,23 @@ from zoo.models._registry import tiny_kwargs
 
 FAMILIES = ["zoo_flatten_pvt_tiny", "zoo_flatten_pvtv2_b0", "zoo_agent_pvt_tiny"]
 
+# Parameter counts of the official models, measured by building LeapLabTHU's flatten_pvt_tiny,
+# flatten_pvt_v2_b0 and agent_pvt_* with their official configs (no key/value reduction). The official
+# FLatten-PVT-T declares a final LayerNorm (2 x 512 parameters) that its forward never applies, which
+# this model leaves out: the official count is 12_150_504.
+OFFICIAL_PARAMS = {
+    "zoo_flatten_pvt_tiny": 12_150_504 - 2 * 512,
+    "zoo_flatten_pvtv2_b0": 3_594_824,
+    "zoo_agent_pvt_tiny": 11_570_352,
+    "zoo_agent_pvt_small": 20_635_066,
+    "zoo_agent_pvt_medium": 35_921_746,
+    "zoo_agent_pvt_medium_256": 36_083_682,
+    "zoo_agent_pvt_large": 48_738_180,
+}
+
+
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
+
 
 def _official_layout(state_dict: dict) -> dict:
     """Our weights under the official key names (LeapLabTHU's PVT / PVTv2 models): per-stage
@@ -87,20 +104,3 @@ def test_stage_arguments_must_agree():
     with pytest.raises(ValueError, match="one entry per stage"):
         timm.create_model("zoo_agent_pvt_tiny", **dict(tiny_kwargs("zoo_agent_pvt_tiny"), sr_ratios=(1, 1)))
 
-
-# Parameter counts of the official models, measured by building LeapLabTHU's flatten_pvt_tiny,
-# flatten_pvt_v2_b0 and agent_pvt_* with their official configs (no key/value reduction). The official
-# FLatten-PVT-T declares a final LayerNorm (2 x 512 parameters) that its forward never applies, which
-# this model leaves out: the official count is 12_150_504.
-OFFICIAL_PARAMS = {
-    "zoo_flatten_pvt_tiny": 12_150_504 - 2 * 512,
-    "zoo_flatten_pvtv2_b0": 3_594_824,
-    "zoo_agent_pvt_tiny": 11_570_352,
-    "zoo_agent_pvt_small": 20_635_066,
-    "zoo_agent_pvt_medium": 35_921_746,
-    "zoo_agent_pvt_medium_256": 36_083_682,
-    "zoo_agent_pvt_large": 48_738_180,
-}
-
-
-test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)

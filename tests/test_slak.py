@@ -1,6 +1,8 @@
 """SLaK: official checkpoint layout (training-time and re-parameterized), parameter counts, the
 implicit-GEMM padding of the strips, folding, and the convolutions running through the zoo kernel."""
 
+from functools import partial
+
 import _family_checks as checks
 import pytest
 import timm
@@ -57,17 +59,15 @@ def _official_layout(state_dict: dict) -> dict:
     return checks.rename_keys(state_dict, TO_OFFICIAL)
 
 
+_check_official_layout = partial(checks.check_official_layout, _tiny, _official_layout, checkpoint_filter_fn)
+
+
 def test_training_time_checkpoint_loads():
-    checks.check_official_layout(
-        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 64, 96), TRAINING_KEYS,
-        wrap=lambda state_dict: {"model": state_dict, "epoch": 299},
-    )  # fmt: skip
+    _check_official_layout(torch.randn(2, 3, 64, 96), TRAINING_KEYS, wrap=lambda sd: {"model": sd, "epoch": 299})
 
 
 def test_reparameterize_matches_and_loads_as_the_official_deploy_layout():
-    state_dict = checks.check_official_layout(
-        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 96, 64), reparameterize=True
-    )
+    state_dict = _check_official_layout(torch.randn(2, 3, 96, 64), reparameterize=True)
     assert state_dict["stages.0.0.large_kernel.lkb_reparam.weight"].shape == (8, 1, 13, 13)
     assert not any(branch in key for key in state_dict for branch in ("LoRA", "small_conv"))
 

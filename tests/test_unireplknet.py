@@ -1,6 +1,8 @@
 """UniRepLKNet: official checkpoint layout (training-time and deployed), parameter counts, GRN, folding,
 and the large and dilated depthwise convolutions running through the zoo kernel."""
 
+from functools import partial
+
 import _family_checks as checks
 import pytest
 import timm
@@ -58,6 +60,7 @@ def _tiny(name: str = "zoo_unireplknet_a", **kwargs) -> torch.nn.Module:
     return checks.tiny_model(name, scale_suffixes=("gamma", "grn.weight", "grn.bias"), **kwargs)
 
 
+_check_official_layout = partial(checks.check_official_layout, _tiny, _official_layout, checkpoint_filter_fn)
 test_parameter_count_equals_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
@@ -83,18 +86,14 @@ def test_grn_equals_the_convnext_v2_equations():
 
 
 def test_training_time_checkpoint_loads():
-    state_dict = checks.check_official_layout(
-        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 64, 96), TRAINING_KEYS,
-        wrap=lambda state_dict: {"model": {"module." + k: v for k, v in state_dict.items()}},
-    )  # fmt: skip
+    wrap = lambda state_dict: {"model": {"module." + k: v for k, v in state_dict.items()}}  # noqa: E731
+    state_dict = _check_official_layout(torch.randn(2, 3, 64, 96), TRAINING_KEYS, wrap=wrap)
     assert "stages.0.0.pwconv2.0.bias" not in state_dict
 
 
 def test_reparameterize_matches_and_loads_as_the_official_deploy_layout():
     folded_keys = {"stages.1.0.dwconv.lk_origin.bias", "stages.0.0.dwconv.bias", "stages.0.0.pwconv2.0.bias"}
-    state_dict = checks.check_official_layout(
-        _tiny, _official_layout, checkpoint_filter_fn, torch.randn(2, 3, 96, 64), folded_keys, reparameterize=True
-    )
+    state_dict = _check_official_layout(torch.randn(2, 3, 96, 64), folded_keys, reparameterize=True)
     assert state_dict["stages.1.0.dwconv.lk_origin.weight"].shape == (16, 1, 13, 13)
     dropped = ("origin_bn", "dil_", ".norm.", "act.1.beta", "pwconv2.2.")
     assert not any(part in key for key in state_dict for part in dropped)
