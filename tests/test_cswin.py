@@ -16,13 +16,6 @@ from zoo.kernels import window_attention
 from zoo.kernels._dispatch import interpreting
 from zoo.models.cswin import CrossShapedWindowAttention
 
-SMALL = dict(img_size=64, embed_dim=16, depths=(1, 2, 1, 1), split_size=(1, 2, 2, 2), num_heads=(2, 2, 4, 4))
-FAMILIES = {
-    "zoo_cswin_tiny": SMALL,
-    "zoo_flatten_cswin_tiny": dict(SMALL, global_blocks=(1, 2, 0, 0)),
-    "zoo_agent_cswin_tiny": dict(SMALL, global_blocks=(1, 2, 0, 0), agent_num=(4, 4, 4, 1)),
-}
-
 # Parameter counts of the official models, measured by building microsoft/CSWin-Transformer's
 # CSWin_* models and LeapLabTHU's FLatten_CSWin_* / Agent_CSWin_* with their official configs.
 OFFICIAL_PARAMS = {
@@ -39,8 +32,12 @@ OFFICIAL_PARAMS = {
     "zoo_agent_cswin_base_384": 73_328_416,
 }
 
-
-test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
+SMALL = dict(img_size=64, embed_dim=16, depths=(1, 2, 1, 1), split_size=(1, 2, 2, 2), num_heads=(2, 2, 4, 4))
+FAMILIES = {
+    "zoo_cswin_tiny": SMALL,
+    "zoo_flatten_cswin_tiny": dict(SMALL, global_blocks=(1, 2, 0, 0)),
+    "zoo_agent_cswin_tiny": dict(SMALL, global_blocks=(1, 2, 0, 0), agent_num=(4, 4, 4, 1)),
+}
 
 
 def reference_stripe_attention(attn: CrossShapedWindowAttention, x: torch.Tensor) -> torch.Tensor:
@@ -77,6 +74,9 @@ def reference_stripe_attention(attn: CrossShapedWindowAttention, x: torch.Tensor
                 out[:, rows, cols] = stripe + lepe.permute(0, 2, 3, 1)
         outputs.append(out[:, pad_h // 2 : pad_h // 2 + h, pad_w // 2 : pad_w // 2 + w])
     return attn.proj(torch.cat(outputs, -1))
+
+
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("full_map", [False, True])

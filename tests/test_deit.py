@@ -10,8 +10,6 @@ import zoo  # noqa: F401
 from zoo.models._registry import tiny_kwargs
 from zoo.models.agent_deit import ClassTokenAgentAttention
 
-NAME = "zoo_agent_deit_tiny"
-
 # Parameter counts of the official models, measured by building LeapLabTHU's agent_deit VisionTransformer
 # with the official configs (T/S: 49 agents in all blocks; B: 81 agents, agent_layer=4; S at 448).
 OFFICIAL_PARAMS = {
@@ -21,8 +19,7 @@ OFFICIAL_PARAMS = {
     "zoo_agent_deit_base": 87_204_904,
 }
 
-
-test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
+NAME = "zoo_agent_deit_tiny"
 
 
 def official_agent_deit_attention(attn, x, window):
@@ -44,6 +41,9 @@ def official_agent_deit_attention(attn, x, window):
     v_map = v[:, :, 1:].transpose(1, 2).reshape(b, window, window, c).permute(0, 3, 1, 2)
     out[:, 1:] = out[:, 1:] + attn.dwc(v_map).permute(0, 2, 3, 1).reshape(b, n - 1, c)
     return attn.proj(out)
+
+
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_class_token_agent_attention_matches_official():

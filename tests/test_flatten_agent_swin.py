@@ -10,12 +10,6 @@ import torch
 import zoo  # noqa: F401
 from zoo.models.flatten_swin import FocusedLinearAttention
 
-SMALL = dict(img_size=64, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
-FAMILIES = {
-    "zoo_flatten_swin_tiny": dict(SMALL, global_blocks=(2, 2, 0, 0)),
-    "zoo_agent_swin_tiny": dict(SMALL, global_blocks=(2, 2, 1, 0), agent_num=(4, 4, 4, 1)),
-}
-
 # Parameter counts of the official models, measured by building LeapLabTHU's FLattenSwinTransformer
 # and AgentSwinTransformer with the official configs (cfgs/*.yaml).
 OFFICIAL_PARAMS = {
@@ -30,8 +24,11 @@ OFFICIAL_PARAMS = {
     "zoo_agent_swin_base_384": 88_305_016,
 }
 
-
-test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
+SMALL = dict(img_size=64, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
+FAMILIES = {
+    "zoo_flatten_swin_tiny": dict(SMALL, global_blocks=(2, 2, 0, 0)),
+    "zoo_agent_swin_tiny": dict(SMALL, global_blocks=(2, 2, 1, 0), agent_num=(4, 4, 4, 1)),
+}
 
 
 def _official_layout(state_dict: dict) -> dict:
@@ -49,6 +46,9 @@ def _official_layout(state_dict: dict) -> dict:
             official[key.replace("bias_table", "index")] = torch.randint(0, value.shape[0], (n, n))
             official[key.replace("attn.relative_position_bias_table", "attn_mask")] = torch.zeros(4, n, n)
     return official
+
+
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -11,8 +11,6 @@ import torch
 import zoo  # noqa: F401
 from zoo.models._registry import tiny_kwargs
 
-FAMILIES = ["zoo_flatten_pvt_tiny", "zoo_flatten_pvtv2_b0", "zoo_agent_pvt_tiny"]
-
 # Parameter counts of the official models, measured by building LeapLabTHU's flatten_pvt_tiny,
 # flatten_pvt_v2_b0 and agent_pvt_* with their official configs (no key/value reduction). The official
 # FLatten-PVT-T declares a final LayerNorm (2 x 512 parameters) that its forward never applies, which
@@ -27,8 +25,7 @@ OFFICIAL_PARAMS = {
     "zoo_agent_pvt_large": 48_738_180,
 }
 
-
-test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
+FAMILIES = ["zoo_flatten_pvt_tiny", "zoo_flatten_pvtv2_b0", "zoo_agent_pvt_tiny"]
 
 
 def _official_layout(state_dict: dict) -> dict:
@@ -45,6 +42,9 @@ def _official_layout(state_dict: dict) -> dict:
         key = key.replace(".mlp.dwconv.", ".mlp.dwconv.dwconv.")
         official[key.replace("head.fc.", "head.")] = value
     return official
+
+
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
