@@ -32,16 +32,8 @@ def _official_layout(state_dict: dict) -> dict:
     """Our weights under the official key names (LeapLabTHU's PVT / PVTv2 models): per-stage
     ``patch_embed{i}.{proj,norm}``, ``pos_embed{i}``, ``block{i}.{j}``, PVTv2's stage norm ``norm{i}`` and
     ``mlp.dwconv.dwconv``, classifier ``head``."""
-    official = {}
-    for key, value in state_dict.items():
-        key = re.sub(r"^stages\.(\d+)\.downsample\.conv\.", lambda m: f"patch_embed{int(m.group(1)) + 1}.proj.", key)
-        key = re.sub(r"^stages\.(\d+)\.downsample\.norm\.", lambda m: f"patch_embed{int(m.group(1)) + 1}.norm.", key)
-        key = re.sub(r"^stages\.(\d+)\.pos_embed$", lambda m: f"pos_embed{int(m.group(1)) + 1}", key)
-        key = re.sub(r"^stages\.(\d+)\.blocks\.", lambda m: f"block{int(m.group(1)) + 1}.", key)
-        key = re.sub(r"^stages\.(\d+)\.norm\.", lambda m: f"norm{int(m.group(1)) + 1}.", key)
-        key = key.replace(".mlp.dwconv.", ".mlp.dwconv.dwconv.")
-        official[key.replace("head.fc.", "head.")] = value
-    return official
+    official = checks.to_pvt_layout(state_dict)
+    return {re.sub(r"^(patch_embed\d+)\.conv\.", r"\1.proj.", key): value for key, value in official.items()}
 
 
 test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
