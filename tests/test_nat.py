@@ -1,5 +1,5 @@
-"""NAT / DiNAT: official and Hugging Face checkpoint layouts, padding of small maps, sizes
-(autocast: test_autocast.py)."""
+"""NAT / DiNAT: official and Hugging Face checkpoint layouts, parameter counts, padding of small maps and
+input sizes (autocast: test_autocast.py)."""
 
 import re
 
