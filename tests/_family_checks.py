@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import timm
 import torch
 from timm.utils import reparameterize_model
@@ -23,8 +24,10 @@ TO_CONVNEXT_LAYOUT = (
     (r"^stages\.(\d+)\.downsample\.", r"downsample_layers.\1."),
     (r"^stages\.(\d+)\.blocks\.(\d+)\.", r"stages.\1.\2."),
 )
-# A NormMlpClassifierHead's norm and linear as a bare final ``norm`` and ``head``.
-TO_BARE_HEAD = ((r"^head\.norm\.", "norm."), (r"^head\.fc\.", "head."))
+# A classifier head's linear as a bare ``head``; a NormMlpClassifierHead's norm and linear as a bare final
+# ``norm`` and ``head``.
+TO_BARE_LINEAR_HEAD = ((r"^head\.fc\.", "head."),)
+TO_BARE_HEAD = ((r"^head\.norm\.", "norm."), *TO_BARE_LINEAR_HEAD)
 # timm's InvertedResidual as cvnets' (``exp_1x1`` / ``conv_3x3`` / ``red_1x1`` conv-norm layers).
 TO_CVNETS_INVERTED_RESIDUAL = (
     (r"\.conv_pw\.", ".block.exp_1x1.block.conv."),
@@ -36,11 +39,54 @@ TO_CVNETS_INVERTED_RESIDUAL = (
 )
 
 
+# Our stage parts -> the per-stage numbered names of PVT's layout (VAN's and hierarchical SpectFormer's too).
+_PVT_STAGE_PARTS = {"downsample": "patch_embed", "blocks": "block", "norm": "norm", "pos_embed": "pos_embed"}
+
+
+def to_pvt_layout(state_dict: dict) -> dict:
+    """Our keys under PVT's layout: stage i's downsampling, blocks, norm and position embedding as
+    ``patch_embed{i+1}``, ``block{i+1}``, ``norm{i+1}``, ``pos_embed{i+1}``, the MLP's depthwise convolution
+    wrapped once more (``mlp.dwconv.dwconv``), and a bare ``head`` linear."""
+
+    def numbered(match: re.Match) -> str:
+        return f"{_PVT_STAGE_PARTS[match[2]]}{int(match[1]) + 1}"
+
+    official = {}
+    for key, value in state_dict.items():
+        key = re.sub(r"^stages\.(\d+)\.(downsample|blocks|norm|pos_embed)\b", numbered, key)
+        key = re.sub(r"^head\.fc\.", "head.", key.replace(".mlp.dwconv.", ".mlp.dwconv.dwconv."))
+        official[key] = value
+    return official
+
+
 def parameter_count(name: str, **kwargs) -> int:
     """Parameters of the registered model ``name``, built on the meta device (no memory, no init)."""
     with torch.device("meta"):
         model = timm.create_model(name, **kwargs)
     return sum(p.numel() for p in model.parameters())
+
+
+def official_parameter_count_test(counts: dict[str, int], **kwargs) -> Callable:
+    """A family's parameter-count test, to bind to a ``test_*`` name of its module: parametrized over the
+    models of ``counts``, each (built with ``kwargs``) has the official count."""
+
+    @pytest.mark.parametrize("name", sorted(counts))
+    def test(name):
+        assert parameter_count(name, **kwargs) == counts[name]
+
+    return test
+
+
+def move_norms_after_blocks(model: torch.nn.Module, state_dict: dict) -> dict:
+    """cvnets' layout of a global representation (MobileViT-style ``stages.{i}.{j}`` with ``blocks`` and a
+    final ``norm``): the norm is the entry after the blocks, ``stages.{i}.{j}.blocks.{depth}``."""
+    moved = {}
+    for key, value in state_dict.items():
+        match = re.match(r"^(stages\.\d\.\d)\.norm\.(.*)$", key)
+        if match:
+            key = f"{match[1]}.blocks.{len(model.get_submodule(match[1]).blocks)}.{match[2]}"
+        moved[key] = value
+    return moved
 
 
 def rename_keys(state_dict: dict, rules: tuple) -> dict:
@@ -130,14 +176,107 @@ def assert_same_outputs(model: torch.nn.Module, reference: torch.nn.Module, x: t
         torch.testing.assert_close(model(x), reference(x), **(tolerances or dict(rtol=0, atol=0)))
 
 
+def assert_shapes(state_dict: dict, expected_shapes: dict) -> None:
+    """Each key of ``expected_shapes`` is in ``state_dict`` with that shape."""
+    for key, shape in expected_shapes.items():
+        assert tuple(state_dict[key].shape) == shape, key
+
+
+def assert_loads_as_pretrained(
+    name: str, checkpoint: dict, path: Path, reference: torch.nn.Module, x: torch.Tensor, **kwargs
+) -> None:
+    """``checkpoint`` saved at ``path`` and loaded by :func:`load_pretrained_file` gives ``reference``'s
+    outputs, bit for bit."""
+    torch.save(checkpoint, path)
+    assert_same_outputs(load_pretrained_file(name, path, **kwargs), reference, x)
+
+
+def check_official_checkpoint(
+    name: str,
+    official_layout: Callable[[dict], dict],
+    directory: Path,
+    x: torch.Tensor,
+    expected_keys: set[str] = frozenset(),
+    wrapper: str = "model",
+    **kwargs,
+) -> tuple[torch.nn.Module, dict]:
+    """A :func:`random_model` (built with ``kwargs``), its state dict written by ``official_layout``, holds
+    ``expected_keys``; saved as ``{wrapper: ..., "epoch": 299}`` and loaded by :func:`load_checkpoint`, it
+    gives the model's outputs, bit for bit. Returns the model and the official state dict."""
+    source = random_model(name, **kwargs)
+    official = official_layout(source.state_dict())
+    assert expected_keys <= set(official)
+    model = load_checkpoint(name, {wrapper: official, "epoch": 299}, directory, **kwargs)
+    assert_same_outputs(model, source, x)
+    return source, official
+
+
+def load_at_another_size(
+    name: str, official_layout: Callable[[dict], dict], directory: Path, other_size: int, **kwargs
+) -> torch.nn.Module:
+    """A :func:`random_model` (built with ``kwargs``), written by ``official_layout`` as a ``{"model": ...}``
+    checkpoint, loads by :func:`load_checkpoint` into a model built for ``img_size=other_size``, whose output
+    at that size is finite. Returns that model."""
+    official = official_layout(random_model(name, **kwargs).state_dict())
+    model = load_checkpoint(name, {"model": official}, directory, **dict(kwargs, img_size=other_size))
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 3, other_size, other_size))).all()
+    return model
+
+
+def assert_filter_loads(
+    model: torch.nn.Module, checkpoint: dict, checkpoint_filter_fn: Callable, source: torch.nn.Module, x: torch.Tensor
+) -> None:
+    """``model`` loads ``checkpoint`` (strictly) through the family's ``checkpoint_filter_fn`` and gives
+    ``source``'s outputs, bit for bit."""
+    model.load_state_dict(checkpoint_filter_fn(checkpoint, model))
+    assert_same_outputs(model, source, x)
+
+
 def check_checkpoint_filter(
     name: str, checkpoint: dict, checkpoint_filter_fn: Callable, source: torch.nn.Module, x: torch.Tensor, **kwargs
 ) -> None:
     """A fresh ``name`` model loads ``checkpoint`` through the family's ``checkpoint_filter_fn`` and gives
     ``source``'s outputs, bit for bit."""
-    model = timm.create_model(name, **kwargs).eval()
-    model.load_state_dict(checkpoint_filter_fn(checkpoint, model))
-    assert_same_outputs(model, source, x)
+    assert_filter_loads(timm.create_model(name, **kwargs).eval(), checkpoint, checkpoint_filter_fn, source, x)
+
+
+def check_random_model_round_trip(
+    name: str, official_layout: Callable[[torch.nn.Module], dict], checkpoint_filter_fn: Callable, **kwargs
+) -> dict:
+    """A :func:`random_model` (std 0.1, built with ``kwargs``, ``img_size`` among them) written as a checkpoint
+    by ``official_layout`` passes :func:`check_checkpoint_filter` at ``img_size``. Returns the checkpoint."""
+    source = random_model(name, std=0.1, **kwargs)
+    checkpoint = official_layout(source)
+    x = torch.randn(2, 3, kwargs["img_size"], kwargs["img_size"])
+    check_checkpoint_filter(name, checkpoint, checkpoint_filter_fn, source, x, **kwargs)
+    return checkpoint
+
+
+def check_official_layout(
+    tiny: Callable[[], torch.nn.Module],
+    official_layout: Callable[[dict], dict],
+    checkpoint_filter_fn: Callable,
+    x: torch.Tensor,
+    expected_keys: set[str] = frozenset(),
+    wrap: Callable[[dict], dict] = lambda state_dict: state_dict,
+    reparameterize: bool = False,
+) -> dict:
+    """A ``tiny()`` model (first folded by :func:`check_reparameterization` with ``reparameterize``), its
+    state dict written by ``official_layout``, holds ``expected_keys``, and, wrapped by ``wrap`` as the
+    official training script saves it, passes :func:`assert_filter_loads` into a fresh ``tiny()`` at ``x``.
+    Returns the official state dict."""
+    source = check_reparameterization(tiny(), x) if reparameterize else tiny()
+    state_dict = official_layout(source.state_dict())
+    assert expected_keys <= set(state_dict)
+    assert_filter_loads(tiny(), wrap(dict(state_dict)), checkpoint_filter_fn, source, x)
+    return state_dict
+
+
+def assert_compiled_matches_eager(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """``torch.compile(model)(x)`` equals ``model(x)`` to 1e-4."""
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model)(x), model(x), rtol=1e-4, atol=1e-4)
 
 
 def assert_maps_round_up(model: torch.nn.Module, sizes: tuple, reductions: tuple = (4, 8, 16, 32)) -> None:

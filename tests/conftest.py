@@ -2,6 +2,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,5 +34,17 @@ def zoo_command():
     def run(*args, **kwargs) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "zoo.cli", *(str(a) for a in args)]
         return subprocess.run(command, capture_output=True, text=True, timeout=600, **kwargs)
+
+    return run
+
+
+@pytest.fixture
+def offline_hub_python():
+    """Run Python ``code`` (after ``import torch, timm, zoo``) in a subprocess as a user's script does, with
+    the Hub client offline (``HF_HUB_OFFLINE=1``) and its cache at ``hub_cache``; a failure raises."""
+
+    def run(code: str, hub_cache: Path) -> None:
+        env = dict(os.environ, HF_HUB_CACHE=str(hub_cache), HF_HUB_OFFLINE="1")
+        subprocess.run([sys.executable, "-c", "import torch, timm, zoo\n" + code], env=env, check=True, timeout=300)
 
     return run

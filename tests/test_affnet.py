@@ -1,7 +1,5 @@
 """AFFNet: official checkpoint layout, parameter counts, the adaptive frequency filter, any input size, autocast."""
 
-import re
-
 import _family_checks as checks
 import pytest
 import timm
@@ -35,21 +33,11 @@ TO_OFFICIAL = (
 
 
 def _official_layout(model) -> dict:
-    official = {}
-    for key, value in model.state_dict().items():
-        match = re.match(r"^(stages\.\d\.\d)\.norm\.(weight|bias)$", key)
-        if match:
-            depth = len(model.get_submodule(match.group(1)).blocks)
-            key = f"{match.group(1)}.global_rep.{depth}.{match.group(2)}"
-        for pattern, replacement in TO_OFFICIAL:
-            key = re.sub(pattern, replacement, key)
-        official[key] = value.clone()
-    return {"model": official}
+    state_dict = {key: value.clone() for key, value in model.state_dict().items()}
+    return {"model": checks.rename_keys(checks.move_norms_after_blocks(model, state_dict), TO_OFFICIAL)}
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_count_matches_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("attn_norm", ["layer_norm", "layer_norm_2d"])
@@ -165,7 +153,4 @@ def test_mixed_precision_forward_backward(dtype):
 
 @pytest.mark.slow
 def test_compiled_model_matches_eager_at_another_size():
-    model = timm.create_model("zoo_affnet", **SMALL).eval()
-    x = torch.randn(2, 3, 72, 48)
-    with torch.no_grad():
-        torch.testing.assert_close(torch.compile(model)(x), model(x), rtol=1e-4, atol=1e-4)
+    checks.assert_compiled_matches_eager(timm.create_model("zoo_affnet", **SMALL).eval(), torch.randn(2, 3, 72, 48))

@@ -174,9 +174,7 @@ def test_global_attention_adds_lepe_of_its_input():
         torch.testing.assert_close(attn(x), attn.proj(out), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_full_size_parameter_counts_match_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_full_size_parameter_counts_match_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_any_input_size():

@@ -2,6 +2,7 @@
 ``window_attention``, the official checkpoint layout, parameter counts."""
 
 import re
+from functools import partial
 
 import _family_checks as checks
 import pytest
@@ -14,6 +15,22 @@ import zoo.models.cswin as cswin_module
 from zoo.kernels import window_attention
 from zoo.kernels._dispatch import interpreting
 from zoo.models.cswin import CrossShapedWindowAttention
+
+# Parameter counts of the official models, measured by building microsoft/CSWin-Transformer's
+# CSWin_* models and LeapLabTHU's FLatten_CSWin_* / Agent_CSWin_* with their official configs.
+OFFICIAL_PARAMS = {
+    "zoo_cswin_tiny": 22_320_552,
+    "zoo_cswin_small": 34_643_304,
+    "zoo_cswin_base": 77_382_184,
+    "zoo_cswin_base_384": 77_382_184,
+    "zoo_cswin_large": 173_262_664,
+    "zoo_cswin_large_384": 173_262_664,
+    "zoo_flatten_cswin_tiny": 21_201_768,
+    "zoo_agent_cswin_tiny": 20_458_672,
+    "zoo_agent_cswin_small": 32_814_100,
+    "zoo_agent_cswin_base": 73_249_696,
+    "zoo_agent_cswin_base_384": 73_328_416,
+}
 
 SMALL = dict(img_size=64, embed_dim=16, depths=(1, 2, 1, 1), split_size=(1, 2, 2, 2), num_heads=(2, 2, 4, 4))
 FAMILIES = {
@@ -57,6 +74,9 @@ def reference_stripe_attention(attn: CrossShapedWindowAttention, x: torch.Tensor
                 out[:, rows, cols] = stripe + lepe.permute(0, 2, 3, 1)
         outputs.append(out[:, pad_h // 2 : pad_h // 2 + h, pad_w // 2 : pad_w // 2 + w])
     return attn.proj(torch.cat(outputs, -1))
+
+
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("full_map", [False, True])
@@ -138,48 +158,20 @@ def _official_layout(state_dict: dict, agent: bool) -> dict:
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_official_checkpoint_loads(name, tmp_path):
-    kwargs = FAMILIES[name]
-    source = checks.random_model(name, **kwargs)
-    official = _official_layout(source.state_dict(), agent="agent" in name)
     expected_keys = {
         "stage1_conv_embed.0.weight", "stage1_conv_embed.2.weight", "merge1.conv.weight", "merge3.norm.bias",
         "stage1.0.qkv.weight", "stage1.0.attns.0.get_v.weight", "stage3.0.attns.1.get_v.weight",
         "stage4.0.attns.0.get_v.weight", "stage2.1.mlp.fc2.weight", "norm.weight", "head.weight",
     }  # fmt: skip
-    assert expected_keys <= set(official)
+    layout, x = partial(_official_layout, agent="agent" in name), torch.randn(2, 3, 64, 72)
+    _, official = checks.check_official_checkpoint(
+        name, layout, tmp_path, x, expected_keys, wrapper="state_dict_ema", **FAMILIES[name]
+    )
     assert not [k for k in official if k.startswith(("stem", "stages", "head.fc"))]
-    path = tmp_path / "official.pth"
-    torch.save({"state_dict_ema": official, "epoch": 299}, path)
-    model = checks.load_pretrained_file(name, path, **kwargs)
-    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 72))
 
 
 @pytest.mark.parametrize("name", ["zoo_flatten_cswin_tiny", "zoo_agent_cswin_tiny"])
 def test_checkpoint_resized_for_another_resolution(name, tmp_path):
-    kwargs = FAMILIES[name]
-    official = _official_layout(checks.random_model(name, **kwargs).state_dict(), "agent" in name)
-    model = checks.load_checkpoint(name, {"model": official}, tmp_path, **dict(kwargs, img_size=96))
-    with torch.no_grad():
-        assert torch.isfinite(model(torch.randn(1, 3, 96, 96))).all()
+    layout = partial(_official_layout, agent="agent" in name)
+    checks.load_at_another_size(name, layout, tmp_path, 96, **FAMILIES[name])
 
-
-# Parameter counts of the official models, measured by building microsoft/CSWin-Transformer's
-# CSWin_* models and LeapLabTHU's FLatten_CSWin_* / Agent_CSWin_* with their official configs.
-OFFICIAL_PARAMS = {
-    "zoo_cswin_tiny": 22_320_552,
-    "zoo_cswin_small": 34_643_304,
-    "zoo_cswin_base": 77_382_184,
-    "zoo_cswin_base_384": 77_382_184,
-    "zoo_cswin_large": 173_262_664,
-    "zoo_cswin_large_384": 173_262_664,
-    "zoo_flatten_cswin_tiny": 21_201_768,
-    "zoo_agent_cswin_tiny": 20_458_672,
-    "zoo_agent_cswin_small": 32_814_100,
-    "zoo_agent_cswin_base": 73_249_696,
-    "zoo_agent_cswin_base_384": 73_328_416,
-}
-
-
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_count_matches_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]

@@ -10,6 +10,15 @@ import zoo  # noqa: F401
 from zoo.models._registry import tiny_kwargs
 from zoo.models.agent_deit import ClassTokenAgentAttention
 
+# Parameter counts of the official models, measured by building LeapLabTHU's agent_deit VisionTransformer
+# with the official configs (T/S: 49 agents in all blocks; B: 81 agents, agent_layer=4; S at 448).
+OFFICIAL_PARAMS = {
+    "zoo_agent_deit_tiny": 6_015_640,
+    "zoo_agent_deit_small": 22_647_112,
+    "zoo_agent_deit_small_448": 23_070_472,
+    "zoo_agent_deit_base": 87_204_904,
+}
+
 NAME = "zoo_agent_deit_tiny"
 
 
@@ -34,6 +43,9 @@ def official_agent_deit_attention(attn, x, window):
     return attn.proj(out)
 
 
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
+
+
 def test_class_token_agent_attention_matches_official():
     attn = ClassTokenAgentAttention(32, 2, (6, 6), agent_num=4).eval()
     with torch.no_grad():
@@ -43,16 +55,18 @@ def test_class_token_agent_attention_matches_official():
         torch.testing.assert_close(attn(x, (6, 6)), official_agent_deit_attention(attn, x, 6), rtol=1e-5, atol=1e-5)
 
 
+def _official_layout(state_dict: dict) -> dict:
+    """Our keys are the official ones but for the classifier's: a bare ``head`` linear."""
+    return checks.rename_keys(state_dict, checks.TO_BARE_LINEAR_HEAD)
+
+
 def test_official_checkpoint_loads(tmp_path):
     kwargs = dict(tiny_kwargs(NAME), agent_blocks=1)  # one agent block, then softmax attention (as DeiT-B)
-    source = checks.random_model(NAME, **kwargs)
-    official = {k.replace("head.fc.", "head."): v for k, v in source.state_dict().items()}
     expected = {"patch_embed.proj.weight", "cls_token", "pos_embed", "blocks.0.attn.ac_bias",
                 "blocks.0.attn.dwc.weight", "blocks.1.attn.qkv.weight", "norm.weight", "head.weight"}
-    assert expected <= set(official)
+    x = torch.randn(2, 3, 32, 32)
+    source, _ = checks.check_official_checkpoint(NAME, _official_layout, tmp_path, x, expected, **kwargs)
     assert not hasattr(source.blocks[1].attn, "an_bias")
-    model = checks.load_checkpoint(NAME, {"model": official, "epoch": 299}, tmp_path, **kwargs)
-    checks.assert_same_outputs(model, source, torch.randn(2, 3, 32, 32))
 
 
 def test_class_token_rides_on_top_of_the_patch_map():
@@ -74,24 +88,6 @@ def test_class_token_rides_on_top_of_the_patch_map():
 
 
 def test_checkpoint_resized_for_another_resolution(tmp_path):
-    kwargs = tiny_kwargs(NAME)
-    state = {k.replace("head.fc.", "head."): v for k, v in checks.random_model(NAME, **kwargs).state_dict().items()}
-    model = checks.load_checkpoint(NAME, {"model": state}, tmp_path, **dict(kwargs, img_size=48))
+    model = checks.load_at_another_size(NAME, _official_layout, tmp_path, 48, **tiny_kwargs(NAME))
     assert model.pos_embed.shape == (1, 1 + 36, 16) and model.blocks[0].attn.ah_bias.shape[3] == 6
-    with torch.no_grad():
-        assert torch.isfinite(model(torch.randn(1, 3, 48, 48))).all()
 
-
-# Parameter counts of the official models, measured by building LeapLabTHU's agent_deit VisionTransformer
-# with the official configs (T/S: 49 agents in all blocks; B: 81 agents, agent_layer=4; S at 448).
-OFFICIAL_PARAMS = {
-    "zoo_agent_deit_tiny": 6_015_640,
-    "zoo_agent_deit_small": 22_647_112,
-    "zoo_agent_deit_small_448": 23_070_472,
-    "zoo_agent_deit_base": 87_204_904,
-}
-
-
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_count_matches_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]

@@ -2,6 +2,7 @@
 against the branches they replace, and the depthwise convolutions running through the zoo kernel."""
 
 import re
+from functools import partial
 
 import _family_checks as checks
 import pytest
@@ -22,6 +23,14 @@ OFFICIAL_PARAMS = {
     "zoo_ffnet_4": 79_868_968,
     "zoo_ffnet_4_384": 79_868_968,
 }
+
+# Some keys of the official training-time checkpoint layout.
+TRAINING_KEYS = {
+    "patch_embed.0.c.weight", "stages.1.0.proj.0.conv1.bn.running_var", "stages.1.0.proj.1.conv.c.weight",
+    "stages.1.1.token_mixer.0.main.fc.c.weight", "stages.2.1.token_mixer.0.main.conv1.conv.c.weight",
+    "stages.0.0.channel_mixer.main.conv.c.weight", "stages.0.0.token_mixer.0.layer_scale", "norm.running_mean",
+    "head.weight",
+}  # fmt: skip
 
 
 def _official_key(match: re.Match) -> str:
@@ -46,37 +55,19 @@ def _tiny(name: str = "zoo_ffnet_3", **kwargs) -> torch.nn.Module:
     return checks.tiny_model(name, scale_suffixes=("layer_scale",), **kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
-def test_parameter_count_equals_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+_check_official_layout = partial(checks.check_official_layout, _tiny, _official_layout, checkpoint_filter_fn)
+test_parameter_count_equals_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_training_time_checkpoint_loads():
-    source = _tiny()
-    state_dict = _official_layout(source.state_dict())
-    expected_keys = {
-        "patch_embed.0.c.weight", "stages.1.0.proj.0.conv1.bn.running_var", "stages.1.0.proj.1.conv.c.weight",
-        "stages.1.1.token_mixer.0.main.fc.c.weight", "stages.2.1.token_mixer.0.main.conv1.conv.c.weight",
-        "stages.0.0.channel_mixer.main.conv.c.weight", "stages.0.0.token_mixer.0.layer_scale", "norm.running_mean",
-        "head.weight",
-    }  # fmt: skip
-    assert expected_keys <= set(state_dict)
-    model = _tiny()
-    model.load_state_dict(checkpoint_filter_fn({"state_dict": state_dict, "epoch": 299}, model))
-    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 96))
+    _check_official_layout(torch.randn(2, 3, 64, 96), TRAINING_KEYS, wrap=lambda sd: {"state_dict": sd, "epoch": 299})
 
 
 def test_reparameterize_matches_and_loads_as_the_official_fused_layout():
-    x = torch.randn(2, 3, 96, 64)
-    folded = checks.check_reparameterization(_tiny(), x)
-
-    state_dict = _official_layout(folded.state_dict())
-    assert {"patch_embed.0.bias", "stages.1.0.proj.0.bias", "stages.1.0.proj.1.bias"} <= set(state_dict)
+    expected_keys = {"patch_embed.0.bias", "stages.1.0.proj.0.bias", "stages.1.0.proj.1.bias"}
+    state_dict = _check_official_layout(torch.randn(2, 3, 96, 64), expected_keys, reparameterize=True)
     assert state_dict["stages.2.1.token_mixer.0.main.conv1.weight"].shape == (16, 1, 7, 7)
     assert not any(".bn." in key or ".c." in key or ".conv1.conv." in key for key in state_dict)
-    deployed = _tiny()
-    deployed.load_state_dict(checkpoint_filter_fn(state_dict, deployed))
-    checks.assert_same_outputs(deployed, folded, x)
 
 
 @pytest.mark.parametrize("stride, out_dim", [(1, 6), (2, 12)])
@@ -124,10 +115,9 @@ def test_stride_one_depthwise_convolutions_run_through_the_zoo_kernel(monkeypatc
 
 def test_pretrained_file_loads_through_timm(tmp_path):
     source = _tiny()
-    path = tmp_path / "ffnet_3.pth.tar"
-    torch.save({"state_dict": _official_layout(source.state_dict()), "epoch": 299}, path)
-    model = checks.load_pretrained_file("zoo_ffnet_3", path, **tiny_kwargs("zoo_ffnet_3"))
-    checks.assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))
+    checkpoint = {"state_dict": _official_layout(source.state_dict()), "epoch": 299}
+    path, x = tmp_path / "ffnet_3.pth.tar", torch.randn(1, 3, 64, 64)
+    checks.assert_loads_as_pretrained("zoo_ffnet_3", checkpoint, path, source, x, **tiny_kwargs("zoo_ffnet_3"))
 
 
 def test_bad_configuration_raises():

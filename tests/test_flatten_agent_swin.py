@@ -10,6 +10,20 @@ import torch
 import zoo  # noqa: F401
 from zoo.models.flatten_swin import FocusedLinearAttention
 
+# Parameter counts of the official models, measured by building LeapLabTHU's FLattenSwinTransformer
+# and AgentSwinTransformer with the official configs (cfgs/*.yaml).
+OFFICIAL_PARAMS = {
+    "zoo_flatten_swin_tiny": 29_192_384,
+    "zoo_flatten_swin_small": 50_510_288,
+    "zoo_flatten_swin_base": 88_972_488,
+    "zoo_flatten_swin_base_384": 91_433_928,
+    "zoo_agent_swin_tiny": 28_902_964,
+    "zoo_agent_swin_small": 49_666_684,
+    "zoo_agent_swin_small_288": 49_707_964,
+    "zoo_agent_swin_base": 88_095_096,
+    "zoo_agent_swin_base_384": 88_305_016,
+}
+
 SMALL = dict(img_size=64, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4)
 FAMILIES = {
     "zoo_flatten_swin_tiny": dict(SMALL, global_blocks=(2, 2, 0, 0)),
@@ -34,43 +48,19 @@ def _official_layout(state_dict: dict) -> dict:
     return official
 
 
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_official_checkpoint_loads(name, tmp_path):
-    kwargs = FAMILIES[name]
-    source = checks.random_model(name, **kwargs)
-    official = _official_layout(source.state_dict())
-    assert "layers.0.downsample.reduction.weight" in official and "head.weight" in official
-    model = checks.load_checkpoint(name, {"model": official, "epoch": 299}, tmp_path, **kwargs)
-    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 64))
+    expected_keys = {"layers.0.downsample.reduction.weight", "head.weight"}
+    x = torch.randn(2, 3, 64, 64)
+    checks.check_official_checkpoint(name, _official_layout, tmp_path, x, expected_keys, **FAMILIES[name])
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_checkpoint_resized_for_another_resolution(name, tmp_path):
-    kwargs = FAMILIES[name]
-    official = _official_layout(checks.random_model(name, **kwargs).state_dict())
-    model = checks.load_checkpoint(name, {"model": official}, tmp_path, **dict(kwargs, img_size=96))
-    with torch.no_grad():
-        assert torch.isfinite(model(torch.randn(1, 3, 96, 96))).all()
-
-
-# Parameter counts of the official models, measured by building LeapLabTHU's FLattenSwinTransformer
-# and AgentSwinTransformer with the official configs (cfgs/*.yaml).
-OFFICIAL_PARAMS = {
-    "zoo_flatten_swin_tiny": 29_192_384,
-    "zoo_flatten_swin_small": 50_510_288,
-    "zoo_flatten_swin_base": 88_972_488,
-    "zoo_flatten_swin_base_384": 91_433_928,
-    "zoo_agent_swin_tiny": 28_902_964,
-    "zoo_agent_swin_small": 49_666_684,
-    "zoo_agent_swin_small_288": 49_707_964,
-    "zoo_agent_swin_base": 88_095_096,
-    "zoo_agent_swin_base_384": 88_305_016,
-}
-
-
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_count_matches_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+    checks.load_at_another_size(name, _official_layout, tmp_path, 96, **FAMILIES[name])
 
 
 def test_focused_linear_attention_survives_fp16_with_large_activations():

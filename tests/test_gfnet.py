@@ -39,18 +39,13 @@ def _official_layout(model) -> dict:
     return {"model": checks.rename_keys({k: v.clone() for k, v in model.state_dict().items()}, rules)}
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_count_matches_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("name, kwargs", [("zoo_gfnet_xs", SMALL), ("zoo_gfnet_h_ti", SMALL_H)])
 def test_official_layout_loads_and_gives_the_same_output(name, kwargs):
-    source = checks.random_model(name, std=0.1, **kwargs)
-    checkpoint = _official_layout(source)
+    checkpoint = checks.check_random_model_round_trip(name, _official_layout, checkpoint_filter_fn, **kwargs)
     assert "head.weight" in checkpoint["model"]
-    x = torch.randn(2, 3, kwargs["img_size"], kwargs["img_size"])
-    checks.check_checkpoint_filter(name, checkpoint, checkpoint_filter_fn, source, x, **kwargs)
 
 
 def test_global_filter_is_a_circular_convolution():
@@ -168,6 +163,4 @@ def test_mixed_precision_forward_backward(name, kwargs, dtype):
 @pytest.mark.slow
 def test_compiled_model_matches_eager_at_another_size():
     model = timm.create_model("zoo_gfnet_h_ti", **SMALL_H).eval()
-    x = torch.randn(2, 3, 72, 48)
-    with torch.no_grad():
-        torch.testing.assert_close(torch.compile(model)(x), model(x), rtol=1e-4, atol=1e-4)
+    checks.assert_compiled_matches_eager(model, torch.randn(2, 3, 72, 48))

@@ -9,7 +9,8 @@ import zoo  # noqa: F401
 from zoo.models.hornet import GlobalLocalFilter, GnConv, HorNetStage
 
 # Parameter counts of the official models (raoyongming/HorNet, hornet.py at ac9e210), counted by
-# instantiating them; the HorNet-L models with the 21841-class head of their ImageNet-22k weights.
+# instantiating them with 1000 classes; the HorNet-L models with the 21841-class head of their ImageNet-22k
+# weights.
 OFFICIAL_PARAMS = {
     "zoo_hornet_tiny": 22_409_512,
     "zoo_hornet_tiny_gf": 22_991_848,
@@ -17,6 +18,8 @@ OFFICIAL_PARAMS = {
     "zoo_hornet_small_gf": 50_401_768,
     "zoo_hornet_base": 87_256_680,
     "zoo_hornet_base_gf": 88_421_352,
+}
+OFFICIAL_PARAMS_IN22K = {
     "zoo_hornet_large": 226_575_121,
     "zoo_hornet_large_gf": 228_322_129,
     "zoo_hornet_large_gf_384": 233_839_441,
@@ -31,10 +34,10 @@ TO_OFFICIAL = (
 )
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_counts_match_official(name):
-    num_classes = 21841 if "large" in name else 1000
-    assert checks.parameter_count(name, num_classes=num_classes) == OFFICIAL_PARAMS[name]
+test_parameter_counts_match_official = checks.official_parameter_count_test(OFFICIAL_PARAMS, num_classes=1000)
+test_in22k_parameter_counts_match_official = checks.official_parameter_count_test(
+    OFFICIAL_PARAMS_IN22K, num_classes=21841
+)
 
 
 @pytest.mark.parametrize("name", ["zoo_hornet_tiny", "zoo_hornet_tiny_gf"])
@@ -61,13 +64,9 @@ def test_official_checkpoint_loads(tmp_path, name):
         expected_shapes["stages.1.0.gnconv.dwconv.weight"] = (56, 1, 7, 7)
     else:
         expected_shapes["stages.3.0.gnconv.dwconv.weight"] = (248, 1, 7, 7)
-    for key, shape in expected_shapes.items():
-        assert tuple(official[key].shape) == shape, key
-    path = tmp_path / "checkpoint-best.pth"
-    torch.save({"model": official, "epoch": 299}, path)
-
-    model = checks.load_pretrained_file(name, path, **SMALL)
-    checks.assert_same_outputs(model, reference, torch.randn(1, 3, 224, 224))
+    checks.assert_shapes(official, expected_shapes)
+    path, x = tmp_path / "checkpoint-best.pth", torch.randn(1, 3, 224, 224)
+    checks.assert_loads_as_pretrained(name, {"model": official, "epoch": 299}, path, reference, x, **SMALL)
 
 
 def test_global_filter_resized_at_load_equals_resized_at_runtime(tmp_path):

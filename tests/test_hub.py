@@ -12,6 +12,7 @@ import sys
 import zipfile
 from functools import partial
 
+import _family_checks as checks
 import numpy as np
 import pytest
 import timm
@@ -64,18 +65,7 @@ def _swin_official(state_dict: dict, depths, window: int = 7) -> dict:
 def _van_official(state_dict: dict) -> dict:
     """Visual-Attention-Network/VAN-Classification's layout of a zoo VAN state dict, as its timm
     checkpoint saver writes it (with training arguments and the best metric)."""
-    renames = (
-        (r"^stages\.(\d+)\.downsample\.", lambda m: f"patch_embed{int(m.group(1)) + 1}."),
-        (r"^stages\.(\d+)\.blocks\.", lambda m: f"block{int(m.group(1)) + 1}."),
-        (r"^stages\.(\d+)\.norm\.", lambda m: f"norm{int(m.group(1)) + 1}."),
-        (r"\.mlp\.dwconv\.", ".mlp.dwconv.dwconv."),
-        (r"^head\.fc\.", "head."),
-    )
-    official = {}
-    for key, value in state_dict.items():
-        for pattern, replacement in renames:
-            key = re.sub(pattern, replacement, key)
-        official[key] = value.clone()
+    official = checks.to_pvt_layout({key: value.clone() for key, value in state_dict.items()})
     return {"state_dict": official, "args": argparse.Namespace(model="van_tiny"), "metric": np.float64(75.4)}
 
 
@@ -165,19 +155,14 @@ def test_manifest_check_reports_problems(monkeypatch):
 # pretrained=True through the Hub client
 
 
-def test_official_checkpoint_on_the_hub_loads_offline_in_a_subprocess(tmp_path):
+def test_official_checkpoint_on_the_hub_loads_offline_in_a_subprocess(tmp_path, offline_hub_python):
     """The real path with HF_HUB_OFFLINE=1 and HF_HUB_CACHE set: an official-layout .pth on a Hub repo."""
     reference = _random_model("zoo_swin_tiny", **SHALLOW)
     official = _swin_official(reference.state_dict(), SHALLOW["depths"])
     _put_in_hf_cache(tmp_path, "acme/swin-tiny-official", "swin_tiny.pth", lambda p: torch.save(official, p))
-    script = (
-        "import sys, torch, timm, zoo\n"
-        "m = timm.create_model('zoo_swin_tiny.ms_in1k', pretrained=True, depths=(1, 2, 1, 1),\n"
-        "    pretrained_cfg_overlay=dict(hf_hub_id='acme/swin-tiny-official', hf_hub_filename='swin_tiny.pth'))\n"
-        f"torch.save(m.state_dict(), r'{tmp_path / 'loaded.pt'}')\n"
-    )
-    env = dict(os.environ, HF_HUB_CACHE=str(tmp_path), HF_HUB_OFFLINE="1")
-    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=300)
+    overlay = "pretrained_cfg_overlay=dict(hf_hub_id='acme/swin-tiny-official', hf_hub_filename='swin_tiny.pth')"
+    model = f"timm.create_model('zoo_swin_tiny.ms_in1k', pretrained=True, depths=(1, 2, 1, 1), {overlay})"
+    offline_hub_python(f"torch.save({model}.state_dict(), r'{tmp_path / 'loaded.pt'}')", tmp_path)
     loaded = torch.load(tmp_path / "loaded.pt", weights_only=True)
     expected = reference.state_dict()
     assert loaded.keys() == expected.keys()

@@ -3,7 +3,6 @@ the zoo kernel's use."""
 
 
 import _family_checks as checks
-import pytest
 import timm
 import torch
 
@@ -25,35 +24,47 @@ OFFICIAL_PARAMS = {
     "zoo_lkca_vit_12m": 12_561_040 - 360,
 }
 
-TO_OFFICIAL = (
-    (r"^blocks\.(\d+)\.norm1\.", r"transformer.layers.\1.0.norm."),
-    (r"^blocks\.(\d+)\.attn\.v\.", r"transformer.layers.\1.0.fn.to_v."),
-    (r"^blocks\.(\d+)\.attn\.kernel$", r"transformer.layers.\1.0.fn.dynamicqk"),
-    (r"^blocks\.(\d+)\.attn\.proj\.", r"transformer.layers.\1.0.fn.to_out.0."),
-    (r"^blocks\.(\d+)\.norm2\.", r"transformer.layers.\1.1.norm."),
-    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"transformer.layers.\1.1.fn.net.0."),
-    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"transformer.layers.\1.1.fn.net.3."),
-    (r"^head\.norm\.", "mlp_head.0."),
-    (r"^head\.fc\.", "mlp_head.1."),
-    (r"^patch_embed\.proj\.", "to_patch_embedding.1."),
-    (r"^pos_embed$", "pos_embedding"),
-)
+# The official names of block i's parameters (``transformer.layers.{i}.``, written out): the attention and
+# the feed-forward network each in a PreNorm (``norm``, ``fn``), the latter's ``net`` a Linear, GELU,
+# Dropout, Linear sequence.
+OFFICIAL_BLOCK_NAMES = {
+    "0.norm.weight": "norm1.weight",
+    "0.norm.bias": "norm1.bias",
+    "0.fn.dynamicqk": "attn.kernel",
+    "0.fn.to_v.weight": "attn.v.weight",
+    "0.fn.to_out.0.weight": "attn.proj.weight",
+    "0.fn.to_out.0.bias": "attn.proj.bias",
+    "1.norm.weight": "norm2.weight",
+    "1.norm.bias": "norm2.bias",
+    "1.fn.net.0.weight": "mlp.fc1.weight",
+    "1.fn.net.0.bias": "mlp.fc1.bias",
+    "1.fn.net.3.weight": "mlp.fc2.weight",
+    "1.fn.net.3.bias": "mlp.fc2.bias",
+}
 
 
-def _official_layout(state_dict: dict) -> dict:
-    """Our keys and shapes -> the official ones: the patch embedding as a linear layer over
-    ``(p1 p2 c)``-ordered patches, the position embedding as ``(1, N, dim)``, plus the unused cls_token."""
-    reshaped = dict(state_dict)
-    reshaped["patch_embed.proj.weight"] = state_dict["patch_embed.proj.weight"].permute(0, 2, 3, 1).flatten(1)
-    reshaped["pos_embed"] = state_dict["pos_embed"].flatten(1, 2)
-    official = checks.rename_keys(reshaped, TO_OFFICIAL)
-    official["cls_token"] = torch.randn(1, 1, state_dict["pos_embed"].shape[-1])
+def _official_checkpoint(model) -> dict:
+    """``model``'s weights under the official names and shapes: the patch embedding a linear layer over
+    ``(p1 p2 c)``-ordered patches, the position embedding ``(1, N, dim)``, plus the unused cls_token."""
+    ours = model.state_dict()
+    official = {
+        "to_patch_embedding.1.weight": ours["patch_embed.proj.weight"].permute(0, 2, 3, 1).flatten(1),
+        "to_patch_embedding.1.bias": ours["patch_embed.proj.bias"],
+        "pos_embedding": ours["pos_embed"].flatten(1, 2),
+        "cls_token": torch.randn(1, 1, model.num_features),
+        "mlp_head.0.weight": ours["head.norm.weight"],
+        "mlp_head.0.bias": ours["head.norm.bias"],
+        "mlp_head.1.weight": ours["head.fc.weight"],
+        "mlp_head.1.bias": ours["head.fc.bias"],
+    }
+    for i in range(len(model.blocks)):
+        official |= {f"transformer.layers.{i}.{k}": ours[f"blocks.{i}.{n}"] for k, n in OFFICIAL_BLOCK_NAMES.items()}
     return official
 
 
-@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
-def test_parameter_count_equals_official_without_the_unused_cls_token(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_equals_official_without_the_unused_cls_token = checks.official_parameter_count_test(
+    OFFICIAL_PARAMS
+)
 
 
 def test_convolution_is_attention_with_the_toeplitz_matrix():
@@ -79,10 +90,8 @@ def test_convolution_is_attention_with_the_toeplitz_matrix():
 def test_official_checkpoint_loads():
     name = "zoo_lkca_vit"
     source = timm.create_model(name, **tiny_kwargs(name)).eval()
-    with torch.no_grad():
-        for block in source.blocks:
-            block.attn.kernel.normal_(0, 0.1)
-    checkpoint = _official_layout(source.state_dict())
+    checks.randomize_state(source, around_init=True)  # norms too, so that every official name matters
+    checkpoint = _official_checkpoint(source)
     x = torch.randn(2, 3, 32, 32)
     checks.check_checkpoint_filter(name, checkpoint, checkpoint_filter_fn, source, x, **tiny_kwargs(name))
 

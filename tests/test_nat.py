@@ -1,5 +1,5 @@
-"""NAT / DiNAT: official and Hugging Face checkpoint layouts, padding of small maps, sizes
-(autocast: test_autocast.py)."""
+"""NAT / DiNAT: official and Hugging Face checkpoint layouts, parameter counts, padding of small maps and
+input sizes (autocast: test_autocast.py)."""
 
 import re
 
@@ -191,9 +191,7 @@ def test_dilation_schedule_is_official(name):
     assert dilations == OFFICIAL_DILATIONS[name]
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_full_size_parameter_counts_match_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_full_size_parameter_counts_match_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_any_input_size():

@@ -1,8 +1,6 @@
 """ParCNetV2 and ParC-Net v1: official checkpoint layouts, parameter counts, the oversized and circular
 convolutions against functional references written from the official code (autocast: test_autocast.py)."""
 
-import re
-
 import _family_checks as checks
 import pytest
 import timm
@@ -28,15 +26,13 @@ OFFICIAL_PARAMS = {
 V2_SMALL = dict(dims=(16, 32, 48, 64), depths=(1, 1, 2, 1))
 V1_SMALL = dict(depths=(1, 1, 1, 1, 1), parc_depths=(0, 0, 1, 2, 1))
 
-# Our key -> the official key (ParCNetV2: downsample_layers / stages.{i}.{j} / norm / head).
+# Our key -> the official key: ConvNeXt's layout (downsample_layers / stages.{i}.{j} / norm / head) with
+# the stem's norm after its convolution (post_norm) and the downsampling layers' before (pre_norm).
 V2_TO_OFFICIAL = (
-    (r"^stem\.conv\.", "downsample_layers.0.conv."),
-    (r"^stem\.norm\.", "downsample_layers.0.post_norm."),
-    (r"^stages\.(\d)\.downsample\.norm\.", r"downsample_layers.\1.pre_norm."),
-    (r"^stages\.(\d)\.downsample\.conv\.", r"downsample_layers.\1.conv."),
-    (r"^stages\.(\d)\.blocks\.(\d+)\.", r"stages.\1.\2."),
-    (r"^head\.norm\.", "norm."),
-    (r"^head\.fc\.", "head."),
+    (r"^stem\.norm\.", "stem.post_norm."),
+    (r"^(stages\.\d\.downsample)\.norm\.", r"\1.pre_norm."),
+    *checks.TO_CONVNEXT_LAYOUT,
+    *checks.TO_BARE_HEAD,
 )
 
 # Our key -> the official key (cvnets EdgeFormer: conv_1, layer_{1..5}, ConvLayer's block.conv / block.norm).
@@ -80,14 +76,7 @@ def _v1_to_official(model) -> dict:
     """The official layout: the fusion block's trailing BatchNorm is ``spatial_global_rep.{depth}``, the
     model also registers its last stage's first inverted residual as ``residual``, and the stem was
     trained on BGR input."""
-    state_dict = {}
-    for key, value in model.state_dict().items():
-        match = re.match(r"^(stages\.\d\.\d)\.norm\.(.*)$", key)
-        if match:
-            depth = len(model.get_submodule(match.group(1)).blocks)
-            key = f"{match.group(1)}.blocks.{depth}.{match.group(2)}"
-        state_dict[key] = value
-    official = checks.rename_keys(state_dict, V1_TO_OFFICIAL)
+    official = checks.rename_keys(checks.move_norms_after_blocks(model, model.state_dict()), V1_TO_OFFICIAL)
     official["conv_1.block.conv.weight"] = official["conv_1.block.conv.weight"].flip(1)
     last = max(int(k.split(".")[0][6:]) for k in official if k.startswith("layer_"))
     for key, value in list(official.items()):
@@ -96,9 +85,7 @@ def _v1_to_official(model) -> dict:
     return official
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_counts_match_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_counts_match_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_oversized_kernels_are_2h_minus_1():
@@ -128,14 +115,11 @@ def test_parcnetv2_official_checkpoint_loads(tmp_path):
         "norm.weight": (64,),
         "head.weight": (1000, 64),
     }
-    for key, shape in expected_shapes.items():
-        assert tuple(official[key].shape) == shape, key
+    checks.assert_shapes(official, expected_shapes)
     assert not any(k.startswith("stages.0.0.res_scale") for k in official)
-    path = tmp_path / "parcnetv2_xt.pth.tar"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in official.items()}, "epoch": 299}, path)
-
-    model = checks.load_pretrained_file("zoo_parcnetv2_xt", path, **V2_SMALL)
-    checks.assert_same_outputs(model, reference, torch.randn(1, 3, 72, 88))
+    checkpoint = {"state_dict": {f"module.{k}": v for k, v in official.items()}, "epoch": 299}
+    path, x = tmp_path / "parcnetv2_xt.pth.tar", torch.randn(1, 3, 72, 88)
+    checks.assert_loads_as_pretrained("zoo_parcnetv2_xt", checkpoint, path, reference, x, **V2_SMALL)
 
 
 def test_parcnetv2_checkpoint_resizes_kernels_to_the_model_size():
@@ -212,14 +196,10 @@ def test_parcnet_official_checkpoint_loads(tmp_path):
         "conv_1x1_exp.block.conv.weight": (640, 160, 1, 1),
         "classifier.fc.weight": (1000, 640),
     }
-    for key, shape in expected_shapes.items():
-        assert tuple(official[key].shape) == shape, key
+    checks.assert_shapes(official, expected_shapes)
     assert "layer_4.1.spatial_global_rep.1.meta_pe_1_H" not in official  # embeddings in the first block only
-    path = tmp_path / "checkpoint_ema_avg.pt"
-    torch.save(official, path)
-
-    model = checks.load_pretrained_file("zoo_parcnet_s", path, **V1_SMALL)
-    checks.assert_same_outputs(model, reference, torch.rand(1, 3, 96, 96))
+    path, x = tmp_path / "checkpoint_ema_avg.pt", torch.rand(1, 3, 96, 96)
+    checks.assert_loads_as_pretrained("zoo_parcnet_s", official, path, reference, x, **V1_SMALL)
 
 
 def _official_branch(branch: CircularConvBranch, x: torch.Tensor) -> torch.Tensor:

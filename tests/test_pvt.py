@@ -11,6 +11,20 @@ import torch
 import zoo  # noqa: F401
 from zoo.models._registry import tiny_kwargs
 
+# Parameter counts of the official models, measured by building LeapLabTHU's flatten_pvt_tiny,
+# flatten_pvt_v2_b0 and agent_pvt_* with their official configs (no key/value reduction). The official
+# FLatten-PVT-T declares a final LayerNorm (2 x 512 parameters) that its forward never applies, which
+# this model leaves out: the official count is 12_150_504.
+OFFICIAL_PARAMS = {
+    "zoo_flatten_pvt_tiny": 12_150_504 - 2 * 512,
+    "zoo_flatten_pvtv2_b0": 3_594_824,
+    "zoo_agent_pvt_tiny": 11_570_352,
+    "zoo_agent_pvt_small": 20_635_066,
+    "zoo_agent_pvt_medium": 35_921_746,
+    "zoo_agent_pvt_medium_256": 36_083_682,
+    "zoo_agent_pvt_large": 48_738_180,
+}
+
 FAMILIES = ["zoo_flatten_pvt_tiny", "zoo_flatten_pvtv2_b0", "zoo_agent_pvt_tiny"]
 
 
@@ -18,44 +32,36 @@ def _official_layout(state_dict: dict) -> dict:
     """Our weights under the official key names (LeapLabTHU's PVT / PVTv2 models): per-stage
     ``patch_embed{i}.{proj,norm}``, ``pos_embed{i}``, ``block{i}.{j}``, PVTv2's stage norm ``norm{i}`` and
     ``mlp.dwconv.dwconv``, classifier ``head``."""
-    official = {}
-    for key, value in state_dict.items():
-        key = re.sub(r"^stages\.(\d+)\.downsample\.conv\.", lambda m: f"patch_embed{int(m.group(1)) + 1}.proj.", key)
-        key = re.sub(r"^stages\.(\d+)\.downsample\.norm\.", lambda m: f"patch_embed{int(m.group(1)) + 1}.norm.", key)
-        key = re.sub(r"^stages\.(\d+)\.pos_embed$", lambda m: f"pos_embed{int(m.group(1)) + 1}", key)
-        key = re.sub(r"^stages\.(\d+)\.blocks\.", lambda m: f"block{int(m.group(1)) + 1}.", key)
-        key = re.sub(r"^stages\.(\d+)\.norm\.", lambda m: f"norm{int(m.group(1)) + 1}.", key)
-        key = key.replace(".mlp.dwconv.", ".mlp.dwconv.dwconv.")
-        official[key.replace("head.fc.", "head.")] = value
-    return official
+    official = checks.to_pvt_layout(state_dict)
+    return {re.sub(r"^(patch_embed\d+)\.conv\.", r"\1.proj.", key): value for key, value in official.items()}
+
+
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_official_checkpoint_loads(name, tmp_path):
-    kwargs = tiny_kwargs(name)
-    source = checks.random_model(name, **kwargs)
-    official = _official_layout(source.state_dict())
     v2 = "pvtv2" in name
     expected_keys = {"patch_embed1.proj.weight", "patch_embed4.norm.bias", "block1.0.attn.q.weight",
                      "block3.0.attn.kv.bias", "block4.0.attn.dwc.weight", "block2.0.mlp.fc2.weight", "head.weight"}
     expected_keys |= {"norm4.weight", "block1.0.mlp.dwconv.dwconv.weight"} if v2 else {"pos_embed1", "pos_embed4"}
-    assert expected_keys <= set(official)
-    assert not [k for k in official if k.startswith(("stages", "head.fc"))]
-    if name == "zoo_flatten_pvt_tiny":  # the official FLatten-PVT declares a final norm it never applies
-        official |= {"norm.weight": torch.ones(32), "norm.bias": torch.zeros(32)}
-    model = checks.load_checkpoint(name, {"model": official, "epoch": 299}, tmp_path, **kwargs)
-    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 64))
+
+    def layout(state_dict: dict) -> dict:
+        official = _official_layout(state_dict)
+        assert not [k for k in official if k.startswith(("stages", "head.fc"))]
+        if name == "zoo_flatten_pvt_tiny":  # the official FLatten-PVT declares a final norm it never applies
+            official |= {"norm.weight": torch.ones(32), "norm.bias": torch.zeros(32)}
+        return official
+
+    x = torch.randn(2, 3, 64, 64)
+    checks.check_official_checkpoint(name, layout, tmp_path, x, expected_keys, **tiny_kwargs(name))
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_checkpoint_resized_for_another_resolution(name, tmp_path):
-    kwargs = tiny_kwargs(name)
-    official = _official_layout(checks.random_model(name, **kwargs).state_dict())
-    model = checks.load_checkpoint(name, {"model": official}, tmp_path, **dict(kwargs, img_size=96))
+    model = checks.load_at_another_size(name, _official_layout, tmp_path, 96, **tiny_kwargs(name))
     if "pvtv2" not in name:
         assert model.stages[0].pos_embed.shape == (1, 24 * 24, 16)
-    with torch.no_grad():
-        assert torch.isfinite(model(torch.randn(1, 3, 96, 96))).all()
 
 
 def test_position_embedding_is_interpolated_to_the_input():
@@ -90,22 +96,3 @@ def test_stage_arguments_must_agree():
     with pytest.raises(ValueError, match="one entry per stage"):
         timm.create_model("zoo_agent_pvt_tiny", **dict(tiny_kwargs("zoo_agent_pvt_tiny"), sr_ratios=(1, 1)))
 
-
-# Parameter counts of the official models, measured by building LeapLabTHU's flatten_pvt_tiny,
-# flatten_pvt_v2_b0 and agent_pvt_* with their official configs (no key/value reduction). The official
-# FLatten-PVT-T declares a final LayerNorm (2 x 512 parameters) that its forward never applies, which
-# this model leaves out: the official count is 12_150_504.
-OFFICIAL_PARAMS = {
-    "zoo_flatten_pvt_tiny": 12_150_504 - 2 * 512,
-    "zoo_flatten_pvtv2_b0": 3_594_824,
-    "zoo_agent_pvt_tiny": 11_570_352,
-    "zoo_agent_pvt_small": 20_635_066,
-    "zoo_agent_pvt_medium": 35_921_746,
-    "zoo_agent_pvt_medium_256": 36_083_682,
-    "zoo_agent_pvt_large": 48_738_180,
-}
-
-
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_count_matches_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]

@@ -41,9 +41,7 @@ def _tiny(name: str = "zoo_replknet_31b", **kwargs) -> torch.nn.Module:
     return checks.tiny_model(name, scale_suffixes=(), **kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
-def test_parameter_count_equals_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_equals_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("mmpretrain", [False, True], ids=["official", "mmpretrain"])

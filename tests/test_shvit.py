@@ -53,9 +53,7 @@ def _randomize(model: torch.nn.Module, seed: int = 0, sample_shape: tuple = (4, 
         model.eval()
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_counts_match_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_counts_match_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("wrapper, module_prefix", [("model", False), ("state_dict", True)])
@@ -83,18 +81,14 @@ def test_official_checkpoint_loads(tmp_path, wrapper, module_prefix):
         "head.bn.running_var": (320,),
         "head.l.weight": (1000, 320),
     }
-    for key, shape in expected_shapes.items():
-        assert tuple(official[key].shape) == shape, key
+    checks.assert_shapes(official, expected_shapes)
     assert not any(key.startswith("stages.") for key in official)
     # The official loader also accepts 1x1 conv weights stored as 2-D tensors.
     official["blocks3.3.mixer.m.qkv.c.weight"] = official["blocks3.3.mixer.m.qkv.c.weight"].flatten(1)
     if module_prefix:
         official = {f"module.{k}": v for k, v in official.items()}
-    path = tmp_path / "shvit_s1.pth"
-    torch.save({wrapper: official, "epoch": 299}, path)
-
-    model = checks.load_pretrained_file("zoo_shvit_s1", path, **SHALLOW)
-    checks.assert_same_outputs(model, reference, torch.randn(1, 3, 96, 80))
+    path, x = tmp_path / "shvit_s1.pth", torch.randn(1, 3, 96, 80)
+    checks.assert_loads_as_pretrained("zoo_shvit_s1", {wrapper: official, "epoch": 299}, path, reference, x, **SHALLOW)
 
 
 def test_timm_weights_load_and_match_timm(tmp_path):

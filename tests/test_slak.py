@@ -1,6 +1,8 @@
 """SLaK: official checkpoint layout (training-time and re-parameterized), parameter counts, the
 implicit-GEMM padding of the strips, folding, and the convolutions running through the zoo kernel."""
 
+from functools import partial
+
 import _family_checks as checks
 import pytest
 import timm
@@ -27,14 +29,18 @@ TO_OFFICIAL = (
     *checks.TO_BARE_HEAD,
 )
 
+# Some keys of the official training-time checkpoint layout.
+TRAINING_KEYS = {
+    "downsample_layers.0.0.weight", "downsample_layers.3.1.bias", "stages.2.0.large_kernel.LoRA2.bn.running_var",
+    "stages.0.0.pwconv1.weight", "stages.0.0.gamma", "norm.weight", "head.weight",
+}  # fmt: skip
+
 
 def _tiny(name: str = "zoo_slak_tiny", **kwargs) -> torch.nn.Module:
     return checks.tiny_model(name, scale_suffixes=("gamma",), **kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
-def test_parameter_count_equals_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_equals_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_strips_pad_as_the_implicit_gemm_convolution():
@@ -49,29 +55,21 @@ def test_strips_pad_as_the_implicit_gemm_convolution():
     torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, padding=(25, 2), groups=6))
 
 
+def _official_layout(state_dict: dict) -> dict:
+    return checks.rename_keys(state_dict, TO_OFFICIAL)
+
+
+_check_official_layout = partial(checks.check_official_layout, _tiny, _official_layout, checkpoint_filter_fn)
+
+
 def test_training_time_checkpoint_loads():
-    source = _tiny()
-    state_dict = checks.rename_keys(source.state_dict(), TO_OFFICIAL)
-    expected_keys = {
-        "downsample_layers.0.0.weight", "downsample_layers.3.1.bias", "stages.2.0.large_kernel.LoRA2.bn.running_var",
-        "stages.0.0.pwconv1.weight", "stages.0.0.gamma", "norm.weight", "head.weight",
-    }  # fmt: skip
-    assert expected_keys <= set(state_dict)
-    model = _tiny()
-    model.load_state_dict(checkpoint_filter_fn({"model": state_dict, "epoch": 299}, model))
-    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 96))
+    _check_official_layout(torch.randn(2, 3, 64, 96), TRAINING_KEYS, wrap=lambda sd: {"model": sd, "epoch": 299})
 
 
 def test_reparameterize_matches_and_loads_as_the_official_deploy_layout():
-    x = torch.randn(2, 3, 96, 64)
-    folded = checks.check_reparameterization(_tiny(), x)
-
-    state_dict = checks.rename_keys(folded.state_dict(), TO_OFFICIAL)
+    state_dict = _check_official_layout(torch.randn(2, 3, 96, 64), reparameterize=True)
     assert state_dict["stages.0.0.large_kernel.lkb_reparam.weight"].shape == (8, 1, 13, 13)
     assert not any(branch in key for key in state_dict for branch in ("LoRA", "small_conv"))
-    deployed = _tiny()
-    deployed.load_state_dict(checkpoint_filter_fn(state_dict, deployed))
-    checks.assert_same_outputs(deployed, folded, x)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
@@ -103,7 +101,6 @@ def test_bfloat16_autocast_forward_backward():
 
 def test_pretrained_file_loads_through_timm(tmp_path):
     source = _tiny()
-    path = tmp_path / "slak.pth"
-    torch.save({"model": checks.rename_keys(source.state_dict(), TO_OFFICIAL), "epoch": 299}, path)
-    model = checks.load_pretrained_file("zoo_slak_tiny", path, **tiny_kwargs("zoo_slak_tiny"))
-    checks.assert_same_outputs(model, source, torch.randn(1, 3, 64, 64))
+    checkpoint = {"model": _official_layout(source.state_dict()), "epoch": 299}
+    path, x = tmp_path / "slak.pth", torch.randn(1, 3, 64, 64)
+    checks.assert_loads_as_pretrained("zoo_slak_tiny", checkpoint, path, source, x, **tiny_kwargs("zoo_slak_tiny"))

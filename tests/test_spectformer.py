@@ -25,29 +25,25 @@ OFFICIAL_PARAMS = {
 SMALL = dict(img_size=32, patch_size=8, embed_dim=16, depth=4, num_heads=2, spectral_depth=2)
 SMALL_H = dict(img_size=64, stem_hidden_dim=8, embed_dims=(8, 16, 16, 32), num_heads=(1, 2, 2, 4), depths=(1, 2, 1, 1))
 
-# Our key -> the official key (hierarchical_architecture/spectformer.py).
-TO_OFFICIAL_H = (
+# Our key -> the official key (hierarchical_architecture/spectformer.py): PVT's layout (stage i's
+# patch_embed{i+1}, block{i+1}, norm{i+1}) with the stem as patch_embed1 and the head's parts at the top level.
+TO_OFFICIAL_HEAD_H = (
     (r"^stem\.", "patch_embed1."),
-    (r"^stages\.(\d)\.downsample\.", lambda m: f"patch_embed{int(m[1]) + 1}."),
-    (r"^stages\.(\d)\.blocks\.", lambda m: f"block{int(m[1]) + 1}."),
-    (r"^stages\.(\d)\.norm\.", lambda m: f"norm{int(m[1]) + 1}."),
     (r"^head\.norm\.", "norm4."),
     (r"^head\.cls_block\.", "post_network.0."),
     (r"^head\.aux_fc\.", "aux_head."),
-    (r"\.mlp\.dwconv\.", ".mlp.dwconv.dwconv."),
-    (r"^head\.fc\.", "head."),
 )
 
 
-def official_layout(model, rules=TO_OFFICIAL_H) -> dict:
+def official_layout(model) -> dict:
     """The model's state dict in the official hierarchical layout (or the vanilla one: ``head``)."""
-    rules = rules if hasattr(model, "stages") else ((r"^head\.fc\.", "head."),)
-    return {"model": checks.rename_keys({k: v.clone() for k, v in model.state_dict().items()}, rules)}
+    state_dict = {k: v.clone() for k, v in model.state_dict().items()}
+    if hasattr(model, "stages"):
+        return {"model": checks.to_pvt_layout(checks.rename_keys(state_dict, TO_OFFICIAL_HEAD_H))}
+    return {"model": checks.rename_keys(state_dict, checks.TO_BARE_LINEAR_HEAD)}
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_count_matches_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("name, heads", [("zoo_spectformer_t", 4), ("zoo_spectformer_xs", 6),
@@ -67,11 +63,8 @@ def test_heads_that_do_not_divide_the_width_are_refused():
 
 @pytest.mark.parametrize("name, kwargs", [("zoo_spectformer_xs", SMALL), ("zoo_spectformer_h_s", SMALL_H)])
 def test_official_layout_loads_and_gives_the_same_output(name, kwargs):
-    source = checks.random_model(name, std=0.1, **kwargs)
-    checkpoint = official_layout(source)
+    checkpoint = checks.check_random_model_round_trip(name, official_layout, checkpoint_filter_fn, **kwargs)
     assert "head.weight" in checkpoint["model"]
-    x = torch.randn(2, 3, kwargs["img_size"], kwargs["img_size"])
-    checks.check_checkpoint_filter(name, checkpoint, checkpoint_filter_fn, source, x, **kwargs)
 
 
 def test_hierarchical_logits_add_half_the_best_token_score():

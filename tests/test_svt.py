@@ -21,18 +21,13 @@ OFFICIAL_PARAMS = {"zoo_svt_h_s": 22_052_592, "zoo_svt_h_b": 32_878_544, "zoo_sv
 SMALL = dict(img_size=64, stem_hidden_dim=8, embed_dims=(8, 16, 16, 32), num_heads=(1, 2, 2, 4), depths=(2, 1, 1, 1))
 
 
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_count_matches_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_count_matches_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_official_layout_loads_and_gives_the_same_output():
-    source = checks.random_model("zoo_svt_h_s", std=0.1, **SMALL)
-    checkpoint = official_layout(source)
+    checkpoint = checks.check_random_model_round_trip("zoo_svt_h_s", official_layout, checkpoint_filter_fn, **SMALL)
     assert "block1.1.attn.complex_weight_lh_b2" in checkpoint["model"]
     assert "block1.0.attn.xfm.h0o" in checkpoint["model"]  # pytorch_wavelets' filters are in the state dict
-    x = torch.randn(2, 3, 64, 64)
-    checks.check_checkpoint_filter("zoo_svt_h_s", checkpoint, checkpoint_filter_fn, source, x, **SMALL)
 
 
 @pytest.mark.parametrize("size", [(16, 16), (10, 6), (2, 2)])

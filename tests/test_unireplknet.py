@@ -1,6 +1,8 @@
 """UniRepLKNet: official checkpoint layout (training-time and deployed), parameter counts, GRN, folding,
 and the large and dilated depthwise convolutions running through the zoo kernel."""
 
+from functools import partial
+
 import _family_checks as checks
 import pytest
 import timm
@@ -38,6 +40,15 @@ TO_OFFICIAL = (
     *checks.TO_BARE_HEAD,
 )
 
+# Some keys of the official training-time checkpoint layout.
+TRAINING_KEYS = {
+    "downsample_layers.0.3.weight", "downsample_layers.3.1.bias", "stages.1.0.dwconv.lk_origin.weight",
+    "stages.1.0.dwconv.dil_conv_k7_2.weight", "stages.1.0.dwconv.dil_bn_k3_5.running_var",
+    "stages.0.0.dwconv.weight", "stages.0.0.se.down.bias", "stages.0.0.pwconv1.1.weight", "stages.0.0.act.1.beta",
+    "stages.0.0.pwconv2.0.weight", "stages.0.0.pwconv2.2.running_mean", "stages.0.0.gamma", "norm.weight",
+    "head.weight",
+}  # fmt: skip
+
 
 def _official_layout(state_dict: dict) -> dict:
     """Our keys -> the official ones; GRN's parameters have the official ``(1, 1, 1, C)`` shape."""
@@ -49,9 +60,8 @@ def _tiny(name: str = "zoo_unireplknet_a", **kwargs) -> torch.nn.Module:
     return checks.tiny_model(name, scale_suffixes=("gamma", "grn.weight", "grn.bias"), **kwargs)
 
 
-@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
-def test_parameter_count_equals_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+_check_official_layout = partial(checks.check_official_layout, _tiny, _official_layout, checkpoint_filter_fn)
+test_parameter_count_equals_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 def test_kernel_sizes_per_block_are_the_official_ones():
@@ -76,36 +86,18 @@ def test_grn_equals_the_convnext_v2_equations():
 
 
 def test_training_time_checkpoint_loads():
-    source = _tiny()
-    state_dict = _official_layout(source.state_dict())
-    expected_keys = {
-        "downsample_layers.0.3.weight", "downsample_layers.3.1.bias", "stages.1.0.dwconv.lk_origin.weight",
-        "stages.1.0.dwconv.dil_conv_k7_2.weight", "stages.1.0.dwconv.dil_bn_k3_5.running_var",
-        "stages.0.0.dwconv.weight", "stages.0.0.se.down.bias", "stages.0.0.pwconv1.1.weight", "stages.0.0.act.1.beta",
-        "stages.0.0.pwconv2.0.weight", "stages.0.0.pwconv2.2.running_mean", "stages.0.0.gamma", "norm.weight",
-        "head.weight",
-    }  # fmt: skip
-    assert expected_keys <= set(state_dict)
+    wrap = lambda state_dict: {"model": {"module." + k: v for k, v in state_dict.items()}}  # noqa: E731
+    state_dict = _check_official_layout(torch.randn(2, 3, 64, 96), TRAINING_KEYS, wrap=wrap)
     assert "stages.0.0.pwconv2.0.bias" not in state_dict
-    model = _tiny()
-    model.load_state_dict(checkpoint_filter_fn({"model": {"module." + k: v for k, v in state_dict.items()}}, model))
-    checks.assert_same_outputs(model, source, torch.randn(2, 3, 64, 96))
 
 
 def test_reparameterize_matches_and_loads_as_the_official_deploy_layout():
-    x = torch.randn(2, 3, 96, 64)
-    folded = checks.check_reparameterization(_tiny(), x)
-
-    state_dict = _official_layout(folded.state_dict())
-    assert state_dict["stages.1.0.dwconv.lk_origin.weight"].shape == (16, 1, 13, 13)
     folded_keys = {"stages.1.0.dwconv.lk_origin.bias", "stages.0.0.dwconv.bias", "stages.0.0.pwconv2.0.bias"}
-    assert folded_keys <= set(state_dict)
+    state_dict = _check_official_layout(torch.randn(2, 3, 96, 64), folded_keys, reparameterize=True)
+    assert state_dict["stages.1.0.dwconv.lk_origin.weight"].shape == (16, 1, 13, 13)
     dropped = ("origin_bn", "dil_", ".norm.", "act.1.beta", "pwconv2.2.")
     assert not any(part in key for key in state_dict for part in dropped)
     assert not any(key.endswith(".0.gamma") for key in state_dict)
-    deployed = _tiny()
-    deployed.load_state_dict(checkpoint_filter_fn(state_dict, deployed))
-    checks.assert_same_outputs(deployed, folded, x)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])

@@ -23,26 +23,15 @@ OFFICIAL_PARAMS = {
 }
 SHALLOW = dict(depths=(1, 1, 2, 1))
 
-# Our key -> the official key (models/van.py: patch_embed{k}, block{k}, norm{k}, mlp.dwconv.dwconv, head).
-TO_OFFICIAL = (
-    (r"^stages\.(\d)\.downsample\.", lambda m: f"patch_embed{int(m.group(1)) + 1}."),
-    (r"^stages\.(\d)\.blocks\.", lambda m: f"block{int(m.group(1)) + 1}."),
-    (r"^stages\.(\d)\.norm\.", lambda m: f"norm{int(m.group(1)) + 1}."),
-    (r"\.mlp\.dwconv\.", ".mlp.dwconv.dwconv."),
-    (r"^head\.fc\.", "head."),
-)
 
-
-@pytest.mark.parametrize("name", OFFICIAL_PARAMS)
-def test_parameter_counts_match_official(name):
-    assert checks.parameter_count(name) == OFFICIAL_PARAMS[name]
+test_parameter_counts_match_official = checks.official_parameter_count_test(OFFICIAL_PARAMS)
 
 
 @pytest.mark.parametrize("wrapper", ["state_dict", "module"])
 def test_official_checkpoint_loads(tmp_path, wrapper):
     reference = timm.create_model("zoo_van_b0", **SHALLOW).eval()
     checks.randomize_state(reference)
-    official = checks.rename_keys(reference.state_dict(), TO_OFFICIAL)
+    official = checks.to_pvt_layout(reference.state_dict())  # models/van.py's names are PVT's
     expected_shapes = {
         "patch_embed1.proj.weight": (32, 3, 7, 7),
         "patch_embed2.norm.running_var": (64,),
@@ -53,15 +42,12 @@ def test_official_checkpoint_loads(tmp_path, wrapper):
         "norm4.weight": (256,),
         "head.weight": (1000, 256),
     }
-    for key, shape in expected_shapes.items():
-        assert tuple(official[key].shape) == shape, key
+    checks.assert_shapes(official, expected_shapes)
     if wrapper == "module":
         official = {f"module.{k}": v for k, v in official.items()}
-    path = tmp_path / "van_tiny_754.pth.tar"
-    torch.save({"state_dict": official, "epoch": 299, "arch": "van_b0"}, path)
-
-    model = checks.load_pretrained_file("zoo_van_b0", path, **SHALLOW)
-    checks.assert_same_outputs(model, reference, torch.randn(1, 3, 96, 80))
+    checkpoint = {"state_dict": official, "epoch": 299, "arch": "van_b0"}
+    path, x = tmp_path / "van_tiny_754.pth.tar", torch.randn(1, 3, 96, 80)
+    checks.assert_loads_as_pretrained("zoo_van_b0", checkpoint, path, reference, x, **SHALLOW)
 
 
 def _attention_reference(module: SpatialAttention, x: torch.Tensor) -> torch.Tensor:

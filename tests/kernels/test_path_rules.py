@@ -1,6 +1,7 @@
 """The per-shape choice between the Triton kernels and PyTorch, for the shapes the model families use."""
 
 import importlib
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -20,30 +21,42 @@ def _call(channels, size, kernel, dilation=1, padding="same", channels_last=Fals
     return dwconv._describe(x, weight, None, geometry)
 
 
+class Shape(NamedTuple):
+    """A depthwise convolution a family runs (on a batch-2 map of ``size``), and whether the rule sends it to
+    the Triton kernel."""
+
+    channels: int
+    size: tuple[int, int]
+    kernel: tuple[int, int]
+    triton: bool
+    dilation: int = 1
+    padding: int | str = "same"
+    channels_last: bool = False
+
+
 FAMILY_SHAPES = {
-    # name: (channels, map, kernel, dilation, padding, channels_last, Triton?)
-    "shvit-s4 3x3 16x16": (224, (16, 16), (3, 3), 1, "same", False, False),
-    "shvit-s4 3x3 4x4": (448, (4, 4), (3, 3), 1, "same", False, False),
-    "agent-swin 3x3 56x56": (96, (56, 56), (3, 3), 1, "same", False, False),
-    "flatten-swin 5x5 56x56": (32, (56, 56), (5, 5), 1, "same", False, False),
-    "van 5x5 56x56": (64, (56, 56), (5, 5), 1, "same", False, False),
-    "van 7x7 dil3 56x56 nchw": (64, (56, 56), (7, 7), 3, "same", False, True),
-    "van 7x7 dil3 56x56 channels-last": (64, (56, 56), (7, 7), 3, "same", True, False),
-    "van 7x7 dil3 7x7 map": (512, (7, 7), (7, 7), 3, "same", False, False),  # 5 taps per axis reach it
-    "hornet 7x7 56x56 nchw": (64, (56, 56), (7, 7), 1, "same", False, True),
-    "hornet 7x7 56x56 channels-last": (64, (56, 56), (7, 7), 1, "same", True, False),
-    "parcnet-v1 56-tap circular": (96, (111, 56), (56, 1), 1, 0, False, True),
-    "parcnet-v2 27-tap 14x14": (192, (14, 14), (27, 1), 1, "same", True, True),
-    "parcnet-v2 13-tap 7x7": (384, (7, 7), (1, 13), 1, "same", False, True),
-    "replknet 31x31 56x56": (128, (56, 56), (31, 31), 1, "same", False, True),
-    "replknet 31x31 56x56 channels-last": (128, (56, 56), (31, 31), 1, "same", True, True),
-    "replknet 29x29 28x28": (256, (28, 28), (29, 29), 1, "same", False, True),
-    "replknet 27x27 14x14": (512, (14, 14), (27, 27), 1, "same", True, True),
-    "replknet 13x13 7x7": (1024, (7, 7), (13, 13), 1, "same", False, True),
-    "replknet 13x13 on a 3x3 map": (1024, (3, 3), (13, 13), 1, "same", False, False),  # 5 taps reach it
-    "slak 51x5 56x56": (96, (56, 56), (51, 5), 1, "same", False, True),
-    "slak 5x51 56x56 channels-last": (96, (56, 56), (5, 51), 1, "same", True, True),
-    "slak 5x5": (96, (56, 56), (5, 5), 1, "same", False, False),
+    "shvit-s4 3x3 16x16": Shape(224, (16, 16), (3, 3), triton=False),
+    "shvit-s4 3x3 4x4": Shape(448, (4, 4), (3, 3), triton=False),
+    "agent-swin 3x3 56x56": Shape(96, (56, 56), (3, 3), triton=False),
+    "flatten-swin 5x5 56x56": Shape(32, (56, 56), (5, 5), triton=False),
+    "van 5x5 56x56": Shape(64, (56, 56), (5, 5), triton=False),
+    "van 7x7 dil3 56x56 nchw": Shape(64, (56, 56), (7, 7), triton=True, dilation=3),
+    "van 7x7 dil3 56x56 channels-last": Shape(64, (56, 56), (7, 7), triton=False, dilation=3, channels_last=True),
+    "van 7x7 dil3 7x7 map": Shape(512, (7, 7), (7, 7), triton=False, dilation=3),  # 5 taps per axis reach it
+    "hornet 7x7 56x56 nchw": Shape(64, (56, 56), (7, 7), triton=True),
+    "hornet 7x7 56x56 channels-last": Shape(64, (56, 56), (7, 7), triton=False, channels_last=True),
+    "parcnet-v1 56-tap circular": Shape(96, (111, 56), (56, 1), triton=True, padding=0),
+    "parcnet-v2 27-tap 14x14": Shape(192, (14, 14), (27, 1), triton=True, channels_last=True),
+    "parcnet-v2 13-tap 7x7": Shape(384, (7, 7), (1, 13), triton=True),
+    "replknet 31x31 56x56": Shape(128, (56, 56), (31, 31), triton=True),
+    "replknet 31x31 56x56 channels-last": Shape(128, (56, 56), (31, 31), triton=True, channels_last=True),
+    "replknet 29x29 28x28": Shape(256, (28, 28), (29, 29), triton=True),
+    "replknet 27x27 14x14": Shape(512, (14, 14), (27, 27), triton=True, channels_last=True),
+    "replknet 13x13 7x7": Shape(1024, (7, 7), (13, 13), triton=True),
+    "replknet 13x13 on a 3x3 map": Shape(1024, (3, 3), (13, 13), triton=False),  # 5 taps reach it
+    "slak 51x5 56x56": Shape(96, (56, 56), (51, 5), triton=True),
+    "slak 5x51 56x56 channels-last": Shape(96, (56, 56), (5, 51), triton=True, channels_last=True),
+    "slak 5x5": Shape(96, (56, 56), (5, 5), triton=False),
 }
 
 
@@ -51,10 +64,9 @@ FAMILY_SHAPES = {
 @pytest.mark.parametrize("case", FAMILY_SHAPES.values(), ids=FAMILY_SHAPES.keys())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_depthwise_rule_for_family_shapes(case, training, dtype):
-    channels, size, kernel, dilation, padding, channels_last, triton = case
-    call = _call(channels, size, kernel, dilation, padding, channels_last, requires_grad=training)
-    assert call.training is training and call.channels_last is channels_last
-    assert dwconv.depthwise_prefers_triton(call) is triton
+    call = _call(case.channels, case.size, case.kernel, case.dilation, case.padding, case.channels_last, training)
+    assert call.training is training and call.channels_last is case.channels_last
+    assert dwconv.depthwise_prefers_triton(call) is case.triton
 
 
 def test_taps_in_map():
