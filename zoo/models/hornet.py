@@ -25,7 +25,6 @@ from timm.layers import (
     DropPath,
     LayerNorm2d,
     Mlp,
-    NormMlpClassifierHead,
     calculate_drop_path_rates,
     to_2tuple,
     trunc_normal_,
@@ -208,13 +207,7 @@ class HorNet(Backbone):
         ])
         self.feature_info = pyramid_feature_info(dims)
         self.norm = nn.Identity()
-        self.head = NormMlpClassifierHead(
-            self.num_features,
-            self.num_classes,
-            pool_type=self.global_pool,
-            drop_rate=self.drop_rate,
-            norm_layer=partial(LayerNorm2d, eps=1e-6),
-        )
+        self.head = self.norm_mlp_classifier_head()
         self.apply(partial(init_trunc_normal, layers=(nn.Conv2d, nn.Linear)))
         if isinstance(self.head.fc, nn.Linear):
             self.head.fc.weight.data.mul_(head_init_scale)
